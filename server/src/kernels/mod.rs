@@ -1,0 +1,110 @@
+//! The built-in kernels: one file each, with its parameters, its CPU path and its check.
+//!
+//! A kernel describes itself ([`Kernel::spec`]), says how much memory a job needs
+//! ([`Kernel::memory_bytes`]) and prepares a CPU run ([`Kernel::prepare_cpu`]) whose inputs
+//! are drawn deterministically from the job's `seed`. The [`harness`] runs the warm-up and
+//! the timed repetitions and turns the run's [`RunReport`] into a [`JobResult`].
+//! Adding a kernel is a new file here and one line in [`catalog`].
+
+mod bandwidth;
+mod mandelbrot;
+mod matmul;
+mod monte_carlo_pi;
+mod reduce_sum;
+mod saxpy;
+mod vector_add;
+
+pub mod harness;
+pub mod params;
+pub mod rng;
+
+use gpulab_shared::{KernelSpec, Verification};
+
+pub use params::{ParamError, ResolvedParams};
+
+/// A built-in kernel of the catalog.
+pub trait Kernel: Send + Sync + 'static {
+    /// The catalog entry: name, description, device kinds, parameter schema, formula.
+    fn spec(&self) -> KernelSpec;
+
+    /// Bytes of device memory a job with these (valid) parameters allocates.
+    fn memory_bytes(&self, params: &ResolvedParams) -> u64;
+
+    /// Allocates and fills the inputs on the host, ready for the timed runs.
+    fn prepare_cpu(&self, params: &ResolvedParams) -> Result<Box<dyn CpuRun>, String>;
+}
+
+/// A prepared CPU run: [`CpuRun::run`] once for the warm-up and once per repetition, then
+/// [`CpuRun::finish`] checks the output against an independent reference.
+pub trait CpuRun: Send {
+    /// One repetition of the kernel. Uses every core.
+    fn run(&mut self);
+
+    /// Verifies the output and reports the work of one repetition.
+    fn finish(self: Box<Self>) -> RunReport;
+}
+
+/// What one run did and how its output compared with the reference.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// The work of one repetition, which the harness divides by the median time.
+    pub work: Work,
+    pub verification: Verification,
+    /// Kernel-specific output (`result.output`).
+    pub output: serde_json::Value,
+    /// An image for `GET /api/jobs/{id}/artifact`.
+    pub artifact: Option<Artifact>,
+}
+
+/// The work of one repetition, in the unit its throughput is reported in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Work {
+    /// Bytes moved to or from memory: throughput in GB/s (10⁹ bytes per second).
+    Bytes(f64),
+    /// Floating-point operations: throughput in GFLOP/s.
+    Flops(f64),
+    /// Random samples drawn and tested: throughput in Gsamples/s.
+    Samples(f64),
+    /// Pixels computed: throughput in Mpixels/s.
+    Pixels(f64),
+}
+
+impl Work {
+    /// The throughput of this much work done in `seconds`.
+    pub fn throughput(self, seconds: f64) -> gpulab_shared::Throughput {
+        let (amount, scale, unit) = match self {
+            Work::Bytes(b) => (b, 1e9, "GB/s"),
+            Work::Flops(f) => (f, 1e9, "GFLOP/s"),
+            Work::Samples(s) => (s, 1e9, "Gsamples/s"),
+            Work::Pixels(p) => (p, 1e6, "Mpixels/s"),
+        };
+        let value = if seconds > 0.0 { amount / seconds / scale } else { 0.0 };
+        gpulab_shared::Throughput { value, unit: unit.to_string() }
+    }
+}
+
+/// A file a job produced, stored with its history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Artifact {
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Every built-in kernel, in the order the catalog lists them.
+pub fn catalog() -> &'static [&'static dyn Kernel] {
+    static CATALOG: &[&dyn Kernel] = &[
+        &vector_add::VectorAdd,
+        &saxpy::Saxpy,
+        &reduce_sum::ReduceSum,
+        &matmul::Matmul,
+        &bandwidth::Bandwidth,
+        &mandelbrot::Mandelbrot,
+        &monte_carlo_pi::MonteCarloPi,
+    ];
+    CATALOG
+}
+
+/// The kernel called `name`, if the catalog has one.
+pub fn find(name: &str) -> Option<&'static dyn Kernel> {
+    catalog().iter().copied().find(|k| k.spec().name == name)
+}

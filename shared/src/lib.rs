@@ -1,0 +1,351 @@
+//! The gpulab REST API types: one definition of every request and response, used by the
+//! server (which derives the OpenAPI document from them) and by the browser UI.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "openapi")]
+use utoipa::ToSchema;
+
+/// Parameters of a job, by name. Values are JSON numbers, strings or booleans.
+pub type Params = BTreeMap<String, serde_json::Value>;
+
+/// `GET /api/health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Health {
+    /// `"ok"` while the server answers.
+    pub status: String,
+    /// The server's version.
+    pub version: String,
+    pub cuda: CudaStatus,
+}
+
+/// Whether CUDA can be used on this host, and why not when it cannot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CudaStatus {
+    pub available: bool,
+    /// The CUDA version the driver supports, such as `"12.8"`.
+    pub driver_version: Option<String>,
+    /// Why no CUDA device can be used; `null` when CUDA is available.
+    pub reason: Option<String>,
+}
+
+/// The two kinds of device gpulab runs kernels on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    Cpu,
+    Cuda,
+}
+
+impl DeviceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Cuda => "cuda",
+        }
+    }
+}
+
+/// One device: the host CPU (`cpu`) or a CUDA GPU (`cuda:N`). Unknown values are `null`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Device {
+    /// `cpu` or `cuda:N`.
+    pub id: String,
+    pub kind: DeviceKind,
+    pub name: String,
+    pub total_memory_bytes: Option<u64>,
+    /// Free (GPU) or available (CPU) memory when the inventory was taken.
+    pub free_memory_bytes: Option<u64>,
+    /// Present for CUDA devices.
+    pub cuda: Option<CudaDeviceInfo>,
+    /// Present for the CPU device.
+    pub cpu: Option<CpuDeviceInfo>,
+}
+
+/// What the CUDA driver reports about one GPU.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CudaDeviceInfo {
+    /// The CUDA device ordinal, `N` in `cuda:N`.
+    pub ordinal: u32,
+    /// `GPU-xxxxxxxx-xxxx-…`, as nvidia-smi prints it.
+    pub uuid: Option<String>,
+    pub pci_bus_id: Option<String>,
+    pub compute_capability: Option<ComputeCapability>,
+    pub multiprocessor_count: Option<u32>,
+    pub max_sm_clock_mhz: Option<u32>,
+    pub max_memory_clock_mhz: Option<u32>,
+    pub memory_bus_width_bits: Option<u32>,
+    pub l2_cache_bytes: Option<u64>,
+    pub shared_memory_per_block_bytes: Option<u64>,
+    pub shared_memory_per_sm_bytes: Option<u64>,
+    pub registers_per_block: Option<u32>,
+    pub max_threads_per_block: Option<u32>,
+    pub max_threads_per_sm: Option<u32>,
+    pub warp_size: Option<u32>,
+    pub async_engine_count: Option<u32>,
+    pub ecc_enabled: Option<bool>,
+    /// The CUDA version the driver supports, such as `"12.8"`.
+    pub driver_cuda_version: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ComputeCapability {
+    pub major: u32,
+    pub minor: u32,
+}
+
+/// What the operating system reports about the host CPU.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CpuDeviceInfo {
+    pub model: Option<String>,
+    pub physical_cores: Option<u32>,
+    pub logical_threads: Option<u32>,
+    pub total_memory_bytes: Option<u64>,
+    pub available_memory_bytes: Option<u64>,
+}
+
+/// The type of a kernel parameter, which decides the form control the UI renders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum ParamType {
+    Integer,
+    Number,
+    String,
+    Boolean,
+    /// One of `choices`.
+    Enum,
+}
+
+/// One parameter of a catalog kernel. Every parameter has a default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ParamSpec {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: ParamType,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub default: serde_json::Value,
+    /// Inclusive lower bound of a numeric parameter.
+    pub min: Option<f64>,
+    /// Inclusive upper bound of a numeric parameter.
+    pub max: Option<f64>,
+    /// The allowed values of an `enum` parameter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub choices: Option<Vec<String>>,
+    pub unit: Option<String>,
+    pub help: String,
+}
+
+/// One entry of `GET /api/kernels`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct KernelSpec {
+    pub name: String,
+    pub description: String,
+    /// The device kinds this kernel runs on today.
+    pub devices: Vec<DeviceKind>,
+    pub params: Vec<ParamSpec>,
+    /// How `result.throughput` is computed, such as `"3 × n × 4 bytes / median time"`.
+    pub throughput_formula: String,
+}
+
+/// `POST /api/jobs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct JobRequest {
+    pub kernel: String,
+    pub device: String,
+    /// Missing parameters take their catalog defaults.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub params: Option<Params>,
+    /// Timed repetitions after one warm-up run (default 10).
+    #[serde(default)]
+    pub repetitions: Option<u32>,
+    /// Seconds before the job is ended as `timed_out` (default 60, capped by the server).
+    #[serde(default)]
+    pub timeout_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    TimedOut,
+    /// The server stopped while the job was queued or running.
+    Interrupted,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 7] = [
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+        JobStatus::TimedOut,
+        JobStatus::Interrupted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+            JobStatus::TimedOut => "timed_out",
+            JobStatus::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobStatus> {
+        JobStatus::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Whether the job has ended and will not change again.
+    pub fn is_finished(self) -> bool {
+        !matches!(self, JobStatus::Queued | JobStatus::Running)
+    }
+}
+
+/// How far a running job has come: `done` of `total` timed repetitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Progress {
+    pub done: u32,
+    pub total: u32,
+}
+
+/// One job, as `GET /api/jobs/{id}` returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Job {
+    pub id: i64,
+    pub kernel: String,
+    pub device: String,
+    /// Every parameter, defaults filled in.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub params: Params,
+    pub repetitions: u32,
+    pub timeout_s: f64,
+    pub status: JobStatus,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub progress: Option<Progress>,
+    pub result: Option<JobResult>,
+    /// Why the job failed, timed out, was cancelled or interrupted.
+    pub error: Option<String>,
+}
+
+/// What a finished kernel run measured and checked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct JobResult {
+    pub timing: Timing,
+    pub throughput: Throughput,
+    pub verification: Verification,
+    /// Kernel-specific output, such as the estimate of π.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub output: serde_json::Value,
+    /// Whether `GET /api/jobs/{id}/artifact` has an image for this job.
+    pub has_artifact: bool,
+}
+
+/// Wall time of the timed repetitions (the warm-up run is not counted).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Timing {
+    pub repetitions: u32,
+    pub min_ms: f64,
+    pub median_ms: f64,
+    pub max_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Throughput {
+    pub value: f64,
+    /// Such as `"GB/s"` or `"GFLOP/s"`.
+    pub unit: String,
+}
+
+/// The output checked against an independently computed reference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Verification {
+    pub passed: bool,
+    pub max_abs_error: f64,
+    pub max_rel_error: f64,
+    /// The largest `max_rel_error` that passes.
+    pub tolerance: f64,
+    /// What was compared with what, in a sentence.
+    pub method: String,
+}
+
+/// `GET /api/jobs`: newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct JobPage {
+    pub jobs: Vec<Job>,
+    /// Pass as `cursor` to get the next (older) page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// An RFC 9457 problem document (`application/problem+json`): every error the API answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    pub title: String,
+    pub status: u16,
+    /// What was wrong, for a person to read.
+    pub detail: String,
+    /// The request field the problem is about, such as `params.n`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_status_round_trips_through_its_wire_name() {
+        for status in JobStatus::ALL {
+            let json = serde_json::to_string(&status).unwrap();
+            assert_eq!(json, format!("\"{}\"", status.as_str()));
+            assert_eq!(JobStatus::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(JobStatus::parse("done"), None);
+    }
+
+    #[test]
+    fn job_request_takes_kernel_and_device_alone() {
+        let req: JobRequest =
+            serde_json::from_str(r#"{"kernel":"saxpy","device":"cpu"}"#).unwrap();
+        assert_eq!(req.params, None);
+        assert_eq!(req.repetitions, None);
+        assert!(serde_json::from_str::<JobRequest>(r#"{"kernel":"saxpy","device":"cpu","x":1}"#)
+            .is_err());
+    }
+}
