@@ -4,5 +4,10 @@
 //! that owns one device, and is stored in [`store`]. [`devices`] takes the inventory and
 //! [`kernels`] holds the built-in kernels.
 
+pub mod api;
+pub mod cli;
 pub mod devices;
+pub mod jobs;
 pub mod kernels;
+pub mod store;
+pub mod worker;

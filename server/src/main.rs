@@ -1,1 +1,9 @@
-fn main() {}
+fn main() -> std::process::ExitCode {
+    match gpulab::cli::main() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("gpulab: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -108,3 +108,33 @@ pub fn catalog() -> &'static [&'static dyn Kernel] {
 pub fn find(name: &str) -> Option<&'static dyn Kernel> {
     catalog().iter().copied().find(|k| k.spec().name == name)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_found() {
+        let names: BTreeSet<String> = catalog().iter().map(|k| k.spec().name).collect();
+        assert_eq!(names.len(), catalog().len());
+        for name in &names {
+            assert_eq!(find(name).map(|k| k.spec().name).as_ref(), Some(name));
+        }
+        assert!(find("no_such_kernel").is_none());
+    }
+
+    #[test]
+    fn every_default_resolves_and_describes_itself() {
+        for kernel in catalog() {
+            let spec = kernel.spec();
+            let params = ResolvedParams::resolve(&spec.params, None)
+                .unwrap_or_else(|e| panic!("{}: default {} is invalid: {}", spec.name, e.field, e.detail));
+            assert!(!spec.description.is_empty() && !spec.throughput_formula.is_empty());
+            assert!(spec.devices.contains(&gpulab_shared::DeviceKind::Cpu), "{}", spec.name);
+            // Only the π estimate needs no buffers.
+            assert_eq!(kernel.memory_bytes(&params) == 0, spec.name == "monte_carlo_pi");
+        }
+    }
+}

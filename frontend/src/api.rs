@@ -1,0 +1,146 @@
+//! The only place that talks HTTP: one function per REST call of the gpulab server.
+//!
+//! The API is served from the same origin as the UI, so every URL is a path. Error answers
+//! are `application/problem+json` documents, handed to the caller as [`ApiError::Problem`] so
+//! the UI can show `detail` beside the form field that `field` names.
+
+use std::fmt;
+
+use gloo_net::http::{Request, Response};
+use gpulab_shared::{Device, Health, Job, JobPage, JobRequest, JobStatus, KernelSpec, Problem};
+use serde::de::DeserializeOwned;
+
+/// Why an API call gave no answer the UI can use.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApiError {
+    /// The server answered with an error status.
+    Problem(Problem),
+    /// No answer came back, or the answer was not what the API promises.
+    Transport(String),
+}
+
+impl ApiError {
+    /// The problem document, when the server sent one.
+    pub fn problem(&self) -> Option<&Problem> {
+        match self {
+            ApiError::Problem(problem) => Some(problem),
+            ApiError::Transport(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiError::Problem(p) => write!(f, "{}: {}", p.title, p.detail),
+            ApiError::Transport(message) => write!(f, "{message}"),
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl From<gloo_net::Error> for ApiError {
+    fn from(err: gloo_net::Error) -> Self {
+        ApiError::Transport(format!("could not reach the gpulab server: {err}"))
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Which jobs `GET /api/jobs` lists; `None` means any.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobFilter {
+    pub status: Option<JobStatus>,
+    pub device: Option<String>,
+    pub kernel: Option<String>,
+}
+
+/// `GET /api/health`.
+pub async fn health() -> ApiResult<Health> {
+    read_json(Request::get("/api/health").send().await?).await
+}
+
+/// `GET /api/devices`.
+pub async fn devices() -> ApiResult<Vec<Device>> {
+    read_json(Request::get("/api/devices").send().await?).await
+}
+
+/// `GET /api/devices?format=text`: the plain-text summary, one device per line.
+pub async fn devices_text() -> ApiResult<String> {
+    let response = Request::get("/api/devices").query([("format", "text")]).send().await?;
+    if !response.ok() {
+        return Err(read_problem(response).await);
+    }
+    Ok(response.text().await?)
+}
+
+/// `GET /api/kernels`.
+pub async fn kernels() -> ApiResult<Vec<KernelSpec>> {
+    read_json(Request::get("/api/kernels").send().await?).await
+}
+
+/// `POST /api/jobs`: queues a job and answers it as it was accepted.
+pub async fn create_job(request: JobRequest) -> ApiResult<Job> {
+    read_json(Request::post("/api/jobs").json(&request)?.send().await?).await
+}
+
+/// `GET /api/jobs`: one page of jobs, newest first, starting after `cursor`.
+pub async fn jobs(filter: JobFilter, cursor: Option<String>, limit: u32) -> ApiResult<JobPage> {
+    let mut query = vec![("limit", limit.to_string())];
+    if let Some(status) = filter.status {
+        query.push(("status", status.as_str().to_owned()));
+    }
+    if let Some(device) = filter.device {
+        query.push(("device", device));
+    }
+    if let Some(kernel) = filter.kernel {
+        query.push(("kernel", kernel));
+    }
+    if let Some(cursor) = cursor {
+        query.push(("cursor", cursor));
+    }
+    read_json(Request::get("/api/jobs").query(query).send().await?).await
+}
+
+/// `GET /api/jobs/{id}`.
+pub async fn job(id: i64) -> ApiResult<Job> {
+    read_json(Request::get(&format!("/api/jobs/{id}")).send().await?).await
+}
+
+/// `DELETE /api/jobs/{id}`: cancels a queued or running job.
+pub async fn cancel_job(id: i64) -> ApiResult<Job> {
+    read_json(Request::delete(&format!("/api/jobs/{id}")).send().await?).await
+}
+
+/// Where the image a job produced (the Mandelbrot set) is served.
+pub fn artifact_url(id: i64) -> String {
+    format!("/api/jobs/{id}/artifact")
+}
+
+async fn read_json<T: DeserializeOwned>(response: Response) -> ApiResult<T> {
+    if !response.ok() {
+        return Err(read_problem(response).await);
+    }
+    response.json().await.map_err(|err| {
+        ApiError::Transport(format!(
+            "the answer of {} was not what the API promises: {err}",
+            response.url()
+        ))
+    })
+}
+
+/// The problem document of an error answer; a proxy or a crash may answer without one.
+async fn read_problem(response: Response) -> ApiError {
+    let status = response.status();
+    match response.json::<Problem>().await {
+        Ok(problem) => ApiError::Problem(problem),
+        Err(_) => ApiError::Problem(Problem {
+            type_uri: "about:blank".to_owned(),
+            title: response.status_text(),
+            status,
+            detail: format!("the server answered {status} {}", response.status_text()),
+            field: None,
+        }),
+    }
+}

@@ -1,0 +1,84 @@
+use gpulab_shared::{CpuDeviceInfo, CudaDeviceInfo, Device, DeviceKind};
+use leptos::prelude::*;
+
+use super::MemoryBar;
+use crate::format::{self, or_dash};
+
+/// One device with everything the server knows about it.
+#[component]
+pub fn DeviceCard(device: Device) -> impl IntoView {
+    let facts = match (&device.cuda, &device.cpu) {
+        (Some(cuda), _) => cuda_facts(cuda),
+        (None, Some(cpu)) => cpu_facts(cpu),
+        (None, None) => Vec::new(),
+    };
+    let heading_id = format!("device-{}", device.id);
+    let labelled_by = heading_id.clone();
+    let kind = match device.kind {
+        DeviceKind::Cpu => "CPU",
+        DeviceKind::Cuda => "CUDA GPU",
+    };
+    view! {
+        <article
+            class="card device-card"
+            data-testid=format!("device-card-{}", device.id)
+            aria-labelledby=labelled_by
+        >
+            <header class="card-header">
+                <h2 id=heading_id>{device.name.clone()}</h2>
+                <span class=format!("badge kind-{}", device.kind.as_str())>{kind}</span>
+            </header>
+            <p class="device-id">
+                <code>{device.id.clone()}</code>
+            </p>
+            <MemoryBar total=device.total_memory_bytes free=device.free_memory_bytes />
+            <dl class="facts">
+                {facts
+                    .into_iter()
+                    .map(|(label, value)| view! {
+                        <dt>{label}</dt>
+                        <dd>{value}</dd>
+                    })
+                    .collect_view()}
+            </dl>
+            <a class="button" href=format!("/launch?device={}", device.id)>
+                "Launch a kernel here"
+            </a>
+        </article>
+    }
+}
+
+fn cpu_facts(cpu: &CpuDeviceInfo) -> Vec<(&'static str, String)> {
+    vec![
+        ("Model", or_dash(cpu.model.as_ref())),
+        ("Physical cores", or_dash(cpu.physical_cores)),
+        ("Logical threads", or_dash(cpu.logical_threads)),
+    ]
+}
+
+fn cuda_facts(cuda: &CudaDeviceInfo) -> Vec<(&'static str, String)> {
+    let mhz = |v: Option<u32>| or_dash(v.map(|v| format!("{v} MHz")));
+    let size = |v: Option<u64>| or_dash(v.map(format::bytes));
+    vec![
+        (
+            "Compute capability",
+            or_dash(cuda.compute_capability.map(|cc| format!("{}.{}", cc.major, cc.minor))),
+        ),
+        ("Multiprocessors", or_dash(cuda.multiprocessor_count)),
+        ("Max SM clock", mhz(cuda.max_sm_clock_mhz)),
+        ("Max memory clock", mhz(cuda.max_memory_clock_mhz)),
+        ("Memory bus width", or_dash(cuda.memory_bus_width_bits.map(|b| format!("{b}-bit")))),
+        ("L2 cache", size(cuda.l2_cache_bytes)),
+        ("Shared memory per block", size(cuda.shared_memory_per_block_bytes)),
+        ("Shared memory per SM", size(cuda.shared_memory_per_sm_bytes)),
+        ("Registers per block", or_dash(cuda.registers_per_block)),
+        ("Max threads per block", or_dash(cuda.max_threads_per_block)),
+        ("Max threads per SM", or_dash(cuda.max_threads_per_sm)),
+        ("Warp size", or_dash(cuda.warp_size)),
+        ("Async copy engines", or_dash(cuda.async_engine_count)),
+        ("ECC", or_dash(cuda.ecc_enabled.map(|on| if on { "on" } else { "off" }))),
+        ("Driver CUDA version", or_dash(cuda.driver_cuda_version.as_ref())),
+        ("PCI bus", or_dash(cuda.pci_bus_id.as_ref())),
+        ("UUID", or_dash(cuda.uuid.as_ref())),
+    ]
+}

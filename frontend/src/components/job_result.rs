@@ -1,0 +1,66 @@
+use gpulab_shared::JobResult;
+use leptos::prelude::*;
+
+use crate::api;
+use crate::format;
+
+/// What a finished job measured and checked, and the image it drew, if any.
+#[component]
+pub fn JobResultView(job_id: i64, result: JobResult) -> impl IntoView {
+    let JobResult { timing, throughput, verification, output, has_artifact } = result;
+    let output = serde_json::to_string_pretty(&output).unwrap_or_else(|_| output.to_string());
+    let passed = verification.passed;
+    view! {
+        <section class="card" aria-labelledby="timing-heading">
+            <h2 id="timing-heading">"Timing"</h2>
+            <p class="throughput" data-testid="job-throughput">
+                <span class="value">{format::number(throughput.value)}</span>
+                " "
+                <span class="unit">{throughput.unit}</span>
+            </p>
+            <dl class="facts">
+                <dt>"Min"</dt>
+                <dd>{format::millis(timing.min_ms)}</dd>
+                <dt>"Median"</dt>
+                <dd>{format::millis(timing.median_ms)}</dd>
+                <dt>"Max"</dt>
+                <dd>{format::millis(timing.max_ms)}</dd>
+                <dt>"Repetitions"</dt>
+                <dd>{timing.repetitions}</dd>
+            </dl>
+        </section>
+        <section class="card" aria-labelledby="verification-heading" data-testid="job-verification">
+            <h2 id="verification-heading">"Verification"</h2>
+            <p>
+                <span class=if passed { "badge status-succeeded" } else { "badge status-failed" }>
+                    {if passed { "passed" } else { "failed" }}
+                </span>
+                " "
+                {verification.method}
+            </p>
+            <dl class="facts">
+                <dt>"Max absolute error"</dt>
+                <dd>{format::scientific(verification.max_abs_error)}</dd>
+                <dt>"Max relative error"</dt>
+                <dd>{format::scientific(verification.max_rel_error)}</dd>
+                <dt>"Tolerance"</dt>
+                <dd>{format::scientific(verification.tolerance)}</dd>
+            </dl>
+        </section>
+        <section class="card" aria-labelledby="output-heading">
+            <h2 id="output-heading">"Output"</h2>
+            <pre class="json">{output}</pre>
+        </section>
+        {has_artifact
+            .then(|| view! {
+                <section class="card artifact" aria-labelledby="artifact-heading">
+                    <h2 id="artifact-heading">"Image"</h2>
+                    <img
+                        data-testid="job-artifact"
+                        src=api::artifact_url(job_id)
+                        alt=format!("The image job {job_id} computed")
+                    />
+                </section>
+            })}
+    }
+}

@@ -1,0 +1,15 @@
+//! The gpulab browser UI. `trunk build` compiles it to WebAssembly into `dist/`, which the
+//! server serves next to the REST API it talks to.
+
+mod api;
+mod app;
+mod components;
+mod format;
+mod hooks;
+mod pages;
+mod validate;
+
+fn main() {
+    console_error_panic_hook::set_once();
+    leptos::mount::mount_to_body(app::App);
+}

@@ -1,0 +1,62 @@
+//! `GET /api/devices` and `GET /api/devices/{id}`.
+
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use gpulab_shared::{Device, Problem};
+use serde::Deserialize;
+
+use super::error::ApiError;
+use super::AppState;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct DevicesQuery {
+    /// `json` (the default) or `text`: the one line of the original PyCUDA page.
+    format: Option<String>,
+}
+
+/// Every device: each CUDA GPU, then the host CPU.
+#[utoipa::path(get, path = "/api/devices", tag = "devices", params(DevicesQuery),
+    responses(
+        (status = 200, description = "The devices; with `format=text`, the line \
+            `N device(s) found., Device #0: NAME, Compute Capability: X.Y, Total Memory: M KB`",
+            body = [Device]),
+        (status = 400, description = "Unknown format", body = Problem,
+            content_type = "application/problem+json")))]
+pub async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<DevicesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query?;
+    match query.format.as_deref() {
+        None | Some("json") => Ok(Json(&state.inventory.devices).into_response()),
+        Some("text") => Ok((
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            state.inventory.pycuda_line(),
+        )
+            .into_response()),
+        Some(other) => {
+            Err(ApiError::BadRequest(format!("unknown format `{other}`: use json or text")))
+        }
+    }
+}
+
+/// One device by id: `cpu` or `cuda:N`.
+#[utoipa::path(get, path = "/api/devices/{id}", tag = "devices",
+    params(("id" = String, Path, description = "`cpu` or `cuda:N`")),
+    responses(
+        (status = 200, description = "The device", body = Device),
+        (status = 404, description = "No such device", body = Problem,
+            content_type = "application/problem+json")))]
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Device>, ApiError> {
+    state
+        .inventory
+        .find(&id)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| crate::jobs::RequestError::unknown_device(&id, &state.inventory).into())
+}

@@ -1,0 +1,150 @@
+//! `/api/jobs`: submit, list, read, cancel, and the artifact of a job.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use gpulab_shared::{Job, JobPage, JobRequest, JobStatus, Problem};
+use serde::Deserialize;
+
+use super::error::{ApiError, ApiJson};
+use super::AppState;
+use crate::jobs::CancelOutcome;
+use crate::store::JobFilter;
+
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 500;
+
+/// Queues a job. Only `kernel` and `device` are required.
+#[utoipa::path(post, path = "/api/jobs", tag = "jobs", request_body = JobRequest,
+    responses(
+        (status = 202, description = "Queued; `Location` names the job", body = Job),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "A token is set and missing or wrong", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown device", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown kernel, bad parameter, wrong device kind or too big", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The device's queue is full; see Retry-After", body = Problem, content_type = "application/problem+json")))]
+pub async fn create(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<JobRequest>,
+) -> Result<Response, ApiError> {
+    let job = state.jobs.submit(req).await?;
+    let location = HeaderValue::try_from(format!("/api/jobs/{}", job.id))
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(job)).into_response())
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ListQuery {
+    /// Only jobs in this status.
+    status: Option<String>,
+    /// Only jobs on this device.
+    device: Option<String>,
+    /// Only jobs of this kernel.
+    kernel: Option<String>,
+    /// Jobs per page, 1 to 500 (default 50).
+    limit: Option<String>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// Jobs, newest first, a page at a time.
+#[utoipa::path(get, path = "/api/jobs", tag = "jobs", params(ListQuery),
+    responses(
+        (status = 200, description = "A page of jobs", body = JobPage),
+        (status = 422, description = "A bad filter", body = Problem, content_type = "application/problem+json")))]
+pub async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<JobPage>, ApiError> {
+    let Query(q) = query?;
+    let status = q
+        .status
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            JobStatus::parse(s).ok_or_else(|| {
+                let all: Vec<&str> = JobStatus::ALL.iter().map(|s| s.as_str()).collect();
+                ApiError::invalid("status", format!("unknown status `{s}`; use one of {}", all.join(", ")))
+            })
+        })
+        .transpose()?;
+    let limit = match q.limit.as_deref() {
+        None | Some("") => DEFAULT_PAGE,
+        Some(l) => l.parse().ok().filter(|l| (1..=MAX_PAGE).contains(l)).ok_or_else(|| {
+            ApiError::invalid("limit", format!("`limit` must be from 1 to {MAX_PAGE}, got `{l}`"))
+        })?,
+    };
+    let before_id = match q.cursor.as_deref() {
+        None | Some("") => None,
+        Some(c) => Some(c.parse::<i64>().map_err(|_| {
+            ApiError::invalid("cursor", format!("`cursor` must be a `next_cursor` from a previous page, got `{c}`"))
+        })?),
+    };
+    let filter = JobFilter {
+        status,
+        device: q.device.filter(|d| !d.is_empty()),
+        kernel: q.kernel.filter(|k| !k.is_empty()),
+        before_id,
+        limit,
+    };
+    Ok(Json(state.jobs.list(filter).await?))
+}
+
+/// One job, with its progress while it runs and its result once it has finished.
+#[utoipa::path(get, path = "/api/jobs/{id}", tag = "jobs",
+    params(("id" = i64, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job", body = Job),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json")))]
+pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Job>, ApiError> {
+    let id = job_id(&id)?;
+    state.jobs.get(id).await?.map(Json).ok_or_else(|| no_job(id))
+}
+
+/// Cancels a queued job, or stops a running one (its worker is killed and replaced).
+#[utoipa::path(delete, path = "/api/jobs/{id}", tag = "jobs",
+    params(("id" = i64, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job, now cancelled", body = Job),
+        (status = 401, description = "A token is set and missing or wrong", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job has already finished", body = Problem, content_type = "application/problem+json")))]
+pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Job>, ApiError> {
+    let id = job_id(&id)?;
+    match state.jobs.cancel(id).await? {
+        CancelOutcome::Cancelled(job) => Ok(Json(job)),
+        CancelOutcome::AlreadyFinished(job) => Err(ApiError::Conflict(format!(
+            "job {id} has already finished ({}); there is nothing to cancel",
+            job.status.as_str()
+        ))),
+        CancelOutcome::NotFound => Err(no_job(id)),
+    }
+}
+
+/// The image a job made (the Mandelbrot set's PNG).
+#[utoipa::path(get, path = "/api/jobs/{id}/artifact", tag = "jobs",
+    params(("id" = i64, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The image", content_type = "image/png"),
+        (status = 404, description = "No such job, or it made no image", body = Problem, content_type = "application/problem+json")))]
+pub async fn artifact(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = job_id(&id)?;
+    match state.jobs.artifact(id).await? {
+        Some(a) => Ok(([(header::CONTENT_TYPE, a.content_type)], a.bytes).into_response()),
+        None if state.jobs.get(id).await?.is_some() => {
+            Err(ApiError::NotFound(format!("job {id} has no artifact")))
+        }
+        None => Err(no_job(id)),
+    }
+}
+
+fn job_id(raw: &str) -> Result<i64, ApiError> {
+    raw.parse().map_err(|_| ApiError::NotFound(format!("there is no job `{raw}`: job ids are numbers")))
+}
+
+fn no_job(id: i64) -> ApiError {
+    ApiError::NotFound(format!("there is no job {id}"))
+}

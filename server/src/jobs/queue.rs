@@ -1,0 +1,160 @@
+//! The FIFO queue of one device: jobs waiting, and the one running with its cancel line.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
+
+use gpulab_shared::{Job, Params};
+use tokio::sync::{oneshot, Notify};
+
+/// A job waiting for its device.
+#[derive(Debug, Clone)]
+pub struct QueuedJob {
+    pub id: i64,
+    pub kernel: String,
+    pub params: Params,
+    pub repetitions: u32,
+    pub timeout_s: f64,
+}
+
+/// Asks the device's runner to end the running job; the runner answers with the job as
+/// stored once its worker is gone.
+pub type CancelRequest = oneshot::Sender<Job>;
+
+struct RunningJob {
+    id: i64,
+    cancel: Option<oneshot::Sender<CancelRequest>>,
+}
+
+#[derive(Default)]
+struct State {
+    pending: VecDeque<QueuedJob>,
+    /// Places taken by submissions that are being written to the history.
+    reserved: usize,
+    running: Option<RunningJob>,
+}
+
+/// What [`DeviceQueue::cancel`] found.
+pub enum Cancel {
+    /// The job was waiting and is out of the queue now.
+    Dequeued,
+    /// The job is running: send on this to have the runner stop it.
+    Running(oneshot::Sender<CancelRequest>),
+    /// The job is not in this queue (it has ended, or its runner is ending it).
+    NotHere,
+}
+
+/// One device's queue, shared by the API (which pushes and cancels) and the device's
+/// runner (which pops).
+pub struct DeviceQueue {
+    state: Mutex<State>,
+    notify: Notify,
+    capacity: usize,
+}
+
+impl DeviceQueue {
+    pub fn new(capacity: usize) -> Self {
+        DeviceQueue { state: Mutex::default(), notify: Notify::new(), capacity }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a place in the queue for a job about to be stored; false when it is full.
+    pub fn reserve(&self) -> bool {
+        let mut s = self.state();
+        if s.pending.len() + s.reserved >= self.capacity {
+            return false;
+        }
+        s.reserved += 1;
+        true
+    }
+
+    /// Gives back a place taken by [`DeviceQueue::reserve`] without pushing.
+    pub fn unreserve(&self) {
+        let mut s = self.state();
+        s.reserved = s.reserved.saturating_sub(1);
+    }
+
+    /// Puts a job that holds a reservation at the back of the queue.
+    pub fn push_reserved(&self, job: QueuedJob) {
+        {
+            let mut s = self.state();
+            s.reserved = s.reserved.saturating_sub(1);
+            s.pending.push_back(job);
+        }
+        self.notify.notify_one();
+    }
+
+    /// Waits for the next job and marks it running; returns it with the line on which a
+    /// cancel request arrives.
+    pub async fn next(&self) -> (QueuedJob, oneshot::Receiver<CancelRequest>) {
+        loop {
+            {
+                let mut s = self.state();
+                if let Some(job) = s.pending.pop_front() {
+                    let (tx, rx) = oneshot::channel();
+                    s.running = Some(RunningJob { id: job.id, cancel: Some(tx) });
+                    return (job, rx);
+                }
+            }
+            self.notify.notified().await;
+        }
+    }
+
+    /// The runner is done with its job.
+    pub fn finish_running(&self) {
+        self.state().running = None;
+    }
+
+    pub fn cancel(&self, id: i64) -> Cancel {
+        let mut s = self.state();
+        if let Some(pos) = s.pending.iter().position(|j| j.id == id) {
+            s.pending.remove(pos);
+            return Cancel::Dequeued;
+        }
+        match &mut s.running {
+            Some(running) if running.id == id => match running.cancel.take() {
+                Some(tx) => Cancel::Running(tx),
+                None => Cancel::NotHere,
+            },
+            _ => Cancel::NotHere,
+        }
+    }
+
+    /// Jobs waiting (not counting the running one).
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
+        self.state().pending.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: i64) -> QueuedJob {
+        QueuedJob { id, kernel: "k".into(), params: Params::new(), repetitions: 1, timeout_s: 1.0 }
+    }
+
+    #[tokio::test]
+    async fn jobs_come_out_in_order_and_capacity_holds() {
+        let q = DeviceQueue::new(2);
+        assert!(q.reserve());
+        q.push_reserved(job(1));
+        assert!(q.reserve());
+        assert!(!q.reserve(), "a reservation counts against the capacity");
+        q.push_reserved(job(2));
+        assert!(!q.reserve());
+        let (first, _rx) = q.next().await;
+        assert_eq!(first.id, 1);
+        assert!(q.reserve(), "the running job leaves its place");
+        q.unreserve();
+        assert!(matches!(q.cancel(2), Cancel::Dequeued));
+        assert_eq!(q.waiting(), 0);
+        assert!(matches!(q.cancel(1), Cancel::Running(_)));
+        assert!(matches!(q.cancel(1), Cancel::NotHere), "a cancel line is used once");
+        q.finish_running();
+        assert!(matches!(q.cancel(1), Cancel::NotHere));
+    }
+}

@@ -1,0 +1,147 @@
+//! Checking a `POST /api/jobs` body against the devices and the catalog, before anything
+//! is stored or queued.
+
+use std::sync::LazyLock;
+
+use gpulab_shared::{Device, DeviceKind, JobRequest, KernelSpec};
+
+use super::JobSettings;
+use crate::devices::DeviceInventory;
+use crate::kernels::{self, params::spec, ResolvedParams};
+use crate::store::NewJob;
+use crate::worker::TEST_FAULT_KERNEL;
+
+/// Timed repetitions a job may ask for.
+pub const MAX_REPETITIONS: u32 = 10_000;
+const DEFAULT_REPETITIONS: u32 = 10;
+
+/// The hidden kernel that makes a worker hang or crash, for the supervision tests.
+pub static TEST_FAULT_SPEC: LazyLock<KernelSpec> = LazyLock::new(|| KernelSpec {
+    name: TEST_FAULT_KERNEL.into(),
+    description: "Test only: makes the worker hang or crash.".into(),
+    devices: vec![DeviceKind::Cpu],
+    params: vec![spec::choice("mode", "hang", &["hang", "crash"], "What goes wrong.")],
+    throughput_formula: String::new(),
+});
+
+/// A request that cannot become a job.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RequestError {
+    /// No such device (404).
+    #[error("{0}")]
+    UnknownDevice(String),
+    /// A field is wrong (422).
+    #[error("{detail}")]
+    Invalid { field: String, detail: String },
+}
+
+impl RequestError {
+    pub fn unknown_device(id: &str, inventory: &DeviceInventory) -> Self {
+        let known: Vec<&str> = inventory.devices.iter().map(|d| d.id.as_str()).collect();
+        RequestError::UnknownDevice(format!(
+            "there is no device `{id}`; this host has: {}",
+            known.join(", ")
+        ))
+    }
+
+    fn invalid(field: &str, detail: String) -> Self {
+        RequestError::Invalid { field: field.into(), detail }
+    }
+}
+
+/// The public catalog, in order.
+pub fn catalog_specs(with_test_kernel: bool) -> Vec<KernelSpec> {
+    let mut specs: Vec<KernelSpec> = kernels::catalog().iter().map(|k| k.spec()).collect();
+    if with_test_kernel {
+        specs.push(TEST_FAULT_SPEC.clone());
+    }
+    specs
+}
+
+/// Checks every field of `req` and fills in the defaults.
+pub fn check(
+    req: &JobRequest,
+    inventory: &DeviceInventory,
+    settings: &JobSettings,
+) -> Result<NewJob, RequestError> {
+    let device = inventory
+        .find(&req.device)
+        .ok_or_else(|| RequestError::unknown_device(&req.device, inventory))?;
+    let test_kernel = settings.worker.test_faults && req.kernel == TEST_FAULT_KERNEL;
+    let kernel = if test_kernel { None } else { kernels::find(&req.kernel) };
+    let spec = match (kernel, test_kernel) {
+        (Some(k), _) => k.spec(),
+        (None, true) => TEST_FAULT_SPEC.clone(),
+        (None, false) => {
+            let names: Vec<String> = kernels::catalog().iter().map(|k| k.spec().name).collect();
+            return Err(RequestError::invalid(
+                "kernel",
+                format!("unknown kernel `{}`; the catalog has: {}", req.kernel, names.join(", ")),
+            ));
+        }
+    };
+    if !spec.devices.contains(&device.kind) {
+        let kinds: Vec<&str> = spec.devices.iter().map(|k| k.as_str()).collect();
+        return Err(RequestError::invalid(
+            "device",
+            format!(
+                "`{}` does not run on {} devices; it runs on: {}",
+                spec.name,
+                device.kind.as_str(),
+                kinds.join(", ")
+            ),
+        ));
+    }
+    let params = ResolvedParams::resolve(&spec.params, req.params.as_ref())
+        .map_err(|e| RequestError::Invalid { field: e.field, detail: e.detail })?;
+    let repetitions = req.repetitions.unwrap_or(DEFAULT_REPETITIONS);
+    if !(1..=MAX_REPETITIONS).contains(&repetitions) {
+        return Err(RequestError::invalid(
+            "repetitions",
+            format!("`repetitions` must be from 1 to {MAX_REPETITIONS}, got {repetitions}"),
+        ));
+    }
+    let timeout_s = req.timeout_s.unwrap_or(settings.default_timeout_s.min(settings.max_timeout_s));
+    if !(timeout_s > 0.0 && timeout_s <= settings.max_timeout_s) {
+        return Err(RequestError::invalid(
+            "timeout_s",
+            format!(
+                "`timeout_s` must be more than 0 and at most {} (the server's limit), got {timeout_s}",
+                settings.max_timeout_s
+            ),
+        ));
+    }
+    if let Some(k) = kernel {
+        check_memory(&spec.name, k.memory_bytes(&params), device)?;
+    }
+    Ok(NewJob {
+        kernel: spec.name,
+        device: device.id.clone(),
+        params: params.into_map(),
+        repetitions,
+        timeout_s,
+    })
+}
+
+fn check_memory(kernel: &str, needed: u64, device: &Device) -> Result<(), RequestError> {
+    let Some(limit) = device.free_memory_bytes.or(device.total_memory_bytes) else {
+        return Ok(());
+    };
+    if needed > limit {
+        return Err(RequestError::invalid(
+            "params",
+            format!(
+                "`{kernel}` with these parameters needs {} of memory, but {} has {} free; \
+                 choose a smaller problem",
+                gib(needed),
+                device.id,
+                gib(limit)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+}

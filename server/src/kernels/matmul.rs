@@ -1,0 +1,242 @@
+//! `matmul`: the single-precision matrix product `C = A·B` through `matrixmultiply`'s SGEMM.
+
+use gpulab_shared::{DeviceKind, KernelSpec, Verification};
+use serde_json::json;
+
+use super::params::spec;
+use super::{rng, CpuRun, Kernel, ResolvedParams, RunReport, Work};
+
+/// The random streams `A` and `B` are drawn from, in `[-1, 1)`.
+const STREAM_A: u64 = 0;
+const STREAM_B: u64 = 1;
+
+/// The sequence that picks which entries of `C` are checked; fixed, so every run checks the
+/// same ones.
+const SAMPLE_SEED: u64 = 0x6D61_746D_756C;
+
+/// Entries of `C` checked against a double-precision dot product.
+const SAMPLE: usize = 256;
+
+/// Dense matrix product.
+pub struct Matmul;
+
+impl Kernel for Matmul {
+    fn spec(&self) -> KernelSpec {
+        let dim =
+            |name: &str, help: &str| spec::integer(name, 1024, 1, 16384, Some("elements"), help);
+        KernelSpec {
+            name: "matmul".into(),
+            description: "Multiplies an m×k by a k×n single-precision matrix (C = A·B, row-major) \
+                          with a cache-blocked SIMD GEMM: a floating-point throughput test."
+                .into(),
+            devices: vec![DeviceKind::Cpu],
+            params: vec![
+                dim("m", "Rows of A and C."),
+                dim("n", "Columns of B and C."),
+                dim(
+                    "k",
+                    "Columns of A, rows of B: the length of each dot product.",
+                ),
+                spec::seed(),
+            ],
+            throughput_formula: "2 × m × n × k FLOP / median time (GFLOP/s)".into(),
+        }
+    }
+
+    fn memory_bytes(&self, params: &ResolvedParams) -> u64 {
+        let (m, n, k) = (params.u64("m"), params.u64("n"), params.u64("k"));
+        (m * k + k * n + m * n) * 4
+    }
+
+    fn prepare_cpu(&self, params: &ResolvedParams) -> Result<Box<dyn CpuRun>, String> {
+        let shape = Shape {
+            m: params.u64("m") as usize,
+            n: params.u64("n") as usize,
+            k: params.u64("k") as usize,
+        };
+        let seed = params.u64("seed");
+        let mut a = vec![0.0; shape.m * shape.k];
+        let mut b = vec![0.0; shape.k * shape.n];
+        rng::fill_uniform_f32(seed, STREAM_A, &mut a, -1.0, 1.0);
+        rng::fill_uniform_f32(seed, STREAM_B, &mut b, -1.0, 1.0);
+        Ok(Box::new(MatmulRun {
+            shape,
+            a,
+            b,
+            c: vec![0.0; shape.m * shape.n],
+        }))
+    }
+}
+
+/// `A` is `m×k`, `B` is `k×n`, `C` is `m×n`, all row-major.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    m: usize,
+    n: usize,
+    k: usize,
+}
+
+struct MatmulRun {
+    shape: Shape,
+    a: Vec<f32>,
+    b: Vec<f32>,
+    c: Vec<f32>,
+}
+
+impl CpuRun for MatmulRun {
+    fn run(&mut self) {
+        let Shape { m, n, k } = self.shape;
+        // SAFETY: `a` holds m·k, `b` k·n and `c` m·n floats, which the row strides (k, n, n)
+        // and column strides (1) given here address exactly; `c` is a separate allocation
+        // borrowed mutably, so it aliases neither input. With β = 0, C is only written.
+        unsafe {
+            matrixmultiply::sgemm(
+                m,
+                k,
+                n,
+                1.0,
+                self.a.as_ptr(),
+                k as isize,
+                1,
+                self.b.as_ptr(),
+                n as isize,
+                1,
+                0.0,
+                self.c.as_mut_ptr(),
+                n as isize,
+                1,
+            );
+        }
+    }
+
+    fn finish(self: Box<Self>) -> RunReport {
+        let Shape { m, n, k } = self.shape;
+        let (verification, checked) = verify(self.shape, &self.a, &self.b, &self.c);
+        RunReport {
+            work: Work::Flops(2.0 * m as f64 * n as f64 * k as f64),
+            verification,
+            output: json!({ "m": m, "n": n, "k": k, "checked_entries": checked }),
+            artifact: None,
+        }
+    }
+}
+
+/// Checks a fixed sample of `C`'s entries (the four corners always among them) against dot
+/// products in double precision, returning the verification and the number checked.
+///
+/// A dot product of length k computed in single precision, in any order and with or without
+/// FMA, errs by at most γ_k·Σ|a_il·b_lj| with γ_k = k·u/(1 − k·u), u = ε/2 (Higham, *Accuracy
+/// and Stability of Numerical Algorithms*, §3.1); `k·ε` is above that and is the tolerance.
+fn verify(shape: Shape, a: &[f32], b: &[f32], c: &[f32]) -> (Verification, usize) {
+    let Shape { m, n, k } = shape;
+    let corners = [0, n - 1, (m - 1) * n, m * n - 1];
+    let sample = rng::sample_indices(SAMPLE_SEED, m * n, SAMPLE, &corners);
+    let (mut max_abs, mut max_rel) = (0.0f64, 0.0f64);
+    for &index in &sample {
+        let (i, j) = (index / n, index % n);
+        let (mut dot, mut magnitude) = (0.0f64, 0.0f64);
+        for l in 0..k {
+            let product = a[i * k + l] as f64 * b[l * n + j] as f64;
+            dot += product;
+            magnitude += product.abs();
+        }
+        let abs = (c[index] as f64 - dot).abs();
+        let abs = if abs.is_nan() { f64::INFINITY } else { abs };
+        let rel = if magnitude == 0.0 {
+            if abs == 0.0 {
+                0.0
+            } else {
+                f64::INFINITY
+            }
+        } else {
+            abs / magnitude
+        };
+        max_abs = max_abs.max(abs);
+        max_rel = max_rel.max(rel);
+    }
+    let tolerance = k as f64 * f32::EPSILON as f64;
+    let verification = Verification {
+        passed: max_rel <= tolerance,
+        max_abs_error: max_abs,
+        max_rel_error: max_rel,
+        tolerance,
+        method: format!(
+            "{} entries of C, the corners among them, compared with dot products in double \
+             precision, error relative to Σ_l |a_il·b_lj|; the tolerance γ_k = k·ε_f32 \
+             (k = {k}) bounds the rounding of any single-precision dot product of length k.",
+            sample.len()
+        ),
+    };
+    (verification, sample.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::harness;
+
+    fn run(params: serde_json::Value) -> harness::Outcome {
+        let params = serde_json::from_value(params).unwrap();
+        let params = ResolvedParams::resolve(&Matmul.spec().params, Some(&params)).unwrap();
+        harness::time_cpu_run(Matmul.prepare_cpu(&params).unwrap(), 2, |_, _| {})
+    }
+
+    #[test]
+    fn a_rectangular_product_passes_the_check() {
+        let outcome = run(json!({ "m": 37, "n": 53, "k": 71, "seed": 5 }));
+        let v = &outcome.result.verification;
+        assert!(v.passed, "{v:?}");
+        assert!(v.max_rel_error < v.tolerance);
+        let out = &outcome.result.output;
+        assert_eq!(
+            (out["m"].as_u64(), out["n"].as_u64(), out["k"].as_u64()),
+            (Some(37), Some(53), Some(71))
+        );
+        assert_eq!(out["checked_entries"], SAMPLE);
+        assert_eq!(outcome.result.throughput.unit, "GFLOP/s");
+    }
+
+    #[test]
+    fn small_products_are_checked_entirely() {
+        let outcome = run(json!({ "m": 1, "n": 3, "k": 1 }));
+        assert!(outcome.result.verification.passed);
+        assert_eq!(outcome.result.output["checked_entries"], 3);
+    }
+
+    #[test]
+    fn a_wrong_corner_or_transposed_product_is_caught() {
+        let shape = Shape {
+            m: 40,
+            n: 30,
+            k: 20,
+        };
+        let a: Vec<f32> = (0..shape.m * shape.k)
+            .map(|i| rng::uniform_f32(1, i as u64) - 0.5)
+            .collect();
+        let b: Vec<f32> = (0..shape.k * shape.n)
+            .map(|i| rng::uniform_f32(2, i as u64) - 0.5)
+            .collect();
+        let mut c = vec![0.0f32; shape.m * shape.n];
+        for i in 0..shape.m {
+            for j in 0..shape.n {
+                c[i * shape.n + j] = (0..shape.k)
+                    .map(|l| a[i * shape.k + l] * b[l * shape.n + j])
+                    .sum();
+            }
+        }
+        assert!(verify(shape, &a, &b, &c).0.passed);
+        let mut wrong = c.clone();
+        wrong[shape.m * shape.n - 1] += 0.01;
+        assert!(!verify(shape, &a, &b, &wrong).0.passed);
+        // B read as if it were column-major: plausible values, wrong product.
+        let mut transposed = c.clone();
+        for i in 0..shape.m {
+            for j in 0..shape.n {
+                let bt = |l: usize, j: usize| b[j * shape.k + l];
+                transposed[i * shape.n + j] =
+                    (0..shape.k).map(|l| a[i * shape.k + l] * bt(l, j)).sum();
+            }
+        }
+        assert!(!verify(shape, &a, &b, &transposed).0.passed);
+    }
+}

@@ -1,0 +1,214 @@
+//! `monte_carlo_pi`: estimates π from the fraction of random points of the unit square that
+//! fall inside the quarter disc.
+//!
+//! Sample `i` takes `X` and `Y`, the top [`BITS`] bits of `hash64(seed, 2i)` and
+//! `hash64(seed, 2i + 1)` (see [`rng`]), as the point `((X + ½)/2^BITS, (Y + ½)/2^BITS)`, the
+//! centre of a cell of a fine grid, and tests `x² + y² ≤ 1` in integers as
+//! `(2X + 1)² + (2Y + 1)² ≤ 2^(2·BITS + 2)`. No rounding is involved, so every device counts
+//! the same hits, and the grid is too fine to bias the estimate at any sample count allowed.
+
+use std::f64::consts::PI;
+
+use gpulab_shared::{DeviceKind, KernelSpec, Verification};
+use rayon::prelude::*;
+use serde_json::json;
+
+use super::params::spec;
+use super::{rng, CpuRun, Kernel, ResolvedParams, RunReport, Work};
+
+/// Bits per coordinate: the largest for which `(2X + 1)² + (2Y + 1)²` fits in a `u64`.
+const BITS: u32 = 30;
+
+/// Samples per rayon task.
+const CHUNK: u64 = 1 << 16;
+
+/// How many standard deviations of the estimator the estimate may be off.
+const SIGMAS: f64 = 5.0;
+
+/// Monte Carlo estimate of π.
+pub struct MonteCarloPi;
+
+impl Kernel for MonteCarloPi {
+    fn spec(&self) -> KernelSpec {
+        KernelSpec {
+            name: "monte_carlo_pi".into(),
+            description: "Estimates π as 4 × the fraction of random points of the unit square \
+                          inside the quarter disc: a compute-bound test of random-number \
+                          generation and integer arithmetic."
+                .into(),
+            devices: vec![DeviceKind::Cpu],
+            params: vec![
+                spec::integer(
+                    "samples",
+                    1 << 26,
+                    1,
+                    1 << 40,
+                    Some("samples"),
+                    "Number of random points.",
+                ),
+                spec::seed(),
+            ],
+            throughput_formula: "samples / median time (Gsamples/s)".into(),
+        }
+    }
+
+    fn memory_bytes(&self, _params: &ResolvedParams) -> u64 {
+        // Nothing but a counter per task.
+        0
+    }
+
+    fn prepare_cpu(&self, params: &ResolvedParams) -> Result<Box<dyn CpuRun>, String> {
+        Ok(Box::new(MonteCarloPiRun {
+            seed: params.u64("seed"),
+            samples: params.u64("samples"),
+            hits: 0,
+        }))
+    }
+}
+
+struct MonteCarloPiRun {
+    seed: u64,
+    samples: u64,
+    hits: u64,
+}
+
+impl CpuRun for MonteCarloPiRun {
+    fn run(&mut self) {
+        let (seed, samples) = (self.seed, self.samples);
+        self.hits = (0..samples.div_ceil(CHUNK))
+            .into_par_iter()
+            .map(|c| count_hits(seed, c * CHUNK..samples.min((c + 1) * CHUNK)))
+            .sum();
+    }
+
+    fn finish(self: Box<Self>) -> RunReport {
+        let estimate = estimate(self.hits, self.samples);
+        RunReport {
+            work: Work::Samples(self.samples as f64),
+            verification: verify(estimate, self.samples),
+            output: json!({
+                "estimate": estimate,
+                "hits": self.hits,
+                "samples": self.samples,
+                "std_error": std_error(self.samples),
+            }),
+            artifact: None,
+        }
+    }
+}
+
+/// The samples of `range` that fall inside the quarter disc.
+fn count_hits(seed: u64, range: std::ops::Range<u64>) -> u64 {
+    const RADIUS_SQUARED: u64 = 1 << (2 * BITS + 2);
+    range
+        .map(|i| {
+            let x = rng::hash64(seed, 2 * i) >> (64 - BITS);
+            let y = rng::hash64(seed, 2 * i + 1) >> (64 - BITS);
+            let (x, y) = (2 * x + 1, 2 * y + 1);
+            u64::from(x * x + y * y <= RADIUS_SQUARED)
+        })
+        .sum()
+}
+
+fn estimate(hits: u64, samples: u64) -> f64 {
+    4.0 * hits as f64 / samples as f64
+}
+
+/// The standard deviation of the estimate: 4·sqrt(p(1 − p)/n) with p = π/4, the chance that
+/// one sample hits.
+fn std_error(samples: u64) -> f64 {
+    let p = PI / 4.0;
+    4.0 * (p * (1.0 - p) / samples as f64).sqrt()
+}
+
+/// Compares the estimate with π; a correct count misses by more than five standard
+/// deviations for fewer than one seed in a million.
+fn verify(estimate: f64, samples: u64) -> Verification {
+    let abs = (estimate - PI).abs();
+    let abs = if abs.is_nan() { f64::INFINITY } else { abs };
+    let tolerance = SIGMAS * std_error(samples) / PI;
+    Verification {
+        passed: abs / PI <= tolerance,
+        max_abs_error: abs,
+        max_rel_error: abs / PI,
+        tolerance,
+        method: "The estimate compared with π, error relative to π; the tolerance is 5 standard \
+                 deviations of the estimator, 5·4·sqrt(p(1 − p)/n)/π with p = π/4, so a \
+                 correct count fails for fewer than one seed in a million."
+            .into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::harness;
+
+    fn run(params: serde_json::Value) -> harness::Outcome {
+        let params = serde_json::from_value(params).unwrap();
+        let params = ResolvedParams::resolve(&MonteCarloPi.spec().params, Some(&params)).unwrap();
+        harness::time_cpu_run(MonteCarloPi.prepare_cpu(&params).unwrap(), 2, |_, _| {})
+    }
+
+    #[test]
+    fn the_estimate_is_within_its_error_of_pi() {
+        let samples = 3 * CHUNK + 11;
+        let outcome = run(json!({ "samples": samples, "seed": 8 }));
+        let v = &outcome.result.verification;
+        assert!(v.passed, "{v:?}");
+        let out = &outcome.result.output;
+        assert_eq!(out["samples"], samples);
+        let estimate = out["estimate"].as_f64().unwrap();
+        assert_eq!(
+            estimate,
+            4.0 * out["hits"].as_f64().unwrap() / samples as f64
+        );
+        assert!((estimate - PI).abs() <= 5.0 * out["std_error"].as_f64().unwrap());
+        assert_eq!(outcome.result.throughput.unit, "Gsamples/s");
+    }
+
+    #[test]
+    fn the_count_does_not_depend_on_the_split() {
+        let whole = count_hits(3, 0..10_000);
+        assert_eq!(whole, count_hits(3, 0..1234) + count_hits(3, 1234..10_000));
+        assert_ne!(whole, count_hits(4, 0..10_000));
+    }
+
+    #[test]
+    fn the_grid_is_unbiased() {
+        // Counting the cell centres of a whole grid inside the quarter disc gives π/4 of the
+        // square to within the grid's resolution: the half cell offset leaves no bias.
+        let cells = |bits: u32| -> u64 {
+            let n = 1u64 << bits;
+            let r2 = 1u64 << (2 * bits + 2);
+            (0..n)
+                .map(|x| {
+                    (0..n)
+                        .filter(|y| (2 * x + 1).pow(2) + (2 * y + 1).pow(2) <= r2)
+                        .count() as u64
+                })
+                .sum()
+        };
+        let fraction = cells(8) as f64 / (1u64 << 16) as f64;
+        assert!((4.0 * fraction - PI).abs() < 1e-3, "{fraction}");
+        // The largest coordinates do not overflow.
+        let max = 2 * ((1u64 << BITS) - 1) + 1;
+        assert!(max
+            .checked_mul(max)
+            .and_then(|s| s.checked_add(s))
+            .is_some());
+    }
+
+    #[test]
+    fn a_wrong_count_is_caught() {
+        let samples = 1 << 20;
+        let good = estimate((PI / 4.0 * samples as f64).round() as u64, samples);
+        assert!(verify(good, samples).passed);
+        // Counting the points on the wrong side of the circle, or every point.
+        assert!(!verify(4.0 - good, samples).passed);
+        assert!(!verify(estimate(samples, samples), samples).passed);
+        assert!(!verify(f64::NAN, samples).passed);
+        // Off by six standard deviations.
+        assert!(!verify(PI + 6.0 * std_error(samples), samples).passed);
+    }
+}

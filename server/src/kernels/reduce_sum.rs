@@ -1,0 +1,243 @@
+//! `reduce_sum`: the sum of `n` single-precision floats, summed as a tree.
+//!
+//! Each chunk of [`CHUNK`] elements is summed by [`LANES`] independent accumulators (which the
+//! compiler turns into SIMD registers), the lanes are folded pairwise, and the chunk sums are
+//! added pairwise too, level by level. The tree is fixed by `n` alone, so the result is the
+//! same bit for bit on any number of threads, and no element passes through more than
+//! [`chain_length`] additions, which bounds the rounding error.
+
+use gpulab_shared::{DeviceKind, KernelSpec, Verification};
+use rayon::prelude::*;
+use serde_json::json;
+
+use super::params::spec;
+use super::{rng, CpuRun, Kernel, ResolvedParams, RunReport, Work};
+
+/// Elements per chunk: 64 KiB, one rayon task.
+const CHUNK: usize = 1 << 14;
+
+/// Independent accumulators per chunk: enough to fill the SIMD registers and hide the
+/// latency of the additions.
+const LANES: usize = 32;
+
+/// The random stream the inputs are drawn from, in `[0, 1)`.
+const STREAM_X: u64 = 0;
+
+/// Sum of a vector.
+pub struct ReduceSum;
+
+impl Kernel for ReduceSum {
+    fn spec(&self) -> KernelSpec {
+        KernelSpec {
+            name: "reduce_sum".into(),
+            description: "Sums n single-precision floats drawn uniformly from [0, 1) with a \
+                          parallel tree reduction: a memory-bandwidth test that reads one stream."
+                .into(),
+            devices: vec![DeviceKind::Cpu],
+            params: vec![
+                spec::integer(
+                    "n",
+                    1 << 22,
+                    1,
+                    1 << 30,
+                    Some("elements"),
+                    "Number of floats to sum.",
+                ),
+                spec::seed(),
+            ],
+            throughput_formula: "n × 4 bytes / median time (GB/s)".into(),
+        }
+    }
+
+    fn memory_bytes(&self, params: &ResolvedParams) -> u64 {
+        let n = params.u64("n");
+        (n + n.div_ceil(CHUNK as u64)) * 4
+    }
+
+    fn prepare_cpu(&self, params: &ResolvedParams) -> Result<Box<dyn CpuRun>, String> {
+        let n = params.u64("n") as usize;
+        let mut x = vec![0.0; n];
+        rng::fill_uniform_f32(params.u64("seed"), STREAM_X, &mut x, 0.0, 1.0);
+        Ok(Box::new(ReduceSumRun {
+            partials: vec![0.0; n.div_ceil(CHUNK)],
+            x,
+            sum: f32::NAN,
+        }))
+    }
+}
+
+struct ReduceSumRun {
+    x: Vec<f32>,
+    /// One sum per chunk, allocated once so that the timed runs only read `x`.
+    partials: Vec<f32>,
+    sum: f32,
+}
+
+impl CpuRun for ReduceSumRun {
+    fn run(&mut self) {
+        self.partials
+            .par_iter_mut()
+            .zip(self.x.par_chunks(CHUNK))
+            .for_each(|(partial, chunk)| *partial = chunk_sum(chunk));
+        self.sum = pairwise_total(&mut self.partials);
+    }
+
+    fn finish(self: Box<Self>) -> RunReport {
+        let verification = verify(&self.x, self.sum);
+        RunReport {
+            work: Work::Bytes(self.x.len() as f64 * 4.0),
+            output: json!({
+                "n": self.x.len(),
+                "sum": self.sum,
+                "reference": reference_sum(&self.x),
+            }),
+            verification,
+            artifact: None,
+        }
+    }
+}
+
+fn chunk_sum(chunk: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let mut blocks = chunk.chunks_exact(LANES);
+    for block in &mut blocks {
+        for (lane, x) in lanes.iter_mut().zip(block) {
+            *lane += x;
+        }
+    }
+    for (lane, x) in lanes.iter_mut().zip(blocks.remainder()) {
+        *lane += x;
+    }
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for i in 0..width {
+            lanes[i] += lanes[i + width];
+        }
+    }
+    lanes[0]
+}
+
+/// Adds neighbours pairwise, level by level, in place; `values` must not be empty.
+fn pairwise_total(values: &mut [f32]) -> f32 {
+    let mut len = values.len();
+    while len > 1 {
+        for i in 0..len / 2 {
+            values[i] = values[2 * i] + values[2 * i + 1];
+        }
+        if len % 2 == 1 {
+            values[len / 2] = values[len - 1];
+        }
+        len = len.div_ceil(2);
+    }
+    values[0]
+}
+
+/// The most additions any element passes through on its way into the sum of `n` elements.
+fn chain_length(n: usize) -> u32 {
+    let in_lane = CHUNK.min(n).div_ceil(LANES) as u32;
+    let across_lanes = LANES.ilog2();
+    let across_chunks = n.div_ceil(CHUNK).next_power_of_two().ilog2();
+    in_lane + across_lanes + across_chunks
+}
+
+/// The sum in double precision, sequentially: its own rounding error, below n·2⁻⁵³ of Σ|x|,
+/// is far under the tolerance.
+fn reference_sum(x: &[f32]) -> f64 {
+    x.iter().map(|&v| v as f64).sum()
+}
+
+/// Compares `sum` with the sequential double-precision sum of `x`.
+///
+/// Summation with at most `k` additions per element errs by at most γ_k·Σ|x| with
+/// γ_k = k·u/(1 − k·u) and u = ε/2 (Higham, *Accuracy and Stability of Numerical Algorithms*,
+/// §4.2); `k·ε` is above that whenever `k·u < 1/2`, and is the tolerance.
+fn verify(x: &[f32], sum: f32) -> Verification {
+    let reference = reference_sum(x);
+    let magnitude: f64 = x.iter().map(|&v| (v as f64).abs()).sum();
+    let abs = (sum as f64 - reference).abs();
+    let abs = if abs.is_nan() { f64::INFINITY } else { abs };
+    let rel = if magnitude == 0.0 {
+        if abs == 0.0 {
+            0.0
+        } else {
+            f64::INFINITY
+        }
+    } else {
+        abs / magnitude
+    };
+    let k = chain_length(x.len());
+    let tolerance = k as f64 * f32::EPSILON as f64;
+    Verification {
+        passed: rel <= tolerance,
+        max_abs_error: abs,
+        max_rel_error: rel,
+        tolerance,
+        method: format!(
+            "The sum compared with a sequential double-precision sum, error relative to Σ|x|; \
+             the tolerance γ_k = k·ε_f32 bounds the rounding of a sum in which no element \
+             passes through more than k = {k} additions ({CHUNK}/{LANES} in a lane, \
+             log₂ {LANES} across lanes, log₂ of the chunk count across chunks)."
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::harness;
+
+    fn run(params: serde_json::Value) -> harness::Outcome {
+        let params = serde_json::from_value(params).unwrap();
+        let params = ResolvedParams::resolve(&ReduceSum.spec().params, Some(&params)).unwrap();
+        harness::time_cpu_run(ReduceSum.prepare_cpu(&params).unwrap(), 2, |_, _| {})
+    }
+
+    #[test]
+    fn the_sum_of_uniform_floats_is_near_half_of_n() {
+        // Five chunks and a ragged last one, so the tree has an odd level.
+        let n = 5 * CHUNK + 7;
+        let outcome = run(json!({ "n": n, "seed": 11 }));
+        let v = &outcome.result.verification;
+        assert!(v.passed, "{v:?}");
+        let sum = outcome.result.output["sum"].as_f64().unwrap();
+        let reference = outcome.result.output["reference"].as_f64().unwrap();
+        // Five standard deviations of a sum of n U(0, 1) values.
+        assert!(
+            (sum - n as f64 / 2.0).abs() < 5.0 * (n as f64 / 12.0).sqrt(),
+            "{sum}"
+        );
+        assert!((sum - reference).abs() <= v.tolerance * reference);
+    }
+
+    #[test]
+    fn tiny_inputs_sum_exactly() {
+        let outcome = run(json!({ "n": 1 }));
+        let v = &outcome.result.verification;
+        assert!(v.passed && v.max_abs_error == 0.0, "{v:?}");
+        assert_eq!(chain_length(1), 1 + 5);
+    }
+
+    #[test]
+    fn the_tree_adds_every_element_once() {
+        let mut ones = vec![1.0f32; 7];
+        assert_eq!(pairwise_total(&mut ones), 7.0);
+        let x: Vec<f32> = (0..CHUNK + LANES + 3).map(|i| (i % 7) as f32).collect();
+        let exact: f32 = x.iter().map(|&v| v as f64).sum::<f64>() as f32;
+        assert_eq!(chunk_sum(&x[..CHUNK]) + chunk_sum(&x[CHUNK..]), exact);
+    }
+
+    #[test]
+    fn a_dropped_element_or_nan_is_caught() {
+        let x: Vec<f32> = (0..10_000).map(|i| rng::uniform_f32(1, i)).collect();
+        let mut partials = vec![0.0; x.len().div_ceil(CHUNK)];
+        for (p, chunk) in partials.iter_mut().zip(x.chunks(CHUNK)) {
+            *p = chunk_sum(chunk);
+        }
+        let sum = pairwise_total(&mut partials);
+        assert!(verify(&x, sum).passed);
+        let largest = x.iter().copied().fold(0.0, f32::max);
+        assert!(!verify(&x, sum - largest).passed);
+        assert!(!verify(&x, f32::NAN).passed);
+    }
+}

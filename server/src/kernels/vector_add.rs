@@ -1,0 +1,179 @@
+//! `vector_add`: `c = a + b` over `n` single-precision floats, a three-stream bandwidth test.
+
+use gpulab_shared::{DeviceKind, KernelSpec, Verification};
+use rayon::prelude::*;
+use serde_json::json;
+
+use super::params::spec;
+use super::{rng, CpuRun, Kernel, ResolvedParams, RunReport, Work};
+
+/// Elements per rayon task: large enough to amortise scheduling, small enough to balance.
+const CHUNK: usize = 1 << 16;
+
+/// The random streams `a` and `b` are drawn from, in `[-1, 1)`.
+const STREAM_A: u64 = 0;
+const STREAM_B: u64 = 1;
+
+/// Element-wise sum of two vectors.
+pub struct VectorAdd;
+
+impl Kernel for VectorAdd {
+    fn spec(&self) -> KernelSpec {
+        KernelSpec {
+            name: "vector_add".into(),
+            description: "Adds two vectors of n single-precision floats element by element \
+                          (c = a + b): a memory-bandwidth test that reads two streams and writes one."
+                .into(),
+            devices: vec![DeviceKind::Cpu],
+            params: vec![
+                spec::integer("n", 1 << 22, 1, 1 << 30, Some("elements"), "Length of each vector."),
+                spec::seed(),
+            ],
+            throughput_formula: "3 × n × 4 bytes / median time (GB/s)".into(),
+        }
+    }
+
+    fn memory_bytes(&self, params: &ResolvedParams) -> u64 {
+        3 * params.u64("n") * 4
+    }
+
+    fn prepare_cpu(&self, params: &ResolvedParams) -> Result<Box<dyn CpuRun>, String> {
+        let n = params.u64("n") as usize;
+        let seed = params.u64("seed");
+        let mut a = vec![0.0; n];
+        let mut b = vec![0.0; n];
+        rng::fill_uniform_f32(seed, STREAM_A, &mut a, -1.0, 1.0);
+        rng::fill_uniform_f32(seed, STREAM_B, &mut b, -1.0, 1.0);
+        Ok(Box::new(VectorAddRun {
+            seed,
+            a,
+            b,
+            c: vec![0.0; n],
+        }))
+    }
+}
+
+struct VectorAddRun {
+    seed: u64,
+    a: Vec<f32>,
+    b: Vec<f32>,
+    c: Vec<f32>,
+}
+
+impl CpuRun for VectorAddRun {
+    fn run(&mut self) {
+        self.c
+            .par_chunks_mut(CHUNK)
+            .zip(self.a.par_chunks(CHUNK))
+            .zip(self.b.par_chunks(CHUNK))
+            .for_each(|((c, a), b)| {
+                for ((c, a), b) in c.iter_mut().zip(a).zip(b) {
+                    *c = a + b;
+                }
+            });
+    }
+
+    fn finish(self: Box<Self>) -> RunReport {
+        let n = self.c.len();
+        RunReport {
+            work: Work::Bytes(3.0 * n as f64 * 4.0),
+            verification: verify(self.seed, &self.c),
+            output: json!({ "n": n }),
+            artifact: None,
+        }
+    }
+}
+
+/// Checks every element of `c` against `a + b`, with `a` and `b` drawn again from the seed so
+/// that the reference shares nothing with the kernel's buffers.
+fn verify(seed: u64, c: &[f32]) -> Verification {
+    let (mut max_abs, mut max_rel) = (0.0f64, 0.0f64);
+    for (i, &got) in c.iter().enumerate() {
+        let a = rng::uniform_f32_at(seed, STREAM_A, i as u64, -1.0, 1.0);
+        let b = rng::uniform_f32_at(seed, STREAM_B, i as u64, -1.0, 1.0);
+        let want = a + b;
+        let abs = nan_is_infinite((got as f64 - want as f64).abs());
+        let rel = if want == 0.0 {
+            if abs == 0.0 {
+                0.0
+            } else {
+                f64::INFINITY
+            }
+        } else {
+            abs / want.abs() as f64
+        };
+        max_abs = max_abs.max(abs);
+        max_rel = max_rel.max(rel);
+    }
+    // IEEE 754 addition is correctly rounded on every device, so the sums must be identical.
+    let tolerance = 0.0;
+    Verification {
+        passed: max_rel <= tolerance,
+        max_abs_error: max_abs,
+        max_rel_error: max_rel,
+        tolerance,
+        method: "Every element of c compared with a + b computed sequentially from the seed; \
+                 addition is exact up to its one correct rounding, so the tolerance is zero."
+            .into(),
+    }
+}
+
+/// A NaN difference means a wrong output; `f64::max` would silently drop it.
+fn nan_is_infinite(x: f64) -> f64 {
+    if x.is_nan() {
+        f64::INFINITY
+    } else {
+        x
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::harness;
+
+    fn run(params: serde_json::Value) -> harness::Outcome {
+        let params = serde_json::from_value(params).unwrap();
+        let params = ResolvedParams::resolve(&VectorAdd.spec().params, Some(&params)).unwrap();
+        harness::time_cpu_run(VectorAdd.prepare_cpu(&params).unwrap(), 2, |_, _| {})
+    }
+
+    #[test]
+    fn sums_pass_the_exact_check() {
+        // Not a multiple of the chunk, so the last task is a short one.
+        let outcome = run(json!({ "n": 3 * CHUNK + 5, "seed": 9 }));
+        let v = &outcome.result.verification;
+        assert!(v.passed, "{v:?}");
+        assert_eq!(v.max_abs_error, 0.0);
+        assert_eq!(outcome.result.output["n"], 3 * CHUNK + 5);
+        assert_eq!(outcome.result.throughput.unit, "GB/s");
+        assert!(outcome.artifact.is_none());
+    }
+
+    #[test]
+    fn a_wrong_or_missing_element_is_caught() {
+        let n = 1000;
+        let c: Vec<f32> = (0..n as u64)
+            .map(|i| {
+                rng::uniform_f32_at(1, STREAM_A, i, -1.0, 1.0)
+                    + rng::uniform_f32_at(1, STREAM_B, i, -1.0, 1.0)
+            })
+            .collect();
+        assert!(verify(1, &c).passed);
+        let mut off = c.clone();
+        off[n - 1] = f32::from_bits(off[n - 1].to_bits() + 1);
+        assert!(!verify(1, &off).passed);
+        let mut nan = c.clone();
+        nan[0] = f32::NAN;
+        let v = verify(1, &nan);
+        assert!(!v.passed && v.max_abs_error.is_infinite());
+        // The right sums of another seed's inputs are wrong for this one.
+        assert!(!verify(2, &c).passed);
+    }
+
+    #[test]
+    fn memory_counts_three_vectors() {
+        let params = ResolvedParams::resolve(&VectorAdd.spec().params, None).unwrap();
+        assert_eq!(VectorAdd.memory_bytes(&params), 3 * 4 * (1 << 22));
+    }
+}

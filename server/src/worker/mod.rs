@@ -1,0 +1,164 @@
+//! The worker: a child process (`gpulab worker --device ID`, the same binary) that owns
+//! one device and runs that device's jobs one at a time.
+//!
+//! Jobs run in a separate process because a CUDA kernel that faults leaves its context
+//! unusable until the process exits, and a hung kernel cannot be stopped from inside: the
+//! supervisor in the server kills the worker and starts a new one instead.
+
+pub mod protocol;
+
+use std::io::{BufRead, Write};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use gpulab_shared::{DeviceKind, Params};
+
+use crate::kernels::{self, harness::Outcome, ResolvedParams};
+use protocol::{Event, Request, WireArtifact};
+
+/// The hidden kernel that tests use to make a worker hang or crash. The server only knows it
+/// when started with the hidden `--enable-test-faults` flag.
+pub const TEST_FAULT_KERNEL: &str = "_test_fault";
+
+/// How often a running job reports progress at most.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Runs the worker loop on stdin and stdout until stdin closes.
+pub fn run(device: &str, test_faults: bool) -> anyhow::Result<()> {
+    die_with_parent();
+    let kind = device_kind(device)
+        .ok_or_else(|| anyhow::anyhow!("unknown device id {device:?}: expected cpu or cuda:N"))?;
+    let stdout = std::io::stdout();
+    let emit = |event: &Event| {
+        let mut out = stdout.lock();
+        // A closed stdout means the server is gone; the next read of stdin ends the loop.
+        let _ = serde_json::to_writer(&mut out, event);
+        let _ = out.write_all(b"\n");
+        let _ = out.flush();
+    };
+    emit(&Event::Ready { device: device.to_string() });
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        let request: Request = match serde_json::from_str(&line) {
+            Ok(r) => r,
+            Err(e) => anyhow::bail!("bad request from the server: {e}: {line}"),
+        };
+        let Request::Run { job_id, kernel, params, repetitions } = request;
+        if test_faults && kernel == TEST_FAULT_KERNEL {
+            inject_fault(&params);
+        }
+        let mut last = Instant::now();
+        let progress = |done: u32, total: u32| {
+            if done == total || last.elapsed() >= PROGRESS_INTERVAL {
+                last = Instant::now();
+                emit(&Event::Progress { job_id, done, total });
+            }
+        };
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            execute(kind, &kernel, ResolvedParams::trusted(params), repetitions, progress)
+        }))
+        .unwrap_or_else(|panic| Err(format!("the kernel panicked: {}", panic_message(&panic))));
+        emit(&match outcome {
+            Ok(outcome) => Event::Finished {
+                job_id,
+                artifact: outcome.artifact.as_ref().map(WireArtifact::from),
+                result: outcome.result,
+            },
+            Err(error) => Event::Failed { job_id, error },
+        });
+    }
+    Ok(())
+}
+
+/// Runs one job of a catalog kernel on this process's device: warm-up, timed repetitions
+/// and verification. Used by the worker and by `gpulab run`.
+pub fn execute(
+    kind: DeviceKind,
+    kernel: &str,
+    params: ResolvedParams,
+    repetitions: u32,
+    progress: impl FnMut(u32, u32),
+) -> Result<Outcome, String> {
+    let k = kernels::find(kernel).ok_or_else(|| format!("unknown kernel `{kernel}`"))?;
+    match kind {
+        DeviceKind::Cpu => {
+            let run = k.prepare_cpu(&params)?;
+            Ok(kernels::harness::time_cpu_run(run, repetitions, progress))
+        }
+        DeviceKind::Cuda => Err(format!("`{kernel}` has no CUDA implementation yet")),
+    }
+}
+
+/// `cpu` or `cuda:N`.
+pub fn device_kind(device: &str) -> Option<DeviceKind> {
+    if device == "cpu" {
+        Some(DeviceKind::Cpu)
+    } else {
+        device
+            .strip_prefix("cuda:")
+            .filter(|n| n.parse::<u32>().is_ok())
+            .map(|_| DeviceKind::Cuda)
+    }
+}
+
+/// Has the kernel kill this process when the server dies, even by `kill -9`, so that no
+/// worker (a hung one least of all) outlives it.
+fn die_with_parent() {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and touches no memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    }
+    // The parent may have died before the call: then we were re-parented already.
+    // SAFETY: getppid has no preconditions.
+    if unsafe { libc::getppid() } == 1 {
+        std::process::exit(1);
+    }
+}
+
+/// Does what the test asked for; never returns for `hang` and `crash`.
+fn inject_fault(params: &Params) {
+    match params.get("mode").and_then(|m| m.as_str()) {
+        Some("hang") => loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        },
+        Some("crash") => std::process::abort(),
+        _ => {}
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_ids_parse() {
+        assert_eq!(device_kind("cpu"), Some(DeviceKind::Cpu));
+        assert_eq!(device_kind("cuda:3"), Some(DeviceKind::Cuda));
+        assert_eq!(device_kind("cuda:x"), None);
+        assert_eq!(device_kind("gpu0"), None);
+    }
+
+    #[test]
+    fn protocol_lines_round_trip() {
+        let req = Request::Run {
+            job_id: 7,
+            kernel: "saxpy".into(),
+            params: Params::new(),
+            repetitions: 3,
+        };
+        let line = serde_json::to_string(&req).unwrap();
+        assert!(line.contains(r#""type":"run""#), "{line}");
+        assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), req);
+        let art = kernels::Artifact { content_type: "image/png".into(), bytes: vec![0, 255, 7] };
+        let wire = WireArtifact::from(&art);
+        assert_eq!(kernels::Artifact::try_from(wire).unwrap(), art);
+    }
+}

@@ -1,0 +1,105 @@
+//! Starts the real `gpulab` binary on a random port with its own data directory.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use serde::de::DeserializeOwned;
+
+#[derive(Default)]
+pub struct AppOptions {
+    /// Reuse a data directory (after a restart); a fresh one otherwise.
+    pub data_dir: Option<tempfile::TempDir>,
+    pub static_dir: Option<PathBuf>,
+    pub token: Option<String>,
+    pub queue_capacity: Option<usize>,
+    /// `_test_fault` jobs are accepted unless this is explicitly false.
+    pub test_faults: bool,
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    child: Child,
+    data_dir: Option<tempfile::TempDir>,
+}
+
+/// A server with test faults on.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(AppOptions { test_faults: true, ..Default::default() }).await
+}
+
+pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
+    let data_dir = opts.data_dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
+    let static_dir = opts.static_dir.unwrap_or_else(|| data_dir.path().join("no-ui"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gpulab"));
+    cmd.args(["serve", "--addr", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(data_dir.path())
+        .arg("--static-dir")
+        .arg(&static_dir)
+        .env_remove("GPULAB_TOKEN")
+        .env("GPULAB_LOG", std::env::var("GPULAB_LOG").unwrap_or_else(|_| "error".into()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if opts.test_faults {
+        cmd.arg("--enable-test-faults");
+    }
+    if let Some(token) = &opts.token {
+        cmd.env("GPULAB_TOKEN", token);
+    }
+    if let Some(cap) = opts.queue_capacity {
+        cmd.arg("--queue-capacity").arg(cap.to_string());
+    }
+    let mut child = cmd.spawn().expect("start gpulab");
+    let stdout = child.stdout.take().unwrap();
+    let base = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let line = lines.next().expect("gpulab printed nothing").unwrap();
+        let url = line.strip_prefix("gpulab listening on ").expect(&line).to_string();
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        url
+    })
+    .await
+    .unwrap();
+    TestApp { base, client: reqwest::Client::new(), child, data_dir: Some(data_dir) }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn delete(&self, path: &str) -> reqwest::Response {
+        self.client.delete(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> T {
+        let resp = self.get(path).await;
+        assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
+        resp.json().await.unwrap()
+    }
+
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client.post(self.url(path)).json(body).send().await.unwrap()
+    }
+
+    /// Kills the server with SIGKILL (no chance to clean up) and hands back its data.
+    pub fn kill_9(&mut self) -> tempfile::TempDir {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.data_dir.take().unwrap()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,156 @@
+//! gpulab's project tasks, run as `cargo xtask <task>` (the alias is in .cargo/config.toml).
+//!
+//! Every task prints the commands it runs, so anything it does can be repeated by hand.
+
+mod process;
+mod setup;
+mod test;
+
+use std::env;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+
+use crate::process::{cargo, command, run, workspace_root};
+use crate::setup::{run_setup, SetupOptions};
+
+const USAGE: &str = "\
+usage: cargo xtask <task> [arguments]
+
+tasks:
+  setup [--browser]  install the missing tools: the wasm32 target, rustfmt, clippy, trunk,
+                     wasm-bindgen and wasm-opt; with --browser also Chromium, chromedriver
+                     and the npm packages of end2end/
+  ui                 build the browser UI into dist/ (trunk build --release)
+  serve [args...]    setup, ui, then run the release server on http://127.0.0.1:8080;
+                     the arguments go to `gpulab serve` (see `gpulab serve --help`)
+  dist               setup, ui and the release build of the server (used by the Dockerfile)
+  test               everything CI checks: setup --browser, fmt, clippy, tests, ui, and the
+                     browser tests against a running server; .ci/run runs this
+";
+
+fn main() -> ExitCode {
+    match run_task() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.is::<test::FailureReported>() => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_task() -> Result<()> {
+    process::prepend_tool_dirs_to_path()?;
+    let mut args = env::args().skip(1);
+    let task = args.next();
+    let rest: Vec<String> = args.collect();
+    match task.as_deref() {
+        Some("setup") => {
+            let browser = match rest.as_slice() {
+                [] => false,
+                [flag] if flag == "--browser" => true,
+                _ => bail!(
+                    "`setup` takes only --browser, not `{}`\n\n{USAGE}",
+                    rest.join(" ")
+                ),
+            };
+            run_setup(SetupOptions {
+                lint: true,
+                browser,
+            })
+        }
+        Some("ui") => {
+            no_arguments("ui", &rest)?;
+            build_ui()
+        }
+        Some("serve") => serve(&rest),
+        Some("dist") => {
+            no_arguments("dist", &rest)?;
+            dist()
+        }
+        Some("test") => {
+            no_arguments("test", &rest)?;
+            test::run_tests()
+        }
+        None | Some("help" | "-h" | "--help") => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => bail!("unknown task `{other}`\n\n{USAGE}"),
+    }
+}
+
+fn no_arguments(task: &str, rest: &[String]) -> Result<()> {
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        bail!(
+            "`{task}` takes no arguments, got `{}`\n\n{USAGE}",
+            rest.join(" ")
+        )
+    }
+}
+
+/// Builds the Leptos UI into dist/ with the root Trunk.toml.
+pub fn build_ui() -> Result<()> {
+    if !workspace_root().join("Trunk.toml").is_file() {
+        bail!("Trunk.toml is missing from the workspace root: it tells trunk to build frontend/ into dist/");
+    }
+    // trunk otherwise asks the network for a newer trunk on every build.
+    run(command("trunk")
+        .args(["build", "--release"])
+        .env("TRUNK_SKIP_VERSION_CHECK", "true"))
+}
+
+/// Builds everything and replaces this process with the release server, so that Ctrl-C
+/// and the server's exit status go straight to the user.
+fn serve(server_args: &[String]) -> Result<()> {
+    run_setup(SetupOptions {
+        lint: false,
+        browser: false,
+    })?;
+    build_ui()?;
+    let mut server = cargo();
+    server
+        .args([
+            "run",
+            "--release",
+            "-p",
+            "gpulab-server",
+            "--",
+            "serve",
+            "--static-dir",
+            "dist",
+        ])
+        .args(server_args);
+    println!("$ {}", process::display(&server));
+    let error = server.exec();
+    Err(error).context("could not start cargo")
+}
+
+/// The release artefacts: dist/ and target/release/gpulab.
+fn dist() -> Result<()> {
+    run_setup(SetupOptions {
+        lint: false,
+        browser: false,
+    })?;
+    build_ui()?;
+    run(cargo().args(["build", "--release", "-p", "gpulab-server"]))?;
+    println!(
+        "built {} and {}",
+        workspace_root().join("dist").display(),
+        target_dir().join("release/gpulab").display()
+    );
+    Ok(())
+}
+
+/// Cargo's target folder, which CARGO_TARGET_DIR may move.
+pub fn target_dir() -> PathBuf {
+    match env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => workspace_root().join(dir),
+        None => workspace_root().join("target"),
+    }
+}

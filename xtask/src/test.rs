@@ -1,0 +1,296 @@
+//! `cargo xtask test`: every check CI makes, in order, stopping at the first failure.
+//!
+//! The last line printed is the summary, `N passed, 0 failed` when everything passed.
+
+use std::fmt;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+
+use crate::process::{self, cargo, command, run, workspace_root};
+use crate::setup::{run_setup, SetupOptions};
+use crate::{build_ui, target_dir};
+
+/// How long the server may take to print its address.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the server may take to stop after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The line the server prints on stdout once it accepts connections, followed by its URL.
+const LISTENING: &str = "gpulab listening on ";
+
+/// Returned once a failure and the summary have been printed, so `main` prints nothing more.
+#[derive(Debug)]
+pub struct FailureReported;
+
+impl fmt::Display for FailureReported {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("cargo xtask test failed")
+    }
+}
+
+impl std::error::Error for FailureReported {}
+
+/// A named check; the name is what the summary blames when it fails.
+type Step = (&'static str, fn() -> Result<()>);
+
+/// Runs every step and prints the summary.
+pub fn run_tests() -> Result<()> {
+    let steps: [Step; 8] = [
+        ("setup --browser", || {
+            run_setup(SetupOptions {
+                lint: true,
+                browser: true,
+            })
+        }),
+        ("format", || run(cargo().args(["fmt", "--all", "--check"]))),
+        ("clippy", || {
+            run(cargo().args([
+                "clippy",
+                "--workspace",
+                "--exclude",
+                "gpulab-frontend",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))
+        }),
+        ("clippy (wasm32 frontend)", || {
+            run(cargo().args([
+                "clippy",
+                "-p",
+                "gpulab-frontend",
+                "--target",
+                "wasm32-unknown-unknown",
+                "--",
+                "-D",
+                "warnings",
+            ]))
+        }),
+        ("unit and integration tests", || {
+            run(cargo().args(["test", "--workspace", "--exclude", "gpulab-frontend"]))
+        }),
+        ("ui", build_ui),
+        ("server build", || {
+            run(cargo().args(["build", "-p", "gpulab-server"]))
+        }),
+        ("browser tests", browser_tests),
+    ];
+    let mut passed = 0;
+    for (name, step) in steps {
+        println!("\n=== {name}");
+        if let Err(error) = step() {
+            eprintln!("\nerror in step `{name}`: {error:#}");
+            println!("{passed} passed, 1 failed");
+            return Err(FailureReported.into());
+        }
+        passed += 1;
+    }
+    println!("\n{passed} passed, 0 failed");
+    Ok(())
+}
+
+/// Starts the debug server on a free port with a fresh data folder and runs `node --test`
+/// in end2end/ against it.
+fn browser_tests() -> Result<()> {
+    let end2end = workspace_root().join("end2end");
+    if !has_node_tests(&end2end)? {
+        bail!("end2end/ holds no test files that `node --test` would run (such as `*.test.mjs`)");
+    }
+    let data_dir = fresh_data_dir()?;
+    let server = RunningServer::start(&target_dir().join("debug/gpulab"), &data_dir)?;
+    // Node 18 and 20 take a folder argument, newer Node only globs: running `node --test`
+    // inside end2end/ finds the same files on every version.
+    let result = run(command("node")
+        .arg("--test")
+        .env("GPULAB_URL", &server.url)
+        .current_dir(&end2end));
+    let stopped = server.stop();
+    result
+        .with_context(|| format!("the server's data folder is kept in {}", data_dir.display()))?;
+    stopped?;
+    fs::remove_dir_all(&data_dir)
+        .with_context(|| format!("could not remove {}", data_dir.display()))
+}
+
+/// A server started for the browser tests; dropping it stops the server.
+struct RunningServer {
+    child: Child,
+    url: String,
+}
+
+impl RunningServer {
+    fn start(binary: &Path, data_dir: &Path) -> Result<Self> {
+        let mut server = Command::new(binary);
+        server
+            .current_dir(workspace_root())
+            .args([
+                "serve",
+                "--addr",
+                "127.0.0.1:0",
+                "--static-dir",
+                "dist",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped());
+        println!("$ {}", process::display(&server));
+        let mut child = server
+            .spawn()
+            .with_context(|| format!("could not start {}", binary.display()))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+
+        // The thread passes the server's stdout through, which also keeps the pipe from
+        // filling up, and hands over the URL from the line that announces it.
+        let (url_sender, url_receiver) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                println!("{line}");
+                if let Some(url) = line.split_once(LISTENING).map(|(_, url)| url.trim()) {
+                    let _ = url_sender.send(url.trim_end_matches('/').to_owned());
+                }
+            }
+        });
+
+        let mut server = RunningServer {
+            child,
+            url: String::new(),
+        };
+        match url_receiver.recv_timeout(LISTEN_TIMEOUT) {
+            Ok(url) => {
+                server.url = url;
+                Ok(server)
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => bail!(
+                "the server did not print `{LISTENING}http://…` within {} s",
+                LISTEN_TIMEOUT.as_secs()
+            ),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = server
+                    .child
+                    .wait()
+                    .context("could not wait for the server")?;
+                bail!("the server exited ({status}) before printing `{LISTENING}http://…`")
+            }
+        }
+    }
+
+    /// Asks the server to stop with SIGTERM, and kills it if it has not stopped in time.
+    fn stop(mut self) -> Result<()> {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> Result<()> {
+        if self.child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        let pid = self.child.id().to_string();
+        let _ = command("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        self.child.kill()?;
+        self.child.wait()?;
+        bail!(
+            "the server did not stop within {} s of SIGTERM and was killed",
+            STOP_TIMEOUT.as_secs()
+        )
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Err(error) = self.terminate() {
+            eprintln!("warning: {error:#}");
+        }
+    }
+}
+
+/// A new, empty folder for the server's data under the system's temporary folder.
+fn fresh_data_dir() -> Result<PathBuf> {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let dir = std::env::temp_dir().join(format!("gpulab-end2end-{}-{nanos}", std::process::id()));
+    fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Whether `dir` holds a file that `node --test` finds by its default patterns.
+fn has_node_tests(dir: &Path) -> Result<bool> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(false);
+    };
+    for entry in entries {
+        let entry = entry?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type()?.is_dir() {
+            if name != "node_modules"
+                && !name.starts_with('.')
+                && (name == "test" || has_node_tests(&path)?)
+            {
+                return Ok(true);
+            }
+        } else if is_node_test_file(&name) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Node's default test file patterns: `test.js`, `test-*.js`, `*.test.js`, `*-test.js` and
+/// `*_test.js`, each also as `.mjs` and `.cjs`.
+fn is_node_test_file(name: &str) -> bool {
+    let Some(stem) = [".js", ".mjs", ".cjs"]
+        .iter()
+        .find_map(|ext| name.strip_suffix(ext))
+    else {
+        return false;
+    };
+    stem == "test"
+        || stem.starts_with("test-")
+        || [".test", "-test", "_test"]
+            .iter()
+            .any(|suffix| stem.ends_with(suffix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_node_test_file;
+
+    #[test]
+    fn recognises_node_default_test_names() {
+        for name in [
+            "ui.test.mjs",
+            "test.js",
+            "test-jobs.cjs",
+            "devices-test.js",
+            "api_test.mjs",
+        ] {
+            assert!(is_node_test_file(name), "{name}");
+        }
+        for name in [
+            "helpers.mjs",
+            "ui.test.ts",
+            "package.json",
+            "testing.js",
+            "latest.js",
+        ] {
+            assert!(!is_node_test_file(name), "{name}");
+        }
+    }
+}
