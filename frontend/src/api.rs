@@ -68,7 +68,10 @@ pub async fn devices() -> ApiResult<Vec<Device>> {
 
 /// `GET /api/devices?format=text`: the plain-text summary, one device per line.
 pub async fn devices_text() -> ApiResult<String> {
-    let response = Request::get("/api/devices").query([("format", "text")]).send().await?;
+    let response = Request::get("/api/devices")
+        .query([("format", "text")])
+        .send()
+        .await?;
     if !response.ok() {
         return Err(read_problem(response).await);
     }

@@ -86,7 +86,10 @@ fn range(spec: &ParamSpec) -> String {
 }
 
 fn unit(spec: &ParamSpec) -> String {
-    spec.unit.as_deref().map(|u| format!(" ({u})")).unwrap_or_default()
+    spec.unit
+        .as_deref()
+        .map(|u| format!(" ({u})"))
+        .unwrap_or_default()
 }
 
 /// A bound without a needless `.0`.

@@ -62,22 +62,40 @@ fn cuda_facts(cuda: &CudaDeviceInfo) -> Vec<(&'static str, String)> {
     vec![
         (
             "Compute capability",
-            or_dash(cuda.compute_capability.map(|cc| format!("{}.{}", cc.major, cc.minor))),
+            or_dash(
+                cuda.compute_capability
+                    .map(|cc| format!("{}.{}", cc.major, cc.minor)),
+            ),
         ),
         ("Multiprocessors", or_dash(cuda.multiprocessor_count)),
         ("Max SM clock", mhz(cuda.max_sm_clock_mhz)),
         ("Max memory clock", mhz(cuda.max_memory_clock_mhz)),
-        ("Memory bus width", or_dash(cuda.memory_bus_width_bits.map(|b| format!("{b}-bit")))),
+        (
+            "Memory bus width",
+            or_dash(cuda.memory_bus_width_bits.map(|b| format!("{b}-bit"))),
+        ),
         ("L2 cache", size(cuda.l2_cache_bytes)),
-        ("Shared memory per block", size(cuda.shared_memory_per_block_bytes)),
-        ("Shared memory per SM", size(cuda.shared_memory_per_sm_bytes)),
+        (
+            "Shared memory per block",
+            size(cuda.shared_memory_per_block_bytes),
+        ),
+        (
+            "Shared memory per SM",
+            size(cuda.shared_memory_per_sm_bytes),
+        ),
         ("Registers per block", or_dash(cuda.registers_per_block)),
         ("Max threads per block", or_dash(cuda.max_threads_per_block)),
         ("Max threads per SM", or_dash(cuda.max_threads_per_sm)),
         ("Warp size", or_dash(cuda.warp_size)),
         ("Async copy engines", or_dash(cuda.async_engine_count)),
-        ("ECC", or_dash(cuda.ecc_enabled.map(|on| if on { "on" } else { "off" }))),
-        ("Driver CUDA version", or_dash(cuda.driver_cuda_version.as_ref())),
+        (
+            "ECC",
+            or_dash(cuda.ecc_enabled.map(|on| if on { "on" } else { "off" })),
+        ),
+        (
+            "Driver CUDA version",
+            or_dash(cuda.driver_cuda_version.as_ref()),
+        ),
         ("PCI bus", or_dash(cuda.pci_bus_id.as_ref())),
         ("UUID", or_dash(cuda.uuid.as_ref())),
     ]

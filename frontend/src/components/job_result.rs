@@ -7,7 +7,13 @@ use crate::format;
 /// What a finished job measured and checked, and the image it drew, if any.
 #[component]
 pub fn JobResultView(job_id: i64, result: JobResult) -> impl IntoView {
-    let JobResult { timing, throughput, verification, output, has_artifact } = result;
+    let JobResult {
+        timing,
+        throughput,
+        verification,
+        output,
+        has_artifact,
+    } = result;
     let output = serde_json::to_string_pretty(&output).unwrap_or_else(|_| output.to_string());
     let passed = verification.passed;
     view! {

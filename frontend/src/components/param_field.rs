@@ -91,7 +91,10 @@ pub fn ParamField(
         }
     };
 
-    let unit = spec.unit.clone().map(|u| view! { <span class="unit">{u}</span> });
+    let unit = spec
+        .unit
+        .clone()
+        .map(|u| view! { <span class="unit">{u}</span> });
     let hint = validate::range_hint(&spec).map(|range| format!(" Range: {range}."));
     view! {
         <div class="field">

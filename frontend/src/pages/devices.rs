@@ -48,11 +48,15 @@ pub fn DevicesPage() -> impl IntoView {
 #[component]
 fn CudaNotice(cuda: CudaStatus) -> impl IntoView {
     if cuda.available {
-        let version = cuda.driver_version.map(|v| format!(" (driver supports CUDA {v})"));
+        let version = cuda
+            .driver_version
+            .map(|v| format!(" (driver supports CUDA {v})"));
         view! { <p class="notice ok" data-testid="cuda-status">"CUDA is available" {version} "."</p> }
             .into_any()
     } else {
-        let reason = cuda.reason.unwrap_or_else(|| "the server gave no reason".to_owned());
+        let reason = cuda
+            .reason
+            .unwrap_or_else(|| "the server gave no reason".to_owned());
         view! {
             <p class="notice warn" data-testid="cuda-status">
                 <strong>"CUDA is not available: "</strong>

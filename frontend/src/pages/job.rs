@@ -97,9 +97,11 @@ fn JobDetails(
     let params = job
         .params
         .iter()
-        .map(|(name, value)| view! {
-            <dt>{name.clone()}</dt>
-            <dd>{format::json_value(value)}</dd>
+        .map(|(name, value)| {
+            view! {
+                <dt>{name.clone()}</dt>
+                <dd>{format::json_value(value)}</dd>
+            }
         })
         .collect_view();
     let took = match (&job.started_at, &job.finished_at) {

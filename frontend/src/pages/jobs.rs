@@ -48,10 +48,22 @@ pub fn JobsPage() -> impl IntoView {
         cursor.set(previous);
     };
     let kernel_names = move || {
-        kernels.get().and_then(Result::ok).unwrap_or_default().into_iter().map(|k| k.name).collect::<Vec<_>>()
+        kernels
+            .get()
+            .and_then(Result::ok)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|k| k.name)
+            .collect::<Vec<_>>()
     };
     let device_ids = move || {
-        devices.get().and_then(Result::ok).unwrap_or_default().into_iter().map(|d| d.id).collect::<Vec<_>>()
+        devices
+            .get()
+            .and_then(Result::ok)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| d.id)
+            .collect::<Vec<_>>()
     };
 
     view! {
@@ -184,10 +196,18 @@ fn JobRow(job: Job) -> impl IntoView {
             _ => format::UNKNOWN.to_owned(),
         },
     };
-    let median = format::or_dash(job.result.as_ref().map(|r| format::millis(r.timing.median_ms)));
-    let throughput = format::or_dash(
-        job.result.as_ref().map(|r| format!("{} {}", format::number(r.throughput.value), r.throughput.unit)),
+    let median = format::or_dash(
+        job.result
+            .as_ref()
+            .map(|r| format::millis(r.timing.median_ms)),
     );
+    let throughput = format::or_dash(job.result.as_ref().map(|r| {
+        format!(
+            "{} {}",
+            format::number(r.throughput.value),
+            r.throughput.unit
+        )
+    }));
     view! {
         <tr data-testid="job-row" data-job-id=job.id.to_string() data-status=job.status.as_str()>
             <td>

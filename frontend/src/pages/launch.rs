@@ -44,8 +44,12 @@ pub fn LaunchPage() -> impl IntoView {
 fn LaunchForm(kernels: Vec<KernelSpec>, devices: Vec<Device>) -> impl IntoView {
     let query = use_query_map().get_untracked();
     let wanted_device = query.get(DEVICE);
-    let Some(first) = initial_kernel(&kernels, &devices, query.get(KERNEL), wanted_device.as_deref())
-    else {
+    let Some(first) = initial_kernel(
+        &kernels,
+        &devices,
+        query.get(KERNEL),
+        wanted_device.as_deref(),
+    ) else {
         return view! { <p class="notice warn">"The server offers no kernels."</p> }.into_any();
     };
     let first_device = eligible(&first, &devices)
@@ -90,7 +94,11 @@ fn LaunchForm(kernels: Vec<KernelSpec>, devices: Vec<Device>) -> impl IntoView {
                 let kinds: Vec<&str> = spec.devices.iter().map(|k| k.as_str()).collect();
                 errors.insert(
                     DEVICE.to_owned(),
-                    format!("No device here can run {}: it runs on {}.", spec.name, kinds.join(", ")),
+                    format!(
+                        "No device here can run {}: it runs on {}.",
+                        spec.name,
+                        kinds.join(", ")
+                    ),
                 );
             }
         }
@@ -113,7 +121,12 @@ fn LaunchForm(kernels: Vec<KernelSpec>, devices: Vec<Device>) -> impl IntoView {
     let server_error = move || launch.value().get().and_then(Result::err);
     // A problem about a field the form shows goes beside that field; any other at the top.
     let shown_fields = move || {
-        let mut fields = vec![KERNEL.to_owned(), DEVICE.to_owned(), REPETITIONS.to_owned(), TIMEOUT_S.to_owned()];
+        let mut fields = vec![
+            KERNEL.to_owned(),
+            DEVICE.to_owned(),
+            REPETITIONS.to_owned(),
+            TIMEOUT_S.to_owned(),
+        ];
         if let Some(spec) = spec.get() {
             fields.extend(spec.params.into_iter().map(|p| p.name));
         }
@@ -121,17 +134,24 @@ fn LaunchForm(kernels: Vec<KernelSpec>, devices: Vec<Device>) -> impl IntoView {
     };
     let field_error = move |name: String| {
         Signal::derive(move || {
-            client_errors.with(|errors| errors.get(&name).cloned()).or_else(|| {
-                server_error()
-                    .and_then(|err| err.problem().cloned())
-                    .filter(|problem| problem.field.as_deref().map(form_field) == Some(name.as_str()))
-                    .map(|problem| problem.detail)
-            })
+            client_errors
+                .with(|errors| errors.get(&name).cloned())
+                .or_else(|| {
+                    server_error()
+                        .and_then(|err| err.problem().cloned())
+                        .filter(|problem| {
+                            problem.field.as_deref().map(form_field) == Some(name.as_str())
+                        })
+                        .map(|problem| problem.detail)
+                })
         })
     };
     let top_error = move || {
         server_error().filter(|err| {
-            let field = err.problem().and_then(|p| p.field.as_deref()).map(form_field);
+            let field = err
+                .problem()
+                .and_then(|p| p.field.as_deref())
+                .map(form_field);
             !field.is_some_and(|f| shown_fields().iter().any(|s| s == f))
         })
     };
@@ -146,7 +166,12 @@ fn LaunchForm(kernels: Vec<KernelSpec>, devices: Vec<Device>) -> impl IntoView {
             if let Some(spec) = kernels.iter().find(|k| k.name == name) {
                 values.set(defaults(spec));
                 if !eligible(spec, devices).any(|d| d.id == device.get_untracked()) {
-                    device.set(eligible(spec, devices).next().map(|d| d.id.clone()).unwrap_or_default());
+                    device.set(
+                        eligible(spec, devices)
+                            .next()
+                            .map(|d| d.id.clone())
+                            .unwrap_or_default(),
+                    );
                 }
             }
         });
@@ -162,7 +187,9 @@ fn LaunchForm(kernels: Vec<KernelSpec>, devices: Vec<Device>) -> impl IntoView {
             refused.set(true);
             return;
         }
-        let Some(spec) = spec.get_untracked() else { return };
+        let Some(spec) = spec.get_untracked() else {
+            return;
+        };
         let params: Params = values.with_untracked(|values| {
             spec.params
                 .iter()
@@ -341,7 +368,8 @@ fn initial_kernel(
     wanted: Option<String>,
     wanted_device: Option<&str>,
 ) -> Option<KernelSpec> {
-    let runs_on_wanted_device = |k: &&KernelSpec| eligible(k, devices).any(|d| Some(d.id.as_str()) == wanted_device);
+    let runs_on_wanted_device =
+        |k: &&KernelSpec| eligible(k, devices).any(|d| Some(d.id.as_str()) == wanted_device);
     kernels
         .iter()
         .find(|k| Some(&k.name) == wanted.as_ref())
@@ -357,7 +385,10 @@ fn eligible<'a>(spec: &'a KernelSpec, devices: &'a [Device]) -> impl Iterator<It
 
 /// Every parameter's control text at its default.
 fn defaults(spec: &KernelSpec) -> BTreeMap<String, String> {
-    spec.params.iter().map(|p| (p.name.clone(), validate::initial_text(p))).collect()
+    spec.params
+        .iter()
+        .map(|p| (p.name.clone(), validate::initial_text(p)))
+        .collect()
 }
 
 /// The form field a problem's `field` names: `params.n` is the parameter `n`.

@@ -82,10 +82,10 @@ pub(super) fn parse_cpuinfo(text: &str) -> CpuInfo {
                 "processor" => is_processor = true,
                 // x86 and most others say `model name`; 32-bit ARM kernels once said
                 // `Processor`, MIPS says `cpu model`, POWER says `cpu`.
-                "model name" | "Processor" | "cpu model" | "cpu" if model.is_none() => {
-                    if !value.is_empty() {
-                        model = Some(value.to_owned());
-                    }
+                "model name" | "Processor" | "cpu model" | "cpu"
+                    if model.is_none() && !value.is_empty() =>
+                {
+                    model = Some(value.to_owned());
                 }
                 "physical id" => physical_id = Some(value.to_owned()),
                 "core id" => core_id = Some(value.to_owned()),
@@ -111,7 +111,8 @@ pub(super) fn parse_cpuinfo(text: &str) -> CpuInfo {
     }
 
     let model = model.or_else(|| {
-        arm_ids.and_then(|(implementer, part)| arm_core_name(&implementer, &part).map(str::to_owned))
+        arm_ids
+            .and_then(|(implementer, part)| arm_core_name(&implementer, &part).map(str::to_owned))
     });
     let physical_cores = if !core_pairs.is_empty() {
         u32::try_from(core_pairs.len()).ok()
@@ -150,7 +151,9 @@ fn arm_core_name(implementer: &str, part: &str) -> Option<&'static str> {
 }
 
 fn parse_hex(text: &str) -> Option<u32> {
-    let digits = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X"))?;
+    let digits = text
+        .strip_prefix("0x")
+        .or_else(|| text.strip_prefix("0X"))?;
     u32::from_str_radix(digits, 16).ok()
 }
 
@@ -389,10 +392,15 @@ CPU revision\t: 1
     fn this_host_has_a_cpu_device() {
         let device = detect();
         let info = device.cpu.expect("cpu info");
-        let threads = info.logical_threads.expect("every Linux host lists its processors");
+        let threads = info
+            .logical_threads
+            .expect("every Linux host lists its processors");
         assert!(threads >= 1);
         if let Some(cores) = info.physical_cores {
-            assert!(cores >= 1 && cores <= threads, "{cores} cores, {threads} threads");
+            assert!(
+                cores >= 1 && cores <= threads,
+                "{cores} cores, {threads} threads"
+            );
         }
     }
 }

@@ -6,6 +6,7 @@
 
 use std::any::Any;
 use std::ffi::{c_char, c_int};
+use std::marker::PhantomData;
 use std::panic::{self, AssertUnwindSafe};
 
 use cudarc::driver::sys::{self, CUdevice, CUdevice_attribute, CUresult};
@@ -74,16 +75,21 @@ fn probe() -> (Vec<Device>, CudaStatus) {
     }
 
     let devices: Vec<Device> = (0..count)
-        .filter_map(|ordinal| match query_device(ordinal, driver_version.as_deref()) {
-            Ok(device) => Some(device),
-            Err(error) => {
-                tracing::warn!(ordinal, ?error, "skipping a CUDA device the driver listed");
-                None
-            }
-        })
+        .filter_map(
+            |ordinal| match query_device(ordinal, driver_version.as_deref()) {
+                Ok(device) => Some(device),
+                Err(error) => {
+                    tracing::warn!(ordinal, ?error, "skipping a CUDA device the driver listed");
+                    None
+                }
+            },
+        )
         .collect();
     let status = if devices.is_empty() {
-        unavailable(driver_version, init_failure_reason(CUresult::CUDA_ERROR_NO_DEVICE))
+        unavailable(
+            driver_version,
+            init_failure_reason(CUresult::CUDA_ERROR_NO_DEVICE),
+        )
     } else {
         CudaStatus {
             available: true,
@@ -146,8 +152,10 @@ fn query_device(ordinal: c_int, driver_version: Option<&str>) -> Result<Device, 
         l2_cache_bytes: attr(A::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE).map(u64::from),
         shared_memory_per_block_bytes: attr(A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK)
             .map(u64::from),
-        shared_memory_per_sm_bytes: attr(A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR)
-            .map(u64::from),
+        shared_memory_per_sm_bytes: attr(
+            A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR,
+        )
+        .map(u64::from),
         registers_per_block: attr(A::CU_DEVICE_ATTRIBUTE_MAX_REGISTERS_PER_BLOCK),
         max_threads_per_block: attr(A::CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK),
         max_threads_per_sm: attr(A::CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_MULTIPROCESSOR),
@@ -218,22 +226,23 @@ impl Drop for RetainedPrimaryContext {
     }
 }
 
-/// A context made current on this thread, popped again on drop.
-struct PushedContext;
+/// A context made current on this thread, popped again on drop. The raw-pointer marker
+/// keeps it on the thread whose context stack it changed.
+struct PushedContext(PhantomData<*const ()>);
 
 impl PushedContext {
     fn push(ctx: sys::CUcontext) -> Result<Self, CUresult> {
         // SAFETY: `ctx` is a retained primary context, alive for longer than this guard.
         check(unsafe { sys::cuCtxPushCurrent_v2(ctx) })?;
-        Ok(PushedContext)
+        Ok(PushedContext(PhantomData))
     }
 }
 
 impl Drop for PushedContext {
     fn drop(&mut self) {
         let mut popped: sys::CUcontext = std::ptr::null_mut();
-        // SAFETY: this guard pushed a context on this thread (it is not Send) and pops it
-        // exactly once; `popped` is a live pointer to write.
+        // SAFETY: this guard pushed a context on this thread (it is neither Send nor Sync)
+        // and pops it exactly once; `popped` is a live pointer to write.
         let result = check(unsafe { sys::cuCtxPopCurrent_v2(&mut popped) });
         if let Err(error) = result {
             tracing::warn!(?error, "could not pop a CUDA context");

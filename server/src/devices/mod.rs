@@ -50,9 +50,10 @@ impl DeviceInventory {
         for (index, device) in self.cuda_devices().enumerate() {
             let info = device.cuda.as_ref();
             let ordinal = info.map_or(index as u32, |info| info.ordinal);
-            let capability = info
-                .and_then(|info| info.compute_capability)
-                .map_or_else(|| "?.?".to_owned(), |cc| format!("{}.{}", cc.major, cc.minor));
+            let capability = info.and_then(|info| info.compute_capability).map_or_else(
+                || "?.?".to_owned(),
+                |cc| format!("{}.{}", cc.major, cc.minor),
+            );
             let total_kb = device
                 .total_memory_bytes
                 .map_or_else(|| "?".to_owned(), |bytes| (bytes / 1024).to_string());
@@ -114,8 +115,10 @@ fn table_row(device: &Device) -> [String; 6] {
     };
     let (compute, sms, clocks) = match (&device.cuda, &device.cpu) {
         (Some(gpu), _) => (
-            gpu.compute_capability
-                .map_or_else(|| "CC ?".to_owned(), |cc| format!("CC {}.{}", cc.major, cc.minor)),
+            gpu.compute_capability.map_or_else(
+                || "CC ?".to_owned(),
+                |cc| format!("CC {}.{}", cc.major, cc.minor),
+            ),
             or_unknown(gpu.multiprocessor_count),
             format!(
                 "SM {} MHz, memory {} MHz",
@@ -207,8 +210,8 @@ mod tests {
         DeviceInventory::from_parts(
             vec![
                 gpu(0, "NVIDIA H100 80GB HBM3", 85_899_345_920, 9, 0),
-                // Not a whole number of KiB: the KB figure is rounded down, as `//` did.
-                gpu(1, "NVIDIA GeForce RTX 3060", 12_884_902_911, 8, 6),
+                // 12 GiB less one byte: the KB figure is rounded down, as `//` did.
+                gpu(1, "NVIDIA GeForce RTX 3060", 12_884_901_887, 8, 6),
                 cpu(),
             ],
             CudaStatus {
@@ -239,7 +242,10 @@ mod tests {
     fn find_and_count() {
         let inventory = two_gpus();
         assert_eq!(inventory.cuda_count(), 2);
-        assert_eq!(inventory.find("cuda:1").unwrap().name, "NVIDIA GeForce RTX 3060");
+        assert_eq!(
+            inventory.find("cuda:1").unwrap().name,
+            "NVIDIA GeForce RTX 3060"
+        );
         assert_eq!(inventory.find("cpu").unwrap().kind, DeviceKind::Cpu);
         assert!(inventory.find("cuda:2").is_none());
         assert!(inventory.find("CPU").is_none());
@@ -251,7 +257,7 @@ mod tests {
         assert_eq!(
             inventory.table(),
             format!(
-                "ID   NAME                             MEMORY                    COMPUTE             SMs  CLOCKS\n\
+                "ID   NAME                             MEMORY                    COMPUTE              SMs  CLOCKS\n\
                  cpu  AMD EPYC 7763 64-Core Processor  16.0 GiB (12.0 GiB free)  8 cores, 16 threads  -    -\n\
                  CUDA unavailable: {}\n",
                 cuda::NO_DRIVER_REASON

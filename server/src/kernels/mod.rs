@@ -129,8 +129,9 @@ mod tests {
     fn every_default_resolves_and_describes_itself() {
         for kernel in catalog() {
             let spec = kernel.spec();
-            let params = ResolvedParams::resolve(&spec.params, None)
-                .unwrap_or_else(|e| panic!("{}: default {} is invalid: {}", spec.name, e.field, e.detail));
+            let params = ResolvedParams::resolve(&spec.params, None).unwrap_or_else(|e| {
+                panic!("{}: the default of {} is invalid: {}", spec.name, e.field, e.detail)
+            });
             assert!(!spec.description.is_empty() && !spec.throughput_formula.is_empty());
             assert!(spec.devices.contains(&gpulab_shared::DeviceKind::Cpu), "{}", spec.name);
             // Only the π estimate needs no buffers.

@@ -91,27 +91,27 @@ fn scale(u: f32, lo: f32, hi: f32) -> f32 {
 
 /// Fills `out` with stream `stream` of `seed`, uniform in `[lo, hi)`, on every core.
 pub fn fill_uniform_f32(seed: u64, stream: u64, out: &mut [f32], lo: f32, hi: f32) {
-    let stream = stream_seed(seed, stream);
+    let key = stream_seed(seed, stream);
     out.par_chunks_mut(FILL_CHUNK)
         .enumerate()
         .for_each(|(c, chunk)| {
             let first = (c * FILL_CHUNK) as u64;
             for (i, x) in (first..).zip(chunk.iter_mut()) {
-                *x = scale(uniform_f32(stream, i), lo, hi);
+                *x = scale(uniform_f32(key, i), lo, hi);
             }
         });
 }
 
-/// Fills `out` with the raw bits of stream `stream` of `seed`: `out[i] = hash64(stream_seed(seed,
-/// stream), i)`, on every core.
+/// Fills `out` with the raw bits of stream `stream` of `seed`, on every core:
+/// `out[i] = hash64(stream_seed(seed, stream), i)`.
 pub fn fill_u64(seed: u64, stream: u64, out: &mut [u64]) {
-    let stream = stream_seed(seed, stream);
+    let key = stream_seed(seed, stream);
     out.par_chunks_mut(FILL_CHUNK)
         .enumerate()
         .for_each(|(c, chunk)| {
             let first = (c * FILL_CHUNK) as u64;
             for (i, x) in (first..).zip(chunk.iter_mut()) {
-                *x = hash64(stream, i);
+                *x = hash64(key, i);
             }
         });
 }
