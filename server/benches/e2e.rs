@@ -21,14 +21,23 @@ const RPS_SECONDS: u64 = 5;
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is accepted.
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(run());
 }
 
 async fn run() {
     let data = tempfile::tempdir().unwrap();
     let mut server = Command::new(env!("CARGO_BIN_EXE_gpulab"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--queue-capacity", "100000"])
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--queue-capacity",
+            "100000",
+        ])
         .arg("--data-dir")
         .arg(data.path())
         .env("GPULAB_LOG", "warn")
@@ -36,14 +45,32 @@ async fn run() {
         .spawn()
         .expect("start gpulab");
     let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let base = lines.next().unwrap().unwrap().replace("gpulab listening on ", "");
+    let base = lines
+        .next()
+        .unwrap()
+        .unwrap()
+        .replace("gpulab listening on ", "");
     std::thread::spawn(move || for _ in lines {});
 
     let client = reqwest::Client::new();
-    let devices: serde_json::Value =
-        client.get(format!("{base}/api/devices")).send().await.unwrap().json().await.unwrap();
-    let cpu = devices.as_array().unwrap().iter().find(|d| d["id"] == "cpu").unwrap();
-    println!("gpulab benchmark on {} ({} logical threads)", cpu["name"], cpu["cpu"]["logical_threads"]);
+    let devices: serde_json::Value = client
+        .get(format!("{base}/api/devices"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cpu = devices
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == "cpu")
+        .unwrap();
+    println!(
+        "gpulab benchmark on {} ({} logical threads)",
+        cpu["name"], cpu["cpu"]["logical_threads"]
+    );
     println!();
 
     latency(&client, &base).await;
@@ -55,15 +82,26 @@ async fn run() {
 }
 
 async fn submit(client: &reqwest::Client, base: &str, body: serde_json::Value) -> Job {
-    let resp = client.post(format!("{base}/api/jobs")).json(&body).send().await.unwrap();
+    let resp = client
+        .post(format!("{base}/api/jobs"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 202, "{body}");
     resp.json().await.unwrap()
 }
 
 async fn wait(client: &reqwest::Client, base: &str, id: i64) -> Job {
     loop {
-        let job: Job =
-            client.get(format!("{base}/api/jobs/{id}")).send().await.unwrap().json().await.unwrap();
+        let job: Job = client
+            .get(format!("{base}/api/jobs/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         if job.status.is_finished() {
             return job;
         }
@@ -71,7 +109,8 @@ async fn wait(client: &reqwest::Client, base: &str, id: i64) -> Job {
 }
 
 async fn latency(client: &reqwest::Client, base: &str) {
-    let smallest = json!({"kernel": "vector_add", "device": "cpu", "params": {"n": 1}, "repetitions": 1});
+    let smallest =
+        json!({"kernel": "vector_add", "device": "cpu", "params": {"n": 1}, "repetitions": 1});
     for _ in 0..20 {
         let job = submit(client, base, smallest.clone()).await;
         wait(client, base, job.id).await;
@@ -105,7 +144,10 @@ async fn requests_per_second(base: &str) {
     let mut tasks = Vec::new();
     for _ in 0..CONNECTIONS {
         // One client per task: its own keep-alive connection.
-        let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(1)
+            .build()
+            .unwrap();
         let (count, stop, url) = (count.clone(), stop.clone(), url.clone());
         tasks.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
@@ -146,7 +188,12 @@ async fn throughput(client: &reqwest::Client, base: &str) {
         )
         .await;
         let done = wait(client, base, job.id).await;
-        assert_eq!(done.status, JobStatus::Succeeded, "{kernel}: {:?}", done.error);
+        assert_eq!(
+            done.status,
+            JobStatus::Succeeded,
+            "{kernel}: {:?}",
+            done.error
+        );
         let r = done.result.unwrap();
         let gbs = r.throughput.value;
         let versus = match copy {

@@ -17,7 +17,11 @@ use crate::store::JobStore;
 use crate::worker;
 
 #[derive(Debug, Parser)]
-#[command(name = "gpulab", version, about = "See and exercise the GPUs of a machine from a browser.")]
+#[command(
+    name = "gpulab",
+    version,
+    about = "See and exercise the GPUs of a machine from a browser."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -89,7 +93,9 @@ pub struct RunArgs {
 }
 
 fn parse_param(s: &str) -> Result<(String, serde_json::Value), String> {
-    let (name, value) = s.split_once('=').ok_or_else(|| format!("`{s}` is not NAME=VALUE"))?;
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not NAME=VALUE"))?;
     // Numbers and booleans as JSON; anything else as a string.
     let value = serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::from(value));
     Ok((name.to_string(), value))
@@ -99,7 +105,10 @@ fn parse_param(s: &str) -> Result<(String, serde_json::Value), String> {
 pub fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Worker { device, enable_test_faults } => {
+        Command::Worker {
+            device,
+            enable_test_faults,
+        } => {
             init_logging();
             worker::run(&device, enable_test_faults)?;
         }
@@ -121,7 +130,10 @@ fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GPULAB_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Logs go to stderr: a worker's stdout carries its protocol.
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Starts the server and serves until Ctrl-C or SIGTERM.
@@ -145,7 +157,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!("test faults are enabled: `_test_fault` jobs hang or crash workers");
     }
     let jobs = JobService::start(store, inventory.clone(), settings).await?;
-    let state = AppState { inventory, jobs, token: args.token.map(Arc::from) };
+    let state = AppState {
+        inventory,
+        jobs,
+        token: args.token.map(Arc::from),
+    };
     let app = api::app(state, Some(args.static_dir.clone()));
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
@@ -154,7 +170,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Scripts and tests read this line to find the port when --addr asks for port 0.
     println!("gpulab listening on http://{addr}");
     tracing::info!(data_dir = %args.data_dir.display(), static_dir = %args.static_dir.display(), "serving");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     Ok(())
 }
 
@@ -183,7 +201,10 @@ fn run(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
     let name = args.kernel.unwrap_or_default();
     let kernel = kernels::find(&name).with_context(|| {
         let names: Vec<String> = kernels::catalog().iter().map(|k| k.spec().name).collect();
-        format!("unknown kernel `{name}`; the catalog has: {}", names.join(", "))
+        format!(
+            "unknown kernel `{name}`; the catalog has: {}",
+            names.join(", ")
+        )
     })?;
     let kind = worker::device_kind(&args.device)
         .with_context(|| format!("unknown device `{}`: use cpu or cuda:N", args.device))?;
@@ -194,7 +215,8 @@ fn run(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
         kind.as_str()
     );
     let given: Params = args.params.into_iter().collect();
-    let params = ResolvedParams::resolve(&spec.params, Some(&given)).map_err(|e| anyhow::anyhow!(e))?;
+    let params =
+        ResolvedParams::resolve(&spec.params, Some(&given)).map_err(|e| anyhow::anyhow!(e))?;
     let echoed = params.as_map().clone();
     let outcome = worker::execute(kind, &name, params, args.repetitions, |_, _| {});
     let (ok, body) = match outcome {
@@ -203,10 +225,17 @@ fn run(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
             serde_json::json!({"kernel": name, "device": args.device, "params": echoed, "status":
                 if o.result.verification.passed { "succeeded" } else { "failed" }, "result": o.result}),
         ),
-        Err(e) => (false, serde_json::json!({"kernel": name, "device": args.device, "params": echoed, "status": "failed", "error": e})),
+        Err(e) => (
+            false,
+            serde_json::json!({"kernel": name, "device": args.device, "params": echoed, "status": "failed", "error": e}),
+        ),
     };
     println!("{}", serde_json::to_string_pretty(&body)?);
-    Ok(if ok { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE })
+    Ok(if ok {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
 }
 
 #[cfg(test)]
@@ -215,9 +244,18 @@ mod tests {
 
     #[test]
     fn params_parse_as_json_or_string() {
-        assert_eq!(parse_param("n=1000000").unwrap(), ("n".into(), serde_json::json!(1000000)));
-        assert_eq!(parse_param("a=2.5").unwrap(), ("a".into(), serde_json::json!(2.5)));
-        assert_eq!(parse_param("variant=tiled").unwrap(), ("variant".into(), serde_json::json!("tiled")));
+        assert_eq!(
+            parse_param("n=1000000").unwrap(),
+            ("n".into(), serde_json::json!(1000000))
+        );
+        assert_eq!(
+            parse_param("a=2.5").unwrap(),
+            ("a".into(), serde_json::json!(2.5))
+        );
+        assert_eq!(
+            parse_param("variant=tiled").unwrap(),
+            ("variant".into(), serde_json::json!("tiled"))
+        );
         assert!(parse_param("n").is_err());
     }
 

@@ -29,7 +29,10 @@ async fn health_says_whether_cuda_is_usable_and_why_not() {
     if health.cuda.available {
         assert!(health.cuda.driver_version.is_some());
     } else {
-        let reason = health.cuda.reason.expect("a reason when CUDA is unavailable");
+        let reason = health
+            .cuda
+            .reason
+            .expect("a reason when CUDA is unavailable");
         assert!(reason.len() > 10, "{reason}");
     }
 }
@@ -38,7 +41,10 @@ async fn health_says_whether_cuda_is_usable_and_why_not() {
 async fn devices_list_the_cpu_and_answer_the_original_line() {
     let app = spawn_app().await;
     let devices: Vec<Device> = app.get_json("/api/devices").await;
-    let cpu = devices.iter().find(|d| d.id == "cpu").expect("the cpu device");
+    let cpu = devices
+        .iter()
+        .find(|d| d.id == "cpu")
+        .expect("the cpu device");
     assert_eq!(cpu.kind, DeviceKind::Cpu);
     let info = cpu.cpu.as_ref().unwrap();
     assert!(info.logical_threads.unwrap() >= 1);
@@ -48,15 +54,32 @@ async fn devices_list_the_cpu_and_answer_the_original_line() {
     assert_eq!(&one, cpu);
 
     let resp = app.get("/api/devices?format=text").await;
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
     let text = resp.text().await.unwrap();
-    let gpus = devices.iter().filter(|d| d.kind == DeviceKind::Cuda).count();
-    assert!(text.starts_with(&format!("{gpus} device(s) found.")), "{text}");
+    let gpus = devices
+        .iter()
+        .filter(|d| d.kind == DeviceKind::Cuda)
+        .count();
+    assert!(
+        text.starts_with(&format!("{gpus} device(s) found.")),
+        "{text}"
+    );
     assert_eq!(text.matches(", Device #").count(), gpus);
 
     let p = problem(app.get("/api/devices/cuda:99").await, StatusCode::NOT_FOUND).await;
-    assert!(p.detail.contains("cpu"), "lists the devices there are: {}", p.detail);
-    problem(app.get("/api/devices?format=xml").await, StatusCode::BAD_REQUEST).await;
+    assert!(
+        p.detail.contains("cpu"),
+        "lists the devices there are: {}",
+        p.detail
+    );
+    problem(
+        app.get("/api/devices?format=xml").await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -66,7 +89,15 @@ async fn the_catalog_describes_every_kernel_with_defaults() {
     let names: Vec<&str> = catalog.iter().map(|k| k.name.as_str()).collect();
     assert_eq!(
         names,
-        ["vector_add", "saxpy", "reduce_sum", "matmul", "bandwidth", "mandelbrot", "monte_carlo_pi"]
+        [
+            "vector_add",
+            "saxpy",
+            "reduce_sum",
+            "matmul",
+            "bandwidth",
+            "mandelbrot",
+            "monte_carlo_pi"
+        ]
     );
     for k in &catalog {
         assert!(k.devices.contains(&DeviceKind::Cpu), "{}", k.name);
@@ -83,8 +114,11 @@ async fn the_catalog_describes_every_kernel_with_defaults() {
 async fn a_job_goes_through_its_whole_life() {
     let app = spawn_app().await;
     let resp = app
-        .post_json("/api/jobs", &json!({"kernel": "vector_add", "device": "cpu",
-            "params": {"n": 10000}, "repetitions": 5}))
+        .post_json(
+            "/api/jobs",
+            &json!({"kernel": "vector_add", "device": "cpu",
+            "params": {"n": 10000}, "repetitions": 5}),
+        )
         .await;
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     let location = resp.headers()["location"].to_str().unwrap().to_string();
@@ -107,12 +141,17 @@ async fn a_job_goes_through_its_whole_life() {
     assert!(done.finished_at.unwrap() >= done.started_at.unwrap());
     assert_eq!(done.progress.map(|p| (p.done, p.total)), Some((5, 5)));
 
-    let page: JobPage = app.get_json("/api/jobs?kernel=vector_add&status=succeeded").await;
+    let page: JobPage = app
+        .get_json("/api/jobs?kernel=vector_add&status=succeeded")
+        .await;
     assert_eq!(page.jobs.first().map(|j| j.id), Some(queued.id));
     let fetched: Job = app.get_json(&location).await;
     assert_eq!(fetched, done);
-    problem(app.get(&format!("/api/jobs/{}/artifact", queued.id)).await, StatusCode::NOT_FOUND)
-        .await;
+    problem(
+        app.get(&format!("/api/jobs/{}/artifact", queued.id)).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
     let p = problem(app.delete(&location).await, StatusCode::CONFLICT).await;
     assert!(p.detail.contains("already finished"), "{}", p.detail);
 }
@@ -130,9 +169,20 @@ async fn every_cpu_kernel_runs_and_verifies() {
         json!({"kernel": "monte_carlo_pi", "device": "cpu", "params": {"samples": 200000}}),
     ];
     for body in jobs {
-        let job: Job = app.post_json("/api/jobs", &body).await.json().await.unwrap();
+        let job: Job = app
+            .post_json("/api/jobs", &body)
+            .await
+            .json()
+            .await
+            .unwrap();
         let done = app.wait_finished(job.id).await;
-        assert_eq!(done.status, JobStatus::Succeeded, "{}: {:?}", job.kernel, done.error);
+        assert_eq!(
+            done.status,
+            JobStatus::Succeeded,
+            "{}: {:?}",
+            job.kernel,
+            done.error
+        );
         let result = done.result.unwrap();
         assert!(result.verification.passed, "{}", job.kernel);
         assert!(result.verification.max_rel_error <= result.verification.tolerance);
@@ -163,42 +213,77 @@ async fn bad_input_gets_a_problem_naming_what_was_wrong() {
             .send()
     };
     problem(raw("{not json").await.unwrap(), StatusCode::BAD_REQUEST).await;
-    problem(raw(r#"{"device": "cpu"}"#).await.unwrap(), StatusCode::UNPROCESSABLE_ENTITY).await;
-    let resp = app.client.post(app.url("/api/jobs")).body("{}").send().await.unwrap();
+    problem(
+        raw(r#"{"device": "cpu"}"#).await.unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    let resp = app
+        .client
+        .post(app.url("/api/jobs"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     problem(resp, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
 
     let p = problem(
-        app.post_json("/api/jobs", &json!({"kernel": "nope", "device": "cpu"})).await,
+        app.post_json("/api/jobs", &json!({"kernel": "nope", "device": "cpu"}))
+            .await,
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await;
     assert_eq!(p.field.as_deref(), Some("kernel"));
-    assert!(p.detail.contains("saxpy"), "names the catalog: {}", p.detail);
+    assert!(
+        p.detail.contains("saxpy"),
+        "names the catalog: {}",
+        p.detail
+    );
 
     let p = problem(
-        app.post_json("/api/jobs", &json!({"kernel": "saxpy", "device": "cpu", "params": {"n": 0}})).await,
+        app.post_json(
+            "/api/jobs",
+            &json!({"kernel": "saxpy", "device": "cpu", "params": {"n": 0}}),
+        )
+        .await,
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await;
     assert_eq!(p.field.as_deref(), Some("params.n"));
-    assert!(p.detail.contains("from 1 to"), "names the range: {}", p.detail);
+    assert!(
+        p.detail.contains("from 1 to"),
+        "names the range: {}",
+        p.detail
+    );
 
     let p = problem(
-        app.post_json("/api/jobs", &json!({"kernel": "saxpy", "device": "cpu", "params": {"m": 3}})).await,
+        app.post_json(
+            "/api/jobs",
+            &json!({"kernel": "saxpy", "device": "cpu", "params": {"m": 3}}),
+        )
+        .await,
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await;
     assert_eq!(p.field.as_deref(), Some("params.m"));
 
     let p = problem(
-        app.post_json("/api/jobs", &json!({"kernel": "saxpy", "device": "cpu", "repetitions": 0})).await,
+        app.post_json(
+            "/api/jobs",
+            &json!({"kernel": "saxpy", "device": "cpu", "repetitions": 0}),
+        )
+        .await,
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await;
     assert_eq!(p.field.as_deref(), Some("repetitions"));
 
     let p = problem(
-        app.post_json("/api/jobs", &json!({"kernel": "saxpy", "device": "cpu", "timeout_s": 100000})).await,
+        app.post_json(
+            "/api/jobs",
+            &json!({"kernel": "saxpy", "device": "cpu", "timeout_s": 100000}),
+        )
+        .await,
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await;
@@ -206,15 +291,23 @@ async fn bad_input_gets_a_problem_naming_what_was_wrong() {
 
     // 2 × 16 GiB is more than any of our machines has.
     let p = problem(
-        app.post_json("/api/jobs", &json!({"kernel": "bandwidth", "device": "cpu", "params": {"size_mib": 16384}})).await,
+        app.post_json(
+            "/api/jobs",
+            &json!({"kernel": "bandwidth", "device": "cpu", "params": {"size_mib": 16384}}),
+        )
+        .await,
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await;
     assert_eq!(p.field.as_deref(), Some("params"));
     assert!(p.detail.contains("GiB"), "{}", p.detail);
 
-    problem(app.post_json("/api/jobs", &json!({"kernel": "saxpy", "device": "cuda:7"})).await, StatusCode::NOT_FOUND)
-        .await;
+    problem(
+        app.post_json("/api/jobs", &json!({"kernel": "saxpy", "device": "cuda:7"}))
+            .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
 
     let big = format!(
         r#"{{"kernel":"saxpy","device":"cpu","params":{{"pad":"{}"}}}}"#,
@@ -230,18 +323,32 @@ async fn bad_input_gets_a_problem_naming_what_was_wrong() {
         .unwrap();
     problem(resp, StatusCode::PAYLOAD_TOO_LARGE).await;
 
-    for (query, field) in [("status=done", "status"), ("limit=0", "limit"), ("cursor=abc", "cursor")]
-    {
-        let p = problem(app.get(&format!("/api/jobs?{query}")).await, StatusCode::UNPROCESSABLE_ENTITY)
-            .await;
+    for (query, field) in [
+        ("status=done", "status"),
+        ("limit=0", "limit"),
+        ("cursor=abc", "cursor"),
+    ] {
+        let p = problem(
+            app.get(&format!("/api/jobs?{query}")).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
         assert_eq!(p.field.as_deref(), Some(field));
     }
     problem(app.get("/api/jobs/12345").await, StatusCode::NOT_FOUND).await;
     problem(app.get("/api/jobs/abc").await, StatusCode::NOT_FOUND).await;
     problem(app.delete("/api/jobs/12345").await, StatusCode::NOT_FOUND).await;
-    problem(app.get("/api/jobs/12345/artifact").await, StatusCode::NOT_FOUND).await;
+    problem(
+        app.get("/api/jobs/12345/artifact").await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
     problem(app.get("/api/nothing-here").await, StatusCode::NOT_FOUND).await;
-    problem(app.delete("/api/kernels").await, StatusCode::METHOD_NOT_ALLOWED).await;
+    problem(
+        app.delete("/api/kernels").await,
+        StatusCode::METHOD_NOT_ALLOWED,
+    )
+    .await;
 
     // Nothing was stored by any of that.
     let page: JobPage = app.get_json("/api/jobs").await;
@@ -251,8 +358,12 @@ async fn bad_input_gets_a_problem_naming_what_was_wrong() {
 #[tokio::test]
 async fn queued_and_running_jobs_can_be_cancelled() {
     let app = spawn_app().await;
-    let hang = app.submit(json!({"kernel": "_test_fault", "device": "cpu", "params": {"mode": "hang"}})).await;
-    let queued = app.submit(json!({"kernel": "vector_add", "device": "cpu"})).await;
+    let hang = app
+        .submit(json!({"kernel": "_test_fault", "device": "cpu", "params": {"mode": "hang"}}))
+        .await;
+    let queued = app
+        .submit(json!({"kernel": "vector_add", "device": "cpu"}))
+        .await;
     app.wait_status(hang.id, JobStatus::Running).await;
 
     let resp = app.delete(&format!("/api/jobs/{}", queued.id)).await;
@@ -267,8 +378,13 @@ async fn queued_and_running_jobs_can_be_cancelled() {
     assert_eq!(stopped.status, JobStatus::Cancelled);
     assert!(stopped.error.unwrap().contains("worker was killed"));
 
-    let next = app.submit(json!({"kernel": "saxpy", "device": "cpu", "params": {"n": 1000}})).await;
-    assert_eq!(app.wait_finished(next.id).await.status, JobStatus::Succeeded);
+    let next = app
+        .submit(json!({"kernel": "saxpy", "device": "cpu", "params": {"n": 1000}}))
+        .await;
+    assert_eq!(
+        app.wait_finished(next.id).await.status,
+        JobStatus::Succeeded
+    );
 }
 
 #[tokio::test]
@@ -279,11 +395,18 @@ async fn a_long_job_shows_progress_and_stops_when_cancelled() {
             "params": {"width": 64, "height": 64, "max_iter": 200}, "repetitions": 10000}))
         .await;
     let seen = app
-        .wait_until(job.id, |j| j.progress.is_some_and(|p| p.done > 0 && p.done < p.total))
+        .wait_until(job.id, |j| {
+            j.progress.is_some_and(|p| p.done > 0 && p.done < p.total)
+        })
         .await;
     assert_eq!(seen.status, JobStatus::Running);
     assert_eq!(seen.progress.unwrap().total, 10000);
-    let stopped: Job = app.delete(&format!("/api/jobs/{}", job.id)).await.json().await.unwrap();
+    let stopped: Job = app
+        .delete(&format!("/api/jobs/{}", job.id))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(stopped.status, JobStatus::Cancelled);
 }
 
@@ -293,11 +416,16 @@ async fn a_hung_worker_times_out_and_the_next_job_runs() {
     let hang = app
         .submit(json!({"kernel": "_test_fault", "device": "cpu", "params": {"mode": "hang"}, "timeout_s": 1}))
         .await;
-    let next = app.submit(json!({"kernel": "reduce_sum", "device": "cpu", "params": {"n": 5000}})).await;
+    let next = app
+        .submit(json!({"kernel": "reduce_sum", "device": "cpu", "params": {"n": 5000}}))
+        .await;
     let ended = app.wait_finished(hang.id).await;
     assert_eq!(ended.status, JobStatus::TimedOut);
     assert!(ended.error.unwrap().contains("timeout of 1 s"));
-    assert_eq!(app.wait_finished(next.id).await.status, JobStatus::Succeeded);
+    assert_eq!(
+        app.wait_finished(next.id).await.status,
+        JobStatus::Succeeded
+    );
 }
 
 #[tokio::test]
@@ -306,19 +434,34 @@ async fn a_crashed_worker_fails_its_job_and_is_replaced() {
     let crash = app
         .submit(json!({"kernel": "_test_fault", "device": "cpu", "params": {"mode": "crash"}}))
         .await;
-    let next = app.submit(json!({"kernel": "monte_carlo_pi", "device": "cpu", "params": {"samples": 10000}})).await;
+    let next = app
+        .submit(json!({"kernel": "monte_carlo_pi", "device": "cpu", "params": {"samples": 10000}}))
+        .await;
     let ended = app.wait_finished(crash.id).await;
     assert_eq!(ended.status, JobStatus::Failed);
     let error = ended.error.unwrap();
-    assert!(error.contains("crashed") && error.contains("SIGABRT"), "{error}");
-    assert_eq!(app.wait_finished(next.id).await.status, JobStatus::Succeeded);
+    assert!(
+        error.contains("crashed") && error.contains("SIGABRT"),
+        "{error}"
+    );
+    assert_eq!(
+        app.wait_finished(next.id).await.status,
+        JobStatus::Succeeded
+    );
 }
 
 #[tokio::test]
 async fn test_faults_are_unknown_without_the_hidden_flag() {
-    let app = spawn_app_with(AppOptions { test_faults: false, ..Default::default() }).await;
+    let app = spawn_app_with(AppOptions {
+        test_faults: false,
+        ..Default::default()
+    })
+    .await;
     let resp = app
-        .post_json("/api/jobs", &json!({"kernel": "_test_fault", "device": "cpu"}))
+        .post_json(
+            "/api/jobs",
+            &json!({"kernel": "_test_fault", "device": "cpu"}),
+        )
         .await;
     let p = problem(resp, StatusCode::UNPROCESSABLE_ENTITY).await;
     assert_eq!(p.field.as_deref(), Some("kernel"));
@@ -326,16 +469,35 @@ async fn test_faults_are_unknown_without_the_hidden_flag() {
 
 #[tokio::test]
 async fn a_full_queue_answers_429_with_retry_after() {
-    let app = spawn_app_with(AppOptions { queue_capacity: Some(2), test_faults: true, ..Default::default() }).await;
-    let hang = app.submit(json!({"kernel": "_test_fault", "device": "cpu"})).await;
+    let app = spawn_app_with(AppOptions {
+        queue_capacity: Some(2),
+        test_faults: true,
+        ..Default::default()
+    })
+    .await;
+    let hang = app
+        .submit(json!({"kernel": "_test_fault", "device": "cpu"}))
+        .await;
     app.wait_status(hang.id, JobStatus::Running).await;
-    let a = app.submit(json!({"kernel": "vector_add", "device": "cpu"})).await;
-    let b = app.submit(json!({"kernel": "vector_add", "device": "cpu"})).await;
-    let resp = app.post_json("/api/jobs", &json!({"kernel": "vector_add", "device": "cpu"})).await;
+    let a = app
+        .submit(json!({"kernel": "vector_add", "device": "cpu"}))
+        .await;
+    let b = app
+        .submit(json!({"kernel": "vector_add", "device": "cpu"}))
+        .await;
+    let resp = app
+        .post_json(
+            "/api/jobs",
+            &json!({"kernel": "vector_add", "device": "cpu"}),
+        )
+        .await;
     assert_eq!(resp.headers()["retry-after"], "1");
     problem(resp, StatusCode::TOO_MANY_REQUESTS).await;
     for id in [a.id, b.id, hang.id] {
-        assert_eq!(app.delete(&format!("/api/jobs/{id}")).await.status(), StatusCode::OK);
+        assert_eq!(
+            app.delete(&format!("/api/jobs/{id}")).await.status(),
+            StatusCode::OK
+        );
     }
     let page: JobPage = app.get_json("/api/jobs?status=cancelled").await;
     assert_eq!(page.jobs.len(), 3, "the refused job was not stored");
@@ -344,15 +506,26 @@ async fn a_full_queue_answers_429_with_retry_after() {
 #[tokio::test]
 async fn history_survives_kill_9_and_unfinished_jobs_come_back_interrupted() {
     let mut app = spawn_app().await;
-    let done = app.submit(json!({"kernel": "saxpy", "device": "cpu", "params": {"n": 2000}})).await;
+    let done = app
+        .submit(json!({"kernel": "saxpy", "device": "cpu", "params": {"n": 2000}}))
+        .await;
     let done = app.wait_finished(done.id).await;
     assert_eq!(done.status, JobStatus::Succeeded);
-    let running = app.submit(json!({"kernel": "_test_fault", "device": "cpu"})).await;
-    let queued = app.submit(json!({"kernel": "vector_add", "device": "cpu"})).await;
+    let running = app
+        .submit(json!({"kernel": "_test_fault", "device": "cpu"}))
+        .await;
+    let queued = app
+        .submit(json!({"kernel": "vector_add", "device": "cpu"}))
+        .await;
     app.wait_status(running.id, JobStatus::Running).await;
 
     let data_dir = app.kill_9();
-    let app = spawn_app_with(AppOptions { data_dir: Some(data_dir), test_faults: true, ..Default::default() }).await;
+    let app = spawn_app_with(AppOptions {
+        data_dir: Some(data_dir),
+        test_faults: true,
+        ..Default::default()
+    })
+    .await;
     let after: Job = app.get_json(&format!("/api/jobs/{}", done.id)).await;
     assert_eq!(after, done, "a finished job is kept exactly");
     for id in [running.id, queued.id] {
@@ -361,9 +534,14 @@ async fn history_survives_kill_9_and_unfinished_jobs_come_back_interrupted() {
         assert!(job.finished_at.is_some());
     }
     // The restarted server runs jobs again, and new ids follow the old ones.
-    let next = app.submit(json!({"kernel": "vector_add", "device": "cpu", "params": {"n": 100}})).await;
+    let next = app
+        .submit(json!({"kernel": "vector_add", "device": "cpu", "params": {"n": 100}}))
+        .await;
     assert!(next.id > queued.id);
-    assert_eq!(app.wait_finished(next.id).await.status, JobStatus::Succeeded);
+    assert_eq!(
+        app.wait_finished(next.id).await.status,
+        JobStatus::Succeeded
+    );
 }
 
 #[tokio::test]
@@ -371,16 +549,35 @@ async fn jobs_page_newest_first_with_a_cursor() {
     let app = spawn_app().await;
     let mut ids = Vec::new();
     for n in 1..=5 {
-        ids.push(app.submit(json!({"kernel": "vector_add", "device": "cpu", "params": {"n": n}})).await.id);
+        ids.push(
+            app.submit(json!({"kernel": "vector_add", "device": "cpu", "params": {"n": n}}))
+                .await
+                .id,
+        );
     }
     let first: JobPage = app.get_json("/api/jobs?limit=2").await;
-    assert_eq!(first.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), [ids[4], ids[3]]);
+    assert_eq!(
+        first.jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [ids[4], ids[3]]
+    );
     let cursor = first.next_cursor.unwrap();
-    let second: JobPage = app.get_json(&format!("/api/jobs?limit=2&cursor={cursor}")).await;
-    assert_eq!(second.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), [ids[2], ids[1]]);
-    let third: JobPage =
-        app.get_json(&format!("/api/jobs?limit=2&cursor={}", second.next_cursor.unwrap())).await;
-    assert_eq!(third.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), [ids[0]]);
+    let second: JobPage = app
+        .get_json(&format!("/api/jobs?limit=2&cursor={cursor}"))
+        .await;
+    assert_eq!(
+        second.jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [ids[2], ids[1]]
+    );
+    let third: JobPage = app
+        .get_json(&format!(
+            "/api/jobs?limit=2&cursor={}",
+            second.next_cursor.unwrap()
+        ))
+        .await;
+    assert_eq!(
+        third.jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [ids[0]]
+    );
     assert_eq!(third.next_cursor, None);
     let none: JobPage = app.get_json("/api/jobs?device=cuda:0").await;
     assert!(none.jobs.is_empty());
@@ -407,32 +604,69 @@ async fn the_openapi_document_lists_every_route() {
     let mut listed: Vec<(String, String)> = paths
         .iter()
         .flat_map(|(path, item)| {
-            item.as_object().unwrap().keys().map(move |m| (path.clone(), m.clone()))
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| (path.clone(), m.clone()))
         })
         .collect();
     listed.sort();
-    let mut expected: Vec<(String, String)> =
-        expected.iter().map(|(p, m)| (p.to_string(), m.to_string())).collect();
+    let mut expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(p, m)| (p.to_string(), m.to_string()))
+        .collect();
     expected.sort();
     assert_eq!(listed, expected);
-    for schema in ["Job", "JobRequest", "Device", "KernelSpec", "Problem", "Health"] {
-        assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema}");
+    for schema in [
+        "Job",
+        "JobRequest",
+        "Device",
+        "KernelSpec",
+        "Problem",
+        "Health",
+    ] {
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "schema {schema}"
+        );
     }
 }
 
 #[tokio::test]
 async fn a_token_guards_changes_but_not_reads() {
-    let app = spawn_app_with(AppOptions { token: Some("s3cret".into()), ..Default::default() }).await;
+    let app = spawn_app_with(AppOptions {
+        token: Some("s3cret".into()),
+        ..Default::default()
+    })
+    .await;
     let body = json!({"kernel": "vector_add", "device": "cpu", "params": {"n": 10}});
     let resp = app.post_json("/api/jobs", &body).await;
     assert_eq!(resp.headers()["www-authenticate"], "Bearer");
     problem(resp, StatusCode::UNAUTHORIZED).await;
-    let resp = app.client.post(app.url("/api/jobs")).bearer_auth("s3cre").json(&body).send().await.unwrap();
+    let resp = app
+        .client
+        .post(app.url("/api/jobs"))
+        .bearer_auth("s3cre")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     problem(resp, StatusCode::UNAUTHORIZED).await;
-    let resp = app.client.post(app.url("/api/jobs")).bearer_auth("s3cret").json(&body).send().await.unwrap();
+    let resp = app
+        .client
+        .post(app.url("/api/jobs"))
+        .bearer_auth("s3cret")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     let job: Job = resp.json().await.unwrap();
-    problem(app.delete(&format!("/api/jobs/{}", job.id)).await, StatusCode::UNAUTHORIZED).await;
+    problem(
+        app.delete(&format!("/api/jobs/{}", job.id)).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
     // Reads stay open.
     let fetched: Job = app.get_json(&format!("/api/jobs/{}", job.id)).await;
     assert_eq!(fetched.id, job.id);
@@ -442,18 +676,35 @@ async fn a_token_guards_changes_but_not_reads() {
 #[tokio::test]
 async fn the_ui_is_served_with_a_fallback_for_its_routes() {
     let dist = tempfile::tempdir().unwrap();
-    std::fs::write(dist.path().join("index.html"), "<!doctype html><title>gpulab</title>").unwrap();
+    std::fs::write(
+        dist.path().join("index.html"),
+        "<!doctype html><title>gpulab</title>",
+    )
+    .unwrap();
     std::fs::write(dist.path().join("app_bg.wasm"), b"\0asm\x01\0\0\0").unwrap();
     std::fs::write(dist.path().join("app.js"), "export {}").unwrap();
-    let app = spawn_app_with(AppOptions { static_dir: Some(dist.path().into()), ..Default::default() }).await;
+    let app = spawn_app_with(AppOptions {
+        static_dir: Some(dist.path().into()),
+        ..Default::default()
+    })
+    .await;
     for path in ["/", "/jobs/12", "/launch"] {
         let resp = app.get(path).await;
         assert_eq!(resp.status(), StatusCode::OK, "{path}");
-        assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
         assert!(resp.text().await.unwrap().contains("<title>gpulab</title>"));
     }
-    assert_eq!(app.get("/app_bg.wasm").await.headers()["content-type"], "application/wasm");
-    assert!(app.get("/app.js").await.headers()["content-type"].to_str().unwrap().contains("javascript"));
+    assert_eq!(
+        app.get("/app_bg.wasm").await.headers()["content-type"],
+        "application/wasm"
+    );
+    assert!(app.get("/app.js").await.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .contains("javascript"));
     // An unknown API path is still the API's 404, not the UI.
     problem(app.get("/api/jobs/1/nothing").await, StatusCode::NOT_FOUND).await;
 }
@@ -462,23 +713,45 @@ async fn the_ui_is_served_with_a_fallback_for_its_routes() {
 fn the_command_line_runs_a_job_and_prints_devices() {
     let exe = env!("CARGO_BIN_EXE_gpulab");
     let out = std::process::Command::new(exe)
-        .args(["run", "saxpy", "--device", "cpu", "--param", "n=5000", "--repetitions", "3"])
+        .args([
+            "run",
+            "saxpy",
+            "--device",
+            "cpu",
+            "--param",
+            "n=5000",
+            "--repetitions",
+            "3",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(body["status"], "succeeded");
     assert_eq!(body["result"]["timing"]["repetitions"], 3);
     assert_eq!(body["params"]["n"], 5000);
 
-    let out = std::process::Command::new(exe).args(["run", "saxpy", "--param", "n=0"]).output().unwrap();
+    let out = std::process::Command::new(exe)
+        .args(["run", "saxpy", "--param", "n=0"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("from 1 to"));
 
-    let out = std::process::Command::new(exe).arg("devices").output().unwrap();
+    let out = std::process::Command::new(exe)
+        .arg("devices")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.lines().next().unwrap().contains("device(s) found."), "{text}");
+    assert!(
+        text.lines().next().unwrap().contains("device(s) found."),
+        "{text}"
+    );
     assert!(text.contains("cpu"), "{text}");
 }
 
@@ -496,7 +769,10 @@ impl TestApp {
             if done(&job) {
                 return job;
             }
-            assert!(tokio::time::Instant::now() < deadline, "job {id} stuck: {job:?}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job {id} stuck: {job:?}"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }

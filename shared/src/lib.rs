@@ -341,11 +341,12 @@ mod tests {
 
     #[test]
     fn job_request_takes_kernel_and_device_alone() {
-        let req: JobRequest =
-            serde_json::from_str(r#"{"kernel":"saxpy","device":"cpu"}"#).unwrap();
+        let req: JobRequest = serde_json::from_str(r#"{"kernel":"saxpy","device":"cpu"}"#).unwrap();
         assert_eq!(req.params, None);
         assert_eq!(req.repetitions, None);
-        assert!(serde_json::from_str::<JobRequest>(r#"{"kernel":"saxpy","device":"cpu","x":1}"#)
-            .is_err());
+        assert!(
+            serde_json::from_str::<JobRequest>(r#"{"kernel":"saxpy","device":"cpu","x":1}"#)
+                .is_err()
+        );
     }
 }

@@ -36,9 +36,9 @@ pub async fn list(
             state.inventory.pycuda_line(),
         )
             .into_response()),
-        Some(other) => {
-            Err(ApiError::BadRequest(format!("unknown format `{other}`: use json or text")))
-        }
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "unknown format `{other}`: use json or text"
+        ))),
     }
 }
 

@@ -23,7 +23,10 @@ pub enum ApiError {
     #[error("{0}")]
     Conflict(String),
     #[error("{detail}")]
-    Unprocessable { field: Option<String>, detail: String },
+    Unprocessable {
+        field: Option<String>,
+        detail: String,
+    },
     #[error("{0}")]
     TooLarge(String),
     #[error("{detail}")]
@@ -52,7 +55,10 @@ impl ApiError {
     }
 
     pub fn invalid(field: &str, detail: impl Into<String>) -> Self {
-        ApiError::Unprocessable { field: Some(field.into()), detail: detail.into() }
+        ApiError::Unprocessable {
+            field: Some(field.into()),
+            detail: detail.into(),
+        }
     }
 }
 
@@ -66,7 +72,12 @@ pub fn problem_response(status: StatusCode, detail: String, field: Option<String
         field,
     };
     let body = serde_json::to_vec(&problem).unwrap_or_default();
-    (status, [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))], body).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))],
+        body,
+    )
+        .into_response()
 }
 
 impl IntoResponse for ApiError {
@@ -88,9 +99,13 @@ impl IntoResponse for ApiError {
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                 r
             }
-            ApiError::TooManyRequests { detail, retry_after_s } => {
+            ApiError::TooManyRequests {
+                detail,
+                retry_after_s,
+            } => {
                 let mut r = problem_response(status, detail, None);
-                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
                 r
             }
             other => problem_response(status, other.to_string(), None),
@@ -102,9 +117,10 @@ impl From<RequestError> for ApiError {
     fn from(e: RequestError) -> Self {
         match e {
             RequestError::UnknownDevice(detail) => ApiError::NotFound(detail),
-            RequestError::Invalid { field, detail } => {
-                ApiError::Unprocessable { field: Some(field), detail }
-            }
+            RequestError::Invalid { field, detail } => ApiError::Unprocessable {
+                field: Some(field),
+                detail,
+            },
         }
     }
 }
@@ -113,9 +129,10 @@ impl From<SubmitError> for ApiError {
     fn from(e: SubmitError) -> Self {
         match e {
             SubmitError::Request(r) => r.into(),
-            full @ SubmitError::QueueFull { .. } => {
-                ApiError::TooManyRequests { detail: full.to_string(), retry_after_s: 1 }
-            }
+            full @ SubmitError::QueueFull { .. } => ApiError::TooManyRequests {
+                detail: full.to_string(),
+                retry_after_s: 1,
+            },
             SubmitError::Internal(e) => ApiError::Internal(e),
         }
     }

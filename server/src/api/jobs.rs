@@ -33,7 +33,12 @@ pub async fn create(
     let job = state.jobs.submit(req).await?;
     let location = HeaderValue::try_from(format!("/api/jobs/{}", job.id))
         .map_err(|e| ApiError::Internal(e.into()))?;
-    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(job)).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(job),
+    )
+        .into_response())
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -67,20 +72,33 @@ pub async fn list(
         .map(|s| {
             JobStatus::parse(s).ok_or_else(|| {
                 let all: Vec<&str> = JobStatus::ALL.iter().map(|s| s.as_str()).collect();
-                ApiError::invalid("status", format!("unknown status `{s}`; use one of {}", all.join(", ")))
+                ApiError::invalid(
+                    "status",
+                    format!("unknown status `{s}`; use one of {}", all.join(", ")),
+                )
             })
         })
         .transpose()?;
     let limit = match q.limit.as_deref() {
         None | Some("") => DEFAULT_PAGE,
-        Some(l) => l.parse().ok().filter(|l| (1..=MAX_PAGE).contains(l)).ok_or_else(|| {
-            ApiError::invalid("limit", format!("`limit` must be from 1 to {MAX_PAGE}, got `{l}`"))
-        })?,
+        Some(l) => l
+            .parse()
+            .ok()
+            .filter(|l| (1..=MAX_PAGE).contains(l))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "limit",
+                    format!("`limit` must be from 1 to {MAX_PAGE}, got `{l}`"),
+                )
+            })?,
     };
     let before_id = match q.cursor.as_deref() {
         None | Some("") => None,
         Some(c) => Some(c.parse::<i64>().map_err(|_| {
-            ApiError::invalid("cursor", format!("`cursor` must be a `next_cursor` from a previous page, got `{c}`"))
+            ApiError::invalid(
+                "cursor",
+                format!("`cursor` must be a `next_cursor` from a previous page, got `{c}`"),
+            )
         })?),
     };
     let filter = JobFilter {
@@ -99,9 +117,17 @@ pub async fn list(
     responses(
         (status = 200, description = "The job", body = Job),
         (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json")))]
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Job>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
     let id = job_id(&id)?;
-    state.jobs.get(id).await?.map(Json).ok_or_else(|| no_job(id))
+    state
+        .jobs
+        .get(id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| no_job(id))
 }
 
 /// Cancels a queued job, or stops a running one (its worker is killed and replaced).
@@ -112,7 +138,10 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Resul
         (status = 401, description = "A token is set and missing or wrong", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The job has already finished", body = Problem, content_type = "application/problem+json")))]
-pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Job>, ApiError> {
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
     let id = job_id(&id)?;
     match state.jobs.cancel(id).await? {
         CancelOutcome::Cancelled(job) => Ok(Json(job)),
@@ -130,7 +159,10 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Re
     responses(
         (status = 200, description = "The image", content_type = "image/png"),
         (status = 404, description = "No such job, or it made no image", body = Problem, content_type = "application/problem+json")))]
-pub async fn artifact(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn artifact(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = job_id(&id)?;
     match state.jobs.artifact(id).await? {
         Some(a) => Ok(([(header::CONTENT_TYPE, a.content_type)], a.bytes).into_response()),
@@ -142,7 +174,8 @@ pub async fn artifact(State(state): State<AppState>, Path(id): Path<String>) -> 
 }
 
 fn job_id(raw: &str) -> Result<i64, ApiError> {
-    raw.parse().map_err(|_| ApiError::NotFound(format!("there is no job `{raw}`: job ids are numbers")))
+    raw.parse()
+        .map_err(|_| ApiError::NotFound(format!("there is no job `{raw}`: job ids are numbers")))
 }
 
 fn no_job(id: i64) -> ApiError {

@@ -61,7 +61,9 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(jobs::get, jobs::cancel))
         .routes(routes!(jobs::artifact))
         .split_for_parts();
-    doc.paths.paths.insert("/api/openapi.json".into(), openapi_path_item());
+    doc.paths
+        .paths
+        .insert("/api/openapi.json".into(), openapi_path_item());
     (router, doc)
 }
 
@@ -83,15 +85,17 @@ pub fn app(state: AppState, static_dir: Option<PathBuf>) -> Router {
     let (api, doc) = api_routes();
     let doc = Arc::new(doc);
     let api = api
-        .route("/api/openapi.json", get(move || async move { Json(doc.as_ref().clone()) }))
+        .route(
+            "/api/openapi.json",
+            get(move || async move { Json(doc.as_ref().clone()) }),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
     let ui = match static_dir {
-        Some(dir) if dir.join("index.html").is_file() => Router::new().fallback_service(
-            ServeDir::new(&dir).fallback(ServeFile::new(dir.join("index.html"))),
-        ),
+        Some(dir) if dir.join("index.html").is_file() => Router::new()
+            .fallback_service(ServeDir::new(&dir).fallback(ServeFile::new(dir.join("index.html")))),
         _ => Router::new().fallback(ui_missing),
     };
     Router::new()
@@ -128,7 +132,11 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
 }
 
 async fn api_not_found(req: Request) -> ApiError {
-    ApiError::NotFound(format!("there is no API route {} {}", req.method(), req.uri().path()))
+    ApiError::NotFound(format!(
+        "there is no API route {} {}",
+        req.method(),
+        req.uri().path()
+    ))
 }
 
 async fn method_not_allowed(req: Request) -> Response {

@@ -13,10 +13,10 @@ use gpulab_shared::{Job, JobPage, JobRequest, KernelSpec};
 use crate::devices::DeviceInventory;
 use crate::kernels::Artifact;
 use crate::store::{Ending, JobFilter, JobStore};
-pub use request::{RequestError, TEST_FAULT_SPEC};
-pub use supervisor::WorkerCommand;
 use queue::{Cancel, DeviceQueue, QueuedJob};
+pub use request::{RequestError, TEST_FAULT_SPEC};
 use supervisor::blocking;
+pub use supervisor::WorkerCommand;
 
 /// Limits of the job service, from the command line.
 #[derive(Debug, Clone)]
@@ -72,7 +72,9 @@ impl JobService {
     ) -> anyhow::Result<Self> {
         let interrupted = blocking(&store, |s| s.interrupt_unfinished()).await?;
         if interrupted > 0 {
-            tracing::warn!("{interrupted} job(s) left unfinished by the last server are now interrupted");
+            tracing::warn!(
+                "{interrupted} job(s) left unfinished by the last server are now interrupted"
+            );
         }
         let mut queues = BTreeMap::new();
         for device in &inventory.devices {
@@ -86,7 +88,14 @@ impl JobService {
                 device.kind == gpulab_shared::DeviceKind::Cpu,
             ));
         }
-        Ok(JobService { inner: Arc::new(Inner { store, inventory, queues, settings }) })
+        Ok(JobService {
+            inner: Arc::new(Inner {
+                store,
+                inventory,
+                queues,
+                settings,
+            }),
+        })
     }
 
     /// The public catalog.

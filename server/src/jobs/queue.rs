@@ -53,7 +53,11 @@ pub struct DeviceQueue {
 
 impl DeviceQueue {
     pub fn new(capacity: usize) -> Self {
-        DeviceQueue { state: Mutex::default(), notify: Notify::new(), capacity }
+        DeviceQueue {
+            state: Mutex::default(),
+            notify: Notify::new(),
+            capacity,
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -94,7 +98,10 @@ impl DeviceQueue {
                 let mut s = self.state();
                 if let Some(job) = s.pending.pop_front() {
                     let (tx, rx) = oneshot::channel();
-                    s.running = Some(RunningJob { id: job.id, cancel: Some(tx) });
+                    s.running = Some(RunningJob {
+                        id: job.id,
+                        cancel: Some(tx),
+                    });
                     return (job, rx);
                 }
             }
@@ -134,7 +141,13 @@ mod tests {
     use super::*;
 
     fn job(id: i64) -> QueuedJob {
-        QueuedJob { id, kernel: "k".into(), params: Params::new(), repetitions: 1, timeout_s: 1.0 }
+        QueuedJob {
+            id,
+            kernel: "k".into(),
+            params: Params::new(),
+            repetitions: 1,
+            timeout_s: 1.0,
+        }
     }
 
     #[tokio::test]
@@ -153,7 +166,10 @@ mod tests {
         assert!(matches!(q.cancel(2), Cancel::Dequeued));
         assert_eq!(q.waiting(), 0);
         assert!(matches!(q.cancel(1), Cancel::Running(_)));
-        assert!(matches!(q.cancel(1), Cancel::NotHere), "a cancel line is used once");
+        assert!(
+            matches!(q.cancel(1), Cancel::NotHere),
+            "a cancel line is used once"
+        );
         q.finish_running();
         assert!(matches!(q.cancel(1), Cancel::NotHere));
     }

@@ -20,7 +20,12 @@ pub static TEST_FAULT_SPEC: LazyLock<KernelSpec> = LazyLock::new(|| KernelSpec {
     name: TEST_FAULT_KERNEL.into(),
     description: "Test only: makes the worker hang or crash.".into(),
     devices: vec![DeviceKind::Cpu],
-    params: vec![spec::choice("mode", "hang", &["hang", "crash"], "What goes wrong.")],
+    params: vec![spec::choice(
+        "mode",
+        "hang",
+        &["hang", "crash"],
+        "What goes wrong.",
+    )],
     throughput_formula: String::new(),
 });
 
@@ -45,7 +50,10 @@ impl RequestError {
     }
 
     fn invalid(field: &str, detail: String) -> Self {
-        RequestError::Invalid { field: field.into(), detail }
+        RequestError::Invalid {
+            field: field.into(),
+            detail,
+        }
     }
 }
 
@@ -68,7 +76,11 @@ pub fn check(
         .find(&req.device)
         .ok_or_else(|| RequestError::unknown_device(&req.device, inventory))?;
     let test_kernel = settings.worker.test_faults && req.kernel == TEST_FAULT_KERNEL;
-    let kernel = if test_kernel { None } else { kernels::find(&req.kernel) };
+    let kernel = if test_kernel {
+        None
+    } else {
+        kernels::find(&req.kernel)
+    };
     let spec = match (kernel, test_kernel) {
         (Some(k), _) => k.spec(),
         (None, true) => TEST_FAULT_SPEC.clone(),
@@ -76,7 +88,11 @@ pub fn check(
             let names: Vec<String> = kernels::catalog().iter().map(|k| k.spec().name).collect();
             return Err(RequestError::invalid(
                 "kernel",
-                format!("unknown kernel `{}`; the catalog has: {}", req.kernel, names.join(", ")),
+                format!(
+                    "unknown kernel `{}`; the catalog has: {}",
+                    req.kernel,
+                    names.join(", ")
+                ),
             ));
         }
     };
@@ -92,8 +108,12 @@ pub fn check(
             ),
         ));
     }
-    let params = ResolvedParams::resolve(&spec.params, req.params.as_ref())
-        .map_err(|e| RequestError::Invalid { field: e.field, detail: e.detail })?;
+    let params = ResolvedParams::resolve(&spec.params, req.params.as_ref()).map_err(|e| {
+        RequestError::Invalid {
+            field: e.field,
+            detail: e.detail,
+        }
+    })?;
     let repetitions = req.repetitions.unwrap_or(DEFAULT_REPETITIONS);
     if !(1..=MAX_REPETITIONS).contains(&repetitions) {
         return Err(RequestError::invalid(
@@ -101,7 +121,9 @@ pub fn check(
             format!("`repetitions` must be from 1 to {MAX_REPETITIONS}, got {repetitions}"),
         ));
     }
-    let timeout_s = req.timeout_s.unwrap_or(settings.default_timeout_s.min(settings.max_timeout_s));
+    let timeout_s = req
+        .timeout_s
+        .unwrap_or(settings.default_timeout_s.min(settings.max_timeout_s));
     if !(timeout_s > 0.0 && timeout_s <= settings.max_timeout_s) {
         return Err(RequestError::invalid(
             "timeout_s",

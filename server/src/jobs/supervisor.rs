@@ -51,7 +51,11 @@ impl WorkerProcess {
             .with_context(|| format!("cannot start the worker {}", cmd.exe.display()))?;
         let stdin = child.stdin.take().context("worker has no stdin")?;
         let stdout = child.stdout.take().context("worker has no stdout")?;
-        let mut worker = WorkerProcess { child, stdin, events: BufReader::new(stdout).lines() };
+        let mut worker = WorkerProcess {
+            child,
+            stdin,
+            events: BufReader::new(stdout).lines(),
+        };
         match tokio::time::timeout(READY_TIMEOUT, worker.next_event()).await {
             Ok(Ok(Some(Event::Ready { .. }))) => Ok(worker),
             Ok(Ok(other)) => {
@@ -80,10 +84,9 @@ impl WorkerProcess {
     /// The next event, or `None` when the worker closed its stdout (it exited).
     async fn next_event(&mut self) -> anyhow::Result<Option<Event>> {
         match self.events.next_line().await? {
-            Some(line) => Ok(Some(
-                serde_json::from_str(&line)
-                    .with_context(|| format!("the worker said something unreadable: {line}"))?,
-            )),
+            Some(line) => Ok(Some(serde_json::from_str(&line).with_context(|| {
+                format!("the worker said something unreadable: {line}")
+            })?)),
             None => Ok(None),
         }
     }
@@ -172,7 +175,10 @@ pub async fn run_device(
             worker = spawn_logged(&cmd, &device).await;
         }
         let ended = match worker.as_mut() {
-            None => Ended::failed(format!("the worker process for {device} could not start"), false),
+            None => Ended::failed(
+                format!("the worker process for {device} could not start"),
+                false,
+            ),
             Some(w) => run_one(w, &job, cancel_rx, &store).await,
         };
         if ended.worker_lost {
@@ -181,7 +187,14 @@ pub async fn run_device(
                 tracing::warn!(%device, job = id, "worker replaced ({})", describe_exit(status));
             }
         }
-        let Ended { status, result, error, artifact, cancelled_by, worker_lost } = ended;
+        let Ended {
+            status,
+            result,
+            error,
+            artifact,
+            cancelled_by,
+            worker_lost,
+        } = ended;
         let stored = blocking(&store, move |s| {
             s.finish(
                 id,
@@ -235,7 +248,10 @@ async fn run_one(
         repetitions: job.repetitions,
     };
     if let Err(e) = worker.send(&request).await {
-        return Ended::failed(format!("the worker process crashed before the job: {e}"), true);
+        return Ended::failed(
+            format!("the worker process crashed before the job: {e}"),
+            true,
+        );
     }
     let deadline = tokio::time::sleep(Duration::from_secs_f64(job.timeout_s));
     tokio::pin!(deadline);
@@ -308,5 +324,7 @@ pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&JobStore) -> anyhow::Result<T> + Send + 'static,
 ) -> anyhow::Result<T> {
     let store = store.clone();
-    tokio::task::spawn_blocking(move || f(&store)).await.context("store task panicked")?
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .context("store task panicked")?
 }

@@ -53,7 +53,12 @@ pub fn timing(times_ms: &[f64]) -> Timing {
     } else {
         (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
     };
-    Timing { repetitions: n as u32, min_ms: sorted[0], median_ms, max_ms: sorted[n - 1] }
+    Timing {
+        repetitions: n as u32,
+        min_ms: sorted[0],
+        median_ms,
+        max_ms: sorted[n - 1],
+    }
 }
 
 #[cfg(test)]
@@ -63,7 +68,10 @@ mod tests {
     #[test]
     fn median_of_odd_and_even_counts() {
         let t = timing(&[3.0, 1.0, 2.0]);
-        assert_eq!((t.min_ms, t.median_ms, t.max_ms, t.repetitions), (1.0, 2.0, 3.0, 3));
+        assert_eq!(
+            (t.min_ms, t.median_ms, t.max_ms, t.repetitions),
+            (1.0, 2.0, 3.0, 3)
+        );
         let t = timing(&[4.0, 1.0, 2.0, 3.0]);
         assert_eq!(t.median_ms, 2.5);
     }

@@ -78,8 +78,15 @@ impl Work {
             Work::Samples(s) => (s, 1e9, "Gsamples/s"),
             Work::Pixels(p) => (p, 1e6, "Mpixels/s"),
         };
-        let value = if seconds > 0.0 { amount / seconds / scale } else { 0.0 };
-        gpulab_shared::Throughput { value, unit: unit.to_string() }
+        let value = if seconds > 0.0 {
+            amount / seconds / scale
+        } else {
+            0.0
+        };
+        gpulab_shared::Throughput {
+            value,
+            unit: unit.to_string(),
+        }
     }
 }
 
@@ -130,12 +137,22 @@ mod tests {
         for kernel in catalog() {
             let spec = kernel.spec();
             let params = ResolvedParams::resolve(&spec.params, None).unwrap_or_else(|e| {
-                panic!("{}: the default of {} is invalid: {}", spec.name, e.field, e.detail)
+                panic!(
+                    "{}: the default of {} is invalid: {}",
+                    spec.name, e.field, e.detail
+                )
             });
             assert!(!spec.description.is_empty() && !spec.throughput_formula.is_empty());
-            assert!(spec.devices.contains(&gpulab_shared::DeviceKind::Cpu), "{}", spec.name);
+            assert!(
+                spec.devices.contains(&gpulab_shared::DeviceKind::Cpu),
+                "{}",
+                spec.name
+            );
             // Only the π estimate needs no buffers.
-            assert_eq!(kernel.memory_bytes(&params) == 0, spec.name == "monte_carlo_pi");
+            assert_eq!(
+                kernel.memory_bytes(&params) == 0,
+                spec.name == "monte_carlo_pi"
+            );
         }
     }
 }

@@ -79,7 +79,10 @@ impl ResolvedParams {
 
 fn check(spec: &ParamSpec, value: &Value) -> Result<Value, ParamError> {
     let field = format!("params.{}", spec.name);
-    let err = |detail: String| ParamError { field: field.clone(), detail };
+    let err = |detail: String| ParamError {
+        field: field.clone(),
+        detail,
+    };
     let range = || match (spec.min, spec.max) {
         (Some(lo), Some(hi)) => format!(" from {} to {}", fmt_num(lo), fmt_num(hi)),
         (Some(lo), None) => format!(" of at least {}", fmt_num(lo)),
@@ -115,11 +118,17 @@ fn check(spec: &ParamSpec, value: &Value) -> Result<Value, ParamError> {
         },
         ParamType::Boolean => match value {
             Value::Bool(_) => Ok(value.clone()),
-            _ => Err(err(format!("`{}` must be true or false, got {value}", spec.name))),
+            _ => Err(err(format!(
+                "`{}` must be true or false, got {value}",
+                spec.name
+            ))),
         },
         ParamType::String => match value {
             Value::String(_) => Ok(value.clone()),
-            _ => Err(err(format!("`{}` must be a string, got {value}", spec.name))),
+            _ => Err(err(format!(
+                "`{}` must be a string, got {value}",
+                spec.name
+            ))),
         },
         ParamType::Enum => {
             let choices = spec.choices.as_deref().unwrap_or_default();
@@ -136,7 +145,10 @@ fn check(spec: &ParamSpec, value: &Value) -> Result<Value, ParamError> {
 }
 
 fn unit(spec: &ParamSpec) -> String {
-    spec.unit.as_deref().map(|u| format!(" ({u})")).unwrap_or_default()
+    spec.unit
+        .as_deref()
+        .map(|u| format!(" ({u})"))
+        .unwrap_or_default()
 }
 
 fn fmt_num(x: f64) -> String {
@@ -153,7 +165,14 @@ pub mod spec {
     use serde_json::Value;
 
     /// An integer parameter with an inclusive range.
-    pub fn integer(name: &str, default: i64, min: i64, max: i64, unit: Option<&str>, help: &str) -> ParamSpec {
+    pub fn integer(
+        name: &str,
+        default: i64,
+        min: i64,
+        max: i64,
+        unit: Option<&str>,
+        help: &str,
+    ) -> ParamSpec {
         ParamSpec {
             name: name.into(),
             ty: ParamType::Integer,
@@ -167,7 +186,14 @@ pub mod spec {
     }
 
     /// A number parameter with an inclusive range.
-    pub fn number(name: &str, default: f64, min: f64, max: f64, unit: Option<&str>, help: &str) -> ParamSpec {
+    pub fn number(
+        name: &str,
+        default: f64,
+        min: f64,
+        max: f64,
+        unit: Option<&str>,
+        help: &str,
+    ) -> ParamSpec {
         ParamSpec {
             name: name.into(),
             ty: ParamType::Number,
@@ -196,7 +222,14 @@ pub mod spec {
 
     /// The `seed` every kernel draws its inputs from.
     pub fn seed() -> ParamSpec {
-        integer("seed", 42, 0, u32::MAX as i64, None, "Seed of the deterministic input data.")
+        integer(
+            "seed",
+            42,
+            0,
+            u32::MAX as i64,
+            None,
+            "Seed of the deterministic input data.",
+        )
     }
 }
 
@@ -224,7 +257,12 @@ mod tests {
     #[test]
     fn whole_floats_are_integers() {
         let given: Params = [("n".to_string(), Value::from(4096.0))].into();
-        assert_eq!(ResolvedParams::resolve(&specs(), Some(&given)).unwrap().u64("n"), 4096);
+        assert_eq!(
+            ResolvedParams::resolve(&specs(), Some(&given))
+                .unwrap()
+                .u64("n"),
+            4096
+        );
     }
 
     #[test]

@@ -92,14 +92,19 @@ impl JobStore {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA).context("cannot create the job history tables")?;
-        Ok(JobStore { conn: Arc::new(Mutex::new(conn)) })
+        conn.execute_batch(SCHEMA)
+            .context("cannot create the job history tables")?;
+        Ok(JobStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent (each statement is
         // atomic), so a poisoned lock is still safe to use.
-        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Marks every job that was queued or running when the server last stopped as
@@ -223,7 +228,13 @@ impl JobStore {
             let n = tx.execute(
                 "UPDATE jobs SET status = ?2, finished_at = ?3, result = ?4, error = ?5
                  WHERE id = ?1 AND status IN ('queued', 'running')",
-                params![id, ending.status.as_str(), timestamp(Utc::now()), result, ending.error],
+                params![
+                    id,
+                    ending.status.as_str(),
+                    timestamp(Utc::now()),
+                    result,
+                    ending.error
+                ],
             )?;
             if n == 0 {
                 return Ok(None);
@@ -246,7 +257,10 @@ impl JobStore {
             conn.prepare_cached("SELECT content_type, bytes FROM artifacts WHERE job_id = ?1")?;
         Ok(stmt
             .query_row([id], |row| {
-                Ok(Artifact { content_type: row.get(0)?, bytes: row.get(1)? })
+                Ok(Artifact {
+                    content_type: row.get(0)?,
+                    bytes: row.get(1)?,
+                })
             })
             .optional()?)
     }
@@ -325,15 +339,25 @@ mod tests {
         let job = store.insert(new_job("saxpy")).unwrap();
         assert_eq!(store.get(job.id).unwrap().unwrap(), job);
         assert!(store.mark_running(job.id, 3).unwrap());
-        store.set_progress(job.id, Progress { done: 2, total: 3 }).unwrap();
+        store
+            .set_progress(job.id, Progress { done: 2, total: 3 })
+            .unwrap();
         let running = store.get(job.id).unwrap().unwrap();
         assert_eq!(running.status, JobStatus::Running);
         assert_eq!(running.progress, Some(Progress { done: 2, total: 3 }));
-        let artifact = Artifact { content_type: "image/png".into(), bytes: vec![1, 2, 3] };
+        let artifact = Artifact {
+            content_type: "image/png".into(),
+            bytes: vec![1, 2, 3],
+        };
         let done = store
             .finish(
                 job.id,
-                Ending { status: JobStatus::Succeeded, result: None, error: None, artifact: Some(&artifact) },
+                Ending {
+                    status: JobStatus::Succeeded,
+                    result: None,
+                    error: None,
+                    artifact: Some(&artifact),
+                },
             )
             .unwrap()
             .unwrap();
@@ -341,7 +365,12 @@ mod tests {
         assert!(done.finished_at.is_some());
         assert_eq!(store.artifact(job.id).unwrap(), Some(artifact));
         // A finished job never changes again.
-        let again = Ending { status: JobStatus::Cancelled, result: None, error: None, artifact: None };
+        let again = Ending {
+            status: JobStatus::Cancelled,
+            result: None,
+            error: None,
+            artifact: None,
+        };
         assert!(store.finish(job.id, again).unwrap().is_none());
         assert!(!store.mark_running(job.id, 3).unwrap());
     }
@@ -370,26 +399,61 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = JobStore::open(dir.path()).unwrap();
         let ids: Vec<i64> = (0..5)
-            .map(|i| store.insert(new_job(if i % 2 == 0 { "even" } else { "odd" })).unwrap().id)
+            .map(|i| {
+                store
+                    .insert(new_job(if i % 2 == 0 { "even" } else { "odd" }))
+                    .unwrap()
+                    .id
+            })
             .collect();
-        let page = store.list(&JobFilter { limit: 2, ..Default::default() }).unwrap();
-        assert_eq!(page.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[4], ids[3]]);
+        let page = store
+            .list(&JobFilter {
+                limit: 2,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            page.jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+            vec![ids[4], ids[3]]
+        );
         let cursor: i64 = page.next_cursor.unwrap().parse().unwrap();
         let page = store
-            .list(&JobFilter { limit: 2, before_id: Some(cursor), ..Default::default() })
+            .list(&JobFilter {
+                limit: 2,
+                before_id: Some(cursor),
+                ..Default::default()
+            })
             .unwrap();
-        assert_eq!(page.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[2], ids[1]]);
+        assert_eq!(
+            page.jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+            vec![ids[2], ids[1]]
+        );
         let last = store
-            .list(&JobFilter { limit: 2, before_id: Some(ids[1]), ..Default::default() })
+            .list(&JobFilter {
+                limit: 2,
+                before_id: Some(ids[1]),
+                ..Default::default()
+            })
             .unwrap();
         assert_eq!(last.jobs.len(), 1);
         assert_eq!(last.next_cursor, None);
         let odd = store
-            .list(&JobFilter { kernel: Some("odd".into()), limit: 10, ..Default::default() })
+            .list(&JobFilter {
+                kernel: Some("odd".into()),
+                limit: 10,
+                ..Default::default()
+            })
             .unwrap();
-        assert_eq!(odd.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[3], ids[1]]);
+        assert_eq!(
+            odd.jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+            vec![ids[3], ids[1]]
+        );
         let queued = store
-            .list(&JobFilter { status: Some(JobStatus::Succeeded), limit: 10, ..Default::default() })
+            .list(&JobFilter {
+                status: Some(JobStatus::Succeeded),
+                limit: 10,
+                ..Default::default()
+            })
             .unwrap();
         assert!(queued.jobs.is_empty());
     }

@@ -36,14 +36,21 @@ pub fn run(device: &str, test_faults: bool) -> anyhow::Result<()> {
         let _ = out.write_all(b"\n");
         let _ = out.flush();
     };
-    emit(&Event::Ready { device: device.to_string() });
+    emit(&Event::Ready {
+        device: device.to_string(),
+    });
     for line in std::io::stdin().lock().lines() {
         let line = line?;
         let request: Request = match serde_json::from_str(&line) {
             Ok(r) => r,
             Err(e) => anyhow::bail!("bad request from the server: {e}: {line}"),
         };
-        let Request::Run { job_id, kernel, params, repetitions } = request;
+        let Request::Run {
+            job_id,
+            kernel,
+            params,
+            repetitions,
+        } = request;
         if test_faults && kernel == TEST_FAULT_KERNEL {
             inject_fault(&params);
         }
@@ -51,11 +58,21 @@ pub fn run(device: &str, test_faults: bool) -> anyhow::Result<()> {
         let progress = |done: u32, total: u32| {
             if done == total || last.elapsed() >= PROGRESS_INTERVAL {
                 last = Instant::now();
-                emit(&Event::Progress { job_id, done, total });
+                emit(&Event::Progress {
+                    job_id,
+                    done,
+                    total,
+                });
             }
         };
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            execute(kind, &kernel, ResolvedParams::trusted(params), repetitions, progress)
+            execute(
+                kind,
+                &kernel,
+                ResolvedParams::trusted(params),
+                repetitions,
+                progress,
+            )
         }))
         .unwrap_or_else(|panic| Err(format!("the kernel panicked: {}", panic_message(&panic))));
         emit(&match outcome {
@@ -157,7 +174,10 @@ mod tests {
         let line = serde_json::to_string(&req).unwrap();
         assert!(line.contains(r#""type":"run""#), "{line}");
         assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), req);
-        let art = kernels::Artifact { content_type: "image/png".into(), bytes: vec![0, 255, 7] };
+        let art = kernels::Artifact {
+            content_type: "image/png".into(),
+            bytes: vec![0, 255, 7],
+        };
         let wire = WireArtifact::from(&art);
         assert_eq!(kernels::Artifact::try_from(wire).unwrap(), art);
     }

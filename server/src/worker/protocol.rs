@@ -12,7 +12,12 @@ use crate::kernels::Artifact;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Request {
     /// Run one job: a warm-up, `repetitions` timed runs and the check.
-    Run { job_id: i64, kernel: String, params: Params, repetitions: u32 },
+    Run {
+        job_id: i64,
+        kernel: String,
+        params: Params,
+        repetitions: u32,
+    },
 }
 
 /// What a worker tells the server.
@@ -24,7 +29,11 @@ pub enum Event {
     /// `done` of `total` timed repetitions of a running job have finished.
     Progress { job_id: i64, done: u32, total: u32 },
     /// The job ran to the end; its verification may still have failed.
-    Finished { job_id: i64, result: JobResult, artifact: Option<WireArtifact> },
+    Finished {
+        job_id: i64,
+        result: JobResult,
+        artifact: Option<WireArtifact>,
+    },
     /// The job could not run, with the reason.
     Failed { job_id: i64, error: String },
 }

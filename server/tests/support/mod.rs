@@ -26,12 +26,20 @@ pub struct TestApp {
 
 /// A server with test faults on.
 pub async fn spawn_app() -> TestApp {
-    spawn_app_with(AppOptions { test_faults: true, ..Default::default() }).await
+    spawn_app_with(AppOptions {
+        test_faults: true,
+        ..Default::default()
+    })
+    .await
 }
 
 pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
-    let data_dir = opts.data_dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
-    let static_dir = opts.static_dir.unwrap_or_else(|| data_dir.path().join("no-ui"));
+    let data_dir = opts
+        .data_dir
+        .unwrap_or_else(|| tempfile::tempdir().unwrap());
+    let static_dir = opts
+        .static_dir
+        .unwrap_or_else(|| data_dir.path().join("no-ui"));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gpulab"));
     cmd.args(["serve", "--addr", "127.0.0.1:0"])
         .arg("--data-dir")
@@ -39,7 +47,10 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         .arg("--static-dir")
         .arg(&static_dir)
         .env_remove("GPULAB_TOKEN")
-        .env("GPULAB_LOG", std::env::var("GPULAB_LOG").unwrap_or_else(|_| "error".into()))
+        .env(
+            "GPULAB_LOG",
+            std::env::var("GPULAB_LOG").unwrap_or_else(|_| "error".into()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if opts.test_faults {
@@ -56,14 +67,22 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
     let base = tokio::task::spawn_blocking(move || {
         let mut lines = BufReader::new(stdout).lines();
         let line = lines.next().expect("gpulab printed nothing").unwrap();
-        let url = line.strip_prefix("gpulab listening on ").expect(&line).to_string();
+        let url = line
+            .strip_prefix("gpulab listening on ")
+            .expect(&line)
+            .to_string();
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         url
     })
     .await
     .unwrap();
-    TestApp { base, client: reqwest::Client::new(), child, data_dir: Some(data_dir) }
+    TestApp {
+        base,
+        client: reqwest::Client::new(),
+        child,
+        data_dir: Some(data_dir),
+    }
 }
 
 impl TestApp {
@@ -86,7 +105,12 @@ impl TestApp {
     }
 
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
-        self.client.post(self.url(path)).json(body).send().await.unwrap()
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// Kills the server with SIGKILL (no chance to clean up) and hands back its data.
