@@ -134,7 +134,7 @@ test('the devices page shows the CPU card, the device count and the CUDA status'
 });
 
 test('a vector_add job on the CPU runs to success and shows its throughput', async () => {
-  await withPage('job-vector-add', async (page) => {
+  await withPage('jobs', async (page) => {
     const id = await launch(page, 'vector_add', 'cpu', { n: 4096 }, 3);
     assert.equal(await finalStatus(page), 'succeeded');
     const throughput = await page.getByTestId('job-throughput').innerText();
@@ -143,6 +143,7 @@ test('a vector_add job on the CPU runs to success and shows its throughput', asy
     assert.match(await page.getByTestId('job-verification').innerText(), /passed/);
     assert.equal(await page.getByTestId('job-cancel').count(), 0, 'no cancel button once finished');
     assert.equal(await page.title(), `Job ${id} (succeeded) · gpulab`);
+    await page.screenshot({ path: `${ARTIFACTS}/job-vector-add.png`, fullPage: true });
 
     // The jobs table lists it, with its status.
     await page.getByRole('link', { name: 'Jobs', exact: true }).click();

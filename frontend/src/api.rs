@@ -46,6 +46,7 @@ impl From<gloo_net::Error> for ApiError {
     }
 }
 
+/// What every call answers.
 pub type ApiResult<T> = Result<T, ApiError>;
 
 /// Which jobs `GET /api/jobs` lists; `None` means any.

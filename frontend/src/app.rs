@@ -7,6 +7,7 @@ use leptos_router::path;
 use crate::components::SiteHeader;
 use crate::pages::{DevicesPage, JobPage, JobsPage, LaunchPage, NotFoundPage};
 
+/// The whole UI: the header on every page, and below it the page the path names.
 #[component]
 pub fn App() -> impl IntoView {
     view! {

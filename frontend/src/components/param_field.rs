@@ -98,7 +98,9 @@ pub fn ParamField(
     let hint = validate::range_hint(&spec).map(|range| format!(" Range: {range}."));
     view! {
         <div class="field">
-            <label for=input_name>{spec.name.clone()}</label>
+            <label class="param-name" for=input_name>
+                {spec.name.clone()}
+            </label>
             <div class="control">{control} {unit}</div>
             <small class="help" id=help_id>
                 {spec.help.clone()}

@@ -134,7 +134,7 @@ fn JobDetails(
                     <dt>"Repetitions"</dt>
                     <dd>{job.repetitions}</dd>
                     <dt>"Time limit"</dt>
-                    <dd>{format!("{} s", format::number(job.timeout_s))}</dd>
+                    <dd>{format!("{} s", job.timeout_s)}</dd>
                     <dt>"Created"</dt>
                     <dd>{format::local_time(&job.created_at)}</dd>
                     <dt>"Started"</dt>

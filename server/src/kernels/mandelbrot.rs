@@ -91,7 +91,8 @@ impl Kernel for Mandelbrot {
     }
 
     fn memory_bytes(&self, params: &ResolvedParams) -> u64 {
-        params.u64("width") * params.u64("height") * 4
+        // Iteration counts (4 bytes), the RGB image (3) and, at most, its PNG (3 more).
+        params.u64("width") * params.u64("height") * 10
     }
 
     fn prepare_cpu(&self, params: &ResolvedParams) -> Result<Box<dyn CpuRun>, String> {
