@@ -29,7 +29,8 @@ FROM nvidia/cuda:12.8.1-runtime-ubuntu24.04
 RUN apt-get update \
  && apt-get install -y --no-install-recommends curl ca-certificates \
  && rm -rf /var/lib/apt/lists/*
-RUN useradd --system --user-group --no-create-home --shell /usr/sbin/nologin gpulab \
+RUN useradd --system --user-group --home-dir /var/lib/gpulab --no-create-home \
+        --shell /usr/sbin/nologin gpulab \
  && mkdir -p /var/lib/gpulab \
  && chown gpulab:gpulab /var/lib/gpulab
 COPY --from=build /out/gpulab /usr/local/bin/gpulab

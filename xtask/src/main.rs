@@ -27,6 +27,8 @@ tasks:
   serve [args...]    setup, ui, then run the release server on http://127.0.0.1:8080;
                      the arguments go to `gpulab serve` (see `gpulab serve --help`)
   dist               setup, ui and the release build of the server (used by the Dockerfile)
+  bench              the benchmark: job latency, GET /api/devices requests/s, CPU saxpy and
+                     reduce_sum GB/s beside a memory copy (prints figures)
   test               everything CI checks: setup --browser, fmt, clippy, tests, ui, and the
                      browser tests against a running server; .ci/run runs this
 ";
@@ -74,6 +76,11 @@ fn run_task() -> Result<()> {
         Some("test") => {
             no_arguments("test", &rest)?;
             test::run_tests()
+        }
+        Some("bench") => {
+            no_arguments("bench", &rest)?;
+            // The benchmark starts the release server itself (CARGO_BIN_EXE_gpulab).
+            run(cargo().args(["bench", "-p", "gpulab-server", "--bench", "e2e"]))
         }
         None | Some("help" | "-h" | "--help") => {
             print!("{USAGE}");

@@ -104,19 +104,39 @@ fn browser_tests() -> Result<()> {
         bail!("end2end/ holds no test files that `node --test` would run (such as `*.test.mjs`)");
     }
     let data_dir = fresh_data_dir()?;
-    let server = RunningServer::start(&target_dir().join("debug/gpulab"), &data_dir)?;
+    match run_against_server(&end2end, &data_dir) {
+        Ok(()) => fs::remove_dir_all(&data_dir)
+            .with_context(|| format!("could not remove {}", data_dir.display())),
+        Err(error) => {
+            // Keep what the server wrote, for a look at the failure; an empty folder goes.
+            let _ = fs::remove_dir(&data_dir);
+            if data_dir.exists() {
+                bail!(
+                    "{error:#}\n(the server's data folder is kept: {})",
+                    data_dir.display()
+                );
+            }
+            Err(error)
+        }
+    }
+}
+
+fn run_against_server(end2end: &Path, data_dir: &Path) -> Result<()> {
+    let server = RunningServer::start(&target_dir().join("debug/gpulab"), data_dir)?;
     // Node 18 and 20 take a folder argument, newer Node only globs: running `node --test`
     // inside end2end/ finds the same files on every version.
-    let result = run(command("node")
+    let tests = run(command("node")
         .arg("--test")
         .env("GPULAB_URL", &server.url)
-        .current_dir(&end2end));
+        .current_dir(end2end));
     let stopped = server.stop();
-    result
-        .with_context(|| format!("the server's data folder is kept in {}", data_dir.display()))?;
-    stopped?;
-    fs::remove_dir_all(&data_dir)
-        .with_context(|| format!("could not remove {}", data_dir.display()))
+    match (tests, stopped) {
+        (Err(tests), Err(stopped)) => {
+            eprintln!("warning: {stopped:#}");
+            Err(tests)
+        }
+        (tests, stopped) => tests.and(stopped),
+    }
 }
 
 /// A server started for the browser tests; dropping it stops the server.
