@@ -14,6 +14,7 @@ use crate::devices::DeviceInventory;
 use crate::jobs::{JobService, JobSettings, WorkerCommand};
 use crate::kernels::{self, ResolvedParams};
 use crate::store::JobStore;
+use crate::telemetry::TelemetryHub;
 use crate::worker;
 
 #[derive(Debug, Parser)]
@@ -157,7 +158,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!("test faults are enabled: `_test_fault` jobs hang or crash workers");
     }
     let jobs = JobService::start(store, inventory.clone(), settings).await?;
+    let telemetry = TelemetryHub::start(
+        inventory.clone(),
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(600),
+    );
     let state = AppState {
+        telemetry,
         inventory,
         jobs,
         token: args.token.map(Arc::from),

@@ -9,5 +9,7 @@ pub mod cli;
 pub mod devices;
 pub mod jobs;
 pub mod kernels;
+pub mod metrics;
 pub mod store;
+pub mod telemetry;
 pub mod worker;

@@ -592,6 +592,9 @@ async fn the_openapi_document_lists_every_route() {
         ("/api/health", "get"),
         ("/api/devices", "get"),
         ("/api/devices/{id}", "get"),
+        ("/api/devices/{id}/telemetry", "get"),
+        ("/api/events", "get"),
+        ("/metrics", "get"),
         ("/api/kernels", "get"),
         ("/api/jobs", "get"),
         ("/api/jobs", "post"),
@@ -784,4 +787,47 @@ impl TestApp {
     async fn wait_status(&self, id: i64, status: JobStatus) -> Job {
         self.wait_until(id, |j| j.status == status).await
     }
+}
+
+#[tokio::test]
+async fn the_event_stream_carries_each_change_of_a_job() {
+    let app = spawn_app().await;
+    let mut stream = app.get("/api/events").await;
+    assert_eq!(stream.status(), StatusCode::OK);
+    assert!(stream.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let job = app
+        .submit(json!({"kernel": "mandelbrot", "device": "cpu",
+            "params": {"width": 32, "height": 32, "max_iter": 50}, "repetitions": 200}))
+        .await;
+    let mut seen: Vec<JobStatus> = Vec::new();
+    let mut progress_events = 0;
+    let mut buffer = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while seen.last().is_none_or(|s| !s.is_finished()) {
+        let chunk = tokio::time::timeout_at(deadline, stream.chunk())
+            .await
+            .expect("the job's events within a minute")
+            .unwrap()
+            .expect("the stream stays open");
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            if !event.contains("event: job\n") {
+                continue;
+            }
+            let data = event.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+            let update: Job = serde_json::from_str(data).unwrap();
+            if update.id != job.id {
+                continue;
+            }
+            if update.status == JobStatus::Running && update.progress.is_some_and(|p| p.done > 0) {
+                progress_events += 1;
+            }
+            if seen.last() != Some(&update.status) {
+                seen.push(update.status);
+            }
+        }
+    }
+    assert_eq!(seen, [JobStatus::Queued, JobStatus::Running, JobStatus::Succeeded]);
+    assert!(progress_events > 0, "progress is streamed while the job runs");
 }

@@ -325,6 +325,113 @@ pub struct Problem {
     pub field: Option<String>,
 }
 
+/// `GET /api/devices/{id}/telemetry`: the latest sample and the recent history of one device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct DeviceTelemetry {
+    pub device: String,
+    /// Seconds between samples.
+    pub interval_s: f64,
+    /// Seconds of history kept.
+    pub window_s: u64,
+    pub latest: Option<TelemetrySample>,
+    /// Oldest first, at most `window_s / interval_s` samples.
+    pub history: Vec<TelemetrySample>,
+    /// What the figures cannot say, such as why GPU fields are null.
+    pub notes: Vec<String>,
+}
+
+/// One reading of one device. Values the device or its driver does not report are `null`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct TelemetrySample {
+    pub device: String,
+    pub at: DateTime<Utc>,
+    /// Present for the CPU device.
+    pub cpu: Option<CpuTelemetry>,
+    /// Present for CUDA devices.
+    pub gpu: Option<GpuTelemetry>,
+}
+
+/// What the operating system reports about the host CPU.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CpuTelemetry {
+    /// Busy share of all logical CPUs since the previous sample, 0 to 1.
+    pub utilization_ratio: Option<f64>,
+    pub memory_used_bytes: Option<u64>,
+    pub memory_total_bytes: Option<u64>,
+    /// 1, 5 and 15 minute load averages.
+    pub load_average: Option<[f64; 3]>,
+    /// The hottest CPU sensor the OS exposes.
+    pub temperature_celsius: Option<f64>,
+}
+
+/// What NVML reports about one GPU.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct GpuTelemetry {
+    pub temperature_celsius: Option<f64>,
+    pub power_watts: Option<f64>,
+    pub power_limit_watts: Option<f64>,
+    /// Energy used since the driver was loaded.
+    pub energy_joules: Option<f64>,
+    /// Share of the last sample period in which a kernel ran, 0 to 1.
+    pub utilization_ratio: Option<f64>,
+    /// Share of the last sample period in which device memory was read or written, 0 to 1.
+    pub memory_utilization_ratio: Option<f64>,
+    pub memory_used_bytes: Option<u64>,
+    pub memory_free_bytes: Option<u64>,
+    pub memory_total_bytes: Option<u64>,
+    pub sm_clock_mhz: Option<u32>,
+    pub memory_clock_mhz: Option<u32>,
+    /// P0 (fastest) to P15 (slowest) as the number 0 to 15.
+    pub performance_state: Option<u32>,
+    /// Active clock throttle reasons, such as `sw_power_cap` or `hw_thermal_slowdown`.
+    pub throttle_reasons: Option<Vec<String>>,
+    /// Fan speed as a share of its maximum, 0 to 1.
+    pub fan_speed_ratio: Option<f64>,
+    pub pcie_generation: Option<u32>,
+    pub pcie_width: Option<u32>,
+    pub pcie_tx_bytes_per_second: Option<f64>,
+    pub pcie_rx_bytes_per_second: Option<f64>,
+    /// Volatile (since boot) ECC error counts.
+    pub ecc_corrected_errors: Option<u64>,
+    pub ecc_uncorrected_errors: Option<u64>,
+    /// Pages retired for ECC errors (pre-Ampere GPUs).
+    pub retired_pages: Option<u64>,
+    /// Rows remapped for ECC errors (Ampere and newer).
+    pub remapped_rows: Option<RemappedRows>,
+    /// Compute processes on the GPU. PIDs are as NVML gives them: inside a container they
+    /// are the host's PIDs unless it runs with `--pid=host`.
+    pub processes: Option<Vec<GpuProcess>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct RemappedRows {
+    pub correctable: u64,
+    pub uncorrectable: u64,
+    pub pending: bool,
+    pub failed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct GpuProcess {
+    pub pid: u32,
+    pub used_memory_bytes: Option<u64>,
+}
+
+/// The `event:` names of `GET /api/events` (server-sent events); `data:` is the JSON of a
+/// [`Job`] or a [`TelemetrySample`].
+pub mod events {
+    /// A job changed: queued, started, progressed or ended. `data` is the whole [`crate::Job`].
+    pub const JOB: &str = "job";
+    /// A device's new telemetry sample. `data` is a [`crate::TelemetrySample`].
+    pub const TELEMETRY: &str = "telemetry";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

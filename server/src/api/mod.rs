@@ -2,9 +2,12 @@
 
 mod devices;
 pub mod error;
+mod events;
 mod health;
 mod jobs;
 mod kernels;
+mod metrics;
+mod telemetry;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +27,7 @@ use utoipa_axum::routes;
 
 use crate::devices::DeviceInventory;
 use crate::jobs::JobService;
+use crate::telemetry::TelemetryHub;
 use error::{problem_response, ApiError};
 
 /// The largest request body the API reads.
@@ -34,6 +38,7 @@ pub const BODY_LIMIT: usize = 1 << 20;
 pub struct AppState {
     pub inventory: Arc<DeviceInventory>,
     pub jobs: JobService,
+    pub telemetry: TelemetryHub,
     /// When set, `POST` and `DELETE` need `Authorization: Bearer <token>`.
     pub token: Option<Arc<str>>,
 }
@@ -56,10 +61,13 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(health::health))
         .routes(routes!(devices::list))
         .routes(routes!(devices::get))
+        .routes(routes!(telemetry::get))
+        .routes(routes!(events::stream))
         .routes(routes!(kernels::list))
         .routes(routes!(jobs::create, jobs::list))
         .routes(routes!(jobs::get, jobs::cancel))
         .routes(routes!(jobs::artifact))
+        .routes(routes!(metrics::metrics))
         .split_for_parts();
     doc.paths
         .paths

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use gpulab_shared::{Job, JobPage, JobRequest, KernelSpec};
+use tokio::sync::broadcast;
 
 use crate::devices::DeviceInventory;
 use crate::kernels::Artifact;
@@ -57,6 +58,8 @@ pub struct JobService {
 
 struct Inner {
     store: JobStore,
+    /// Every change of a job, for the event stream.
+    events: broadcast::Sender<Job>,
     inventory: Arc<DeviceInventory>,
     queues: BTreeMap<String, Arc<DeviceQueue>>,
     settings: JobSettings,
@@ -76,6 +79,7 @@ impl JobService {
                 "{interrupted} job(s) left unfinished by the last server are now interrupted"
             );
         }
+        let (events, _) = broadcast::channel(1024);
         let mut queues = BTreeMap::new();
         for device in &inventory.devices {
             let queue = Arc::new(DeviceQueue::new(settings.queue_capacity));
@@ -84,6 +88,7 @@ impl JobService {
                 device.id.clone(),
                 queue,
                 store.clone(),
+                events.clone(),
                 settings.worker.clone(),
                 device.kind == gpulab_shared::DeviceKind::Cpu,
             ));
@@ -91,6 +96,7 @@ impl JobService {
         Ok(JobService {
             inner: Arc::new(Inner {
                 store,
+                events,
                 inventory,
                 queues,
                 settings,
@@ -101,6 +107,16 @@ impl JobService {
     /// The public catalog.
     pub fn catalog(&self) -> Vec<KernelSpec> {
         request::catalog_specs(false)
+    }
+
+    /// The job history, for readers such as the metrics (call it through `spawn_blocking`).
+    pub fn store(&self) -> &JobStore {
+        &self.inner.store
+    }
+
+    /// Every change of a job from now on: queued, started, progressed, ended.
+    pub fn subscribe(&self) -> broadcast::Receiver<Job> {
+        self.inner.events.subscribe()
     }
 
     /// Checks a request and queues it.
@@ -131,6 +147,7 @@ impl JobService {
             repetitions: job.repetitions,
             timeout_s: job.timeout_s,
         });
+        let _ = inner.events.send(job.clone());
         Ok(job)
     }
 
@@ -166,7 +183,10 @@ impl JobService {
                     artifact: None,
                 };
                 match blocking(&self.inner.store, move |s| s.finish(id, ending())).await? {
-                    Some(job) => Ok(CancelOutcome::Cancelled(job)),
+                    Some(job) => {
+                        let _ = self.inner.events.send(job.clone());
+                        Ok(CancelOutcome::Cancelled(job))
+                    }
                     None => self.finished_meanwhile(id).await,
                 }
             }

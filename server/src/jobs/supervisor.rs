@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use gpulab_shared::{JobResult, JobStatus, Progress};
+use gpulab_shared::{Job, JobResult, JobStatus, Progress};
+use tokio::sync::broadcast;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
@@ -152,6 +153,7 @@ pub async fn run_device(
     device: String,
     queue: Arc<DeviceQueue>,
     store: JobStore,
+    events: broadcast::Sender<Job>,
     cmd: WorkerCommand,
     start_eagerly: bool,
 ) {
@@ -163,7 +165,7 @@ pub async fn run_device(
         let (job, cancel_rx) = queue.next().await;
         let id = job.id;
         match blocking(&store, move |s| s.mark_running(id, job.repetitions.max(1))).await {
-            Ok(true) => {}
+            Ok(true) => publish(&store, &events, id).await,
             Ok(false) => {
                 // Cancelled between the queue and here.
                 queue.finish_running();
@@ -179,7 +181,7 @@ pub async fn run_device(
                 format!("the worker process for {device} could not start"),
                 false,
             ),
-            Some(w) => run_one(w, &job, cancel_rx, &store).await,
+            Some(w) => run_one(w, &job, cancel_rx, &store, &events).await,
         };
         if ended.worker_lost {
             if let Some(w) = worker.take() {
@@ -210,6 +212,7 @@ pub async fn run_device(
         queue.finish_running();
         match stored {
             Ok(Some(job)) => {
+                let _ = events.send(job.clone());
                 if let Some(reply) = cancelled_by {
                     let _ = reply.send(job);
                 }
@@ -240,6 +243,7 @@ async fn run_one(
     job: &QueuedJob,
     mut cancel_rx: tokio::sync::oneshot::Receiver<super::queue::CancelRequest>,
     store: &JobStore,
+    events: &broadcast::Sender<Job>,
 ) -> Ended {
     let request = Request::Run {
         job_id: job.id,
@@ -260,8 +264,9 @@ async fn run_one(
             event = worker.next_event() => match event {
                 Ok(Some(Event::Progress { job_id, done, total })) if job_id == job.id => {
                     let progress = Progress { done, total };
-                    if let Err(e) = blocking(store, move |s| s.set_progress(job_id, progress)).await {
-                        tracing::warn!(job = job_id, "cannot store progress: {e:#}");
+                    match blocking(store, move |s| s.set_progress(job_id, progress)).await {
+                        Ok(()) => publish(store, events, job_id).await,
+                        Err(e) => tracing::warn!(job = job_id, "cannot store progress: {e:#}"),
                     }
                 }
                 Ok(Some(Event::Finished { job_id, result, artifact })) if job_id == job.id => {
@@ -315,6 +320,20 @@ async fn run_one(
                 };
             }
         }
+    }
+}
+
+/// Sends the job as stored now to the event stream, when anyone listens.
+async fn publish(store: &JobStore, events: &broadcast::Sender<Job>, id: i64) {
+    if events.receiver_count() == 0 {
+        return;
+    }
+    match blocking(store, move |s| s.get(id)).await {
+        Ok(Some(job)) => {
+            let _ = events.send(job);
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(job = id, "cannot read the job for its event: {e:#}"),
     }
 }
 
