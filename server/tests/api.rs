@@ -794,7 +794,10 @@ async fn the_event_stream_carries_each_change_of_a_job() {
     let app = spawn_app().await;
     let mut stream = app.get("/api/events").await;
     assert_eq!(stream.status(), StatusCode::OK);
-    assert!(stream.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(stream.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
     let job = app
         .submit(json!({"kernel": "mandelbrot", "device": "cpu",
             "params": {"width": 32, "height": 32, "max_iter": 50}, "repetitions": 200}))
@@ -815,7 +818,10 @@ async fn the_event_stream_carries_each_change_of_a_job() {
             if !event.contains("event: job\n") {
                 continue;
             }
-            let data = event.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+            let data = event
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .unwrap();
             let update: Job = serde_json::from_str(data).unwrap();
             if update.id != job.id {
                 continue;
@@ -828,6 +834,12 @@ async fn the_event_stream_carries_each_change_of_a_job() {
             }
         }
     }
-    assert_eq!(seen, [JobStatus::Queued, JobStatus::Running, JobStatus::Succeeded]);
-    assert!(progress_events > 0, "progress is streamed while the job runs");
+    assert_eq!(
+        seen,
+        [JobStatus::Queued, JobStatus::Running, JobStatus::Succeeded]
+    );
+    assert!(
+        progress_events > 0,
+        "progress is streamed while the job runs"
+    );
 }

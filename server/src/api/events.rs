@@ -26,7 +26,12 @@ pub async fn stream(
         .filter_map(|job| Event::default().event(events::JOB).json_data(job).ok());
     let samples = BroadcastStream::new(state.telemetry.subscribe())
         .filter_map(|sample| sample.ok())
-        .filter_map(|sample| Event::default().event(events::TELEMETRY).json_data(sample).ok());
+        .filter_map(|sample| {
+            Event::default()
+                .event(events::TELEMETRY)
+                .json_data(sample)
+                .ok()
+        });
     let stream = jobs.merge(samples).map(Ok);
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

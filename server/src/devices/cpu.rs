@@ -159,13 +159,13 @@ fn parse_hex(text: &str) -> Option<u32> {
 
 /// What `/proc/meminfo` says about memory, in bytes.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub(super) struct MemInfo {
+pub(crate) struct MemInfo {
     pub total_bytes: Option<u64>,
     pub available_bytes: Option<u64>,
 }
 
 /// Parses the text of `/proc/meminfo`, whose sizes are in kibibytes (written `kB`).
-pub(super) fn parse_meminfo(text: &str) -> MemInfo {
+pub(crate) fn parse_meminfo(text: &str) -> MemInfo {
     let mut info = MemInfo::default();
     for (key, value) in text.lines().filter_map(key_value) {
         let slot = match key {

@@ -5,6 +5,9 @@ mod cuda;
 
 use gpulab_shared::{CudaStatus, Device, DeviceKind};
 
+// The telemetry sampler reads /proc/meminfo every second with the inventory's parser.
+pub(crate) use cpu::parse_meminfo;
+
 /// Every device of this host, taken once at start-up.
 #[derive(Debug, Clone)]
 pub struct DeviceInventory {

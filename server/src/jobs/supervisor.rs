@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use gpulab_shared::{Job, JobResult, JobStatus, Progress};
-use tokio::sync::broadcast;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::broadcast;
 
 use super::queue::{DeviceQueue, QueuedJob};
 use crate::kernels::Artifact;

@@ -1,6 +1,8 @@
 //! Job history in SQLite: one embedded database file in the data directory, in WAL mode,
 //! so a finished job survives a restart and even a `kill -9` of the server.
 
+pub mod stats;
+
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
