@@ -1,7 +1,8 @@
 //! The gpulab benchmark: starts the release server on a random port and prints
 //! - the end-to-end latency of the smallest job on a warm worker (POST → succeeded),
 //! - `GET /api/devices` requests per second with 32 concurrent connections,
-//! - CPU `saxpy` and `reduce_sum` GB/s beside a plain memory copy (`bandwidth`).
+//! - CPU `saxpy` and `reduce_sum` GB/s beside a plain memory copy (`bandwidth`),
+//! - the server's CPU use while idle, with the telemetry sampler running.
 //!
 //! Run it with `cargo xtask bench` (or `cargo bench -p gpulab-server --bench e2e`). It prints
 //! figures; it asserts nothing about speed.
@@ -18,6 +19,7 @@ use serde_json::json;
 const LATENCY_JOBS: usize = 300;
 const CONNECTIONS: usize = 32;
 const RPS_SECONDS: u64 = 5;
+const IDLE_SECONDS: u64 = 30;
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is accepted.
@@ -73,12 +75,38 @@ async fn run() {
     );
     println!();
 
+    idle_cost(server.id()).await;
     latency(&client, &base).await;
     requests_per_second(&base).await;
     throughput(&client, &base).await;
 
     let _ = server.kill();
     let _ = server.wait();
+}
+
+/// CPU time of all the server's threads (not its idle worker child), from the scheduler's
+/// per-thread run time in nanoseconds.
+fn server_cpu_ns(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// The cost of the telemetry sampler (and anything else running) with no client connected.
+async fn idle_cost(pid: u32) {
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (t0, c0) = (Instant::now(), server_cpu_ns(pid));
+    tokio::time::sleep(Duration::from_secs(IDLE_SECONDS)).await;
+    let (secs, ns) = (t0.elapsed().as_secs_f64(), server_cpu_ns(pid) - c0);
+    println!("idle server, telemetry sampler running, no client, {IDLE_SECONDS} s");
+    println!(
+        "  {:.4} % of one core ({:.1} ms of CPU)   (target ≤ 1 %)",
+        100.0 * ns as f64 / 1e9 / secs,
+        ns as f64 / 1e6
+    );
+    println!();
 }
 
 async fn submit(client: &reqwest::Client, base: &str, body: serde_json::Value) -> Job {
