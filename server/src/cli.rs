@@ -163,8 +163,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         std::time::Duration::from_secs(1),
         std::time::Duration::from_secs(600),
     );
+    let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
     let state = AppState {
         telemetry,
+        shutdown,
         inventory,
         jobs,
         token: args.token.map(Arc::from),
@@ -178,7 +180,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!("gpulab listening on http://{addr}");
     tracing::info!(data_dir = %args.data_dir.display(), static_dir = %args.static_dir.display(), "serving");
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Ends the event streams, which would otherwise keep the server waiting for
+            // every open browser tab.
+            let _ = shutdown_tx.send(true);
+        })
         .await?;
     Ok(())
 }

@@ -843,3 +843,14 @@ async fn the_event_stream_carries_each_change_of_a_job() {
         "progress is streamed while the job runs"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_ends_the_server_even_with_an_event_stream_open() {
+    let mut app = spawn_app().await;
+    let mut stream = app.get("/api/events").await;
+    assert_eq!(stream.status(), StatusCode::OK);
+    let exited = tokio::task::block_in_place(|| app.terminate_within(Duration::from_secs(10)));
+    assert!(exited, "the server still runs 10 s after SIGTERM");
+    // The stream ended with the server rather than being cut mid-event.
+    while let Ok(Some(_)) = stream.chunk().await {}
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use futures_core::Stream;
+use futures_util::Stream;
 use gpulab_shared::events;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt;
@@ -15,6 +15,7 @@ use super::AppState;
 /// A stream of `job` events (the whole job, at each change: queued, started, progress,
 /// ended) and `telemetry` events (each device's new sample, once a second). A client that
 /// falls behind skips what it missed; `EventSource` reconnects by itself after a restart.
+/// The stream ends when the server shuts down.
 #[utoipa::path(get, path = "/api/events", tag = "events",
     responses((status = 200, description = "`text/event-stream` of `job` events (data: Job) \
         and `telemetry` events (data: TelemetrySample)", content_type = "text/event-stream")))]
@@ -32,6 +33,9 @@ pub async fn stream(
                 .json_data(sample)
                 .ok()
         });
-    let stream = jobs.merge(samples).map(Ok);
+    let mut shutdown = state.shutdown.clone();
+    let stream = futures_util::StreamExt::take_until(jobs.merge(samples).map(Ok), async move {
+        let _ = shutdown.wait_for(|down| *down).await;
+    });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

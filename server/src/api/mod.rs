@@ -41,6 +41,8 @@ pub struct AppState {
     pub telemetry: TelemetryHub,
     /// When set, `POST` and `DELETE` need `Authorization: Bearer <token>`.
     pub token: Option<Arc<str>>,
+    /// Turns true when the server begins to shut down: long-lived responses end then.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 #[derive(OpenApi)]

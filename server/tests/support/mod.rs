@@ -113,6 +113,22 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Sends SIGTERM and waits up to `limit` for the server to exit; true when it did.
+    pub fn terminate_within(&mut self, limit: std::time::Duration) -> bool {
+        // SAFETY: kill(2) on our own child's pid; it touches no memory of ours.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        false
+    }
+
     /// Kills the server with SIGKILL (no chance to clean up) and hands back its data.
     pub fn kill_9(&mut self) -> tempfile::TempDir {
         self.child.kill().unwrap();
