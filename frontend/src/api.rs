@@ -7,7 +7,9 @@
 use std::fmt;
 
 use gloo_net::http::{Request, Response};
-use gpulab_shared::{Device, Health, Job, JobPage, JobRequest, JobStatus, KernelSpec, Problem};
+use gpulab_shared::{
+    Device, DeviceTelemetry, Health, Job, JobPage, JobRequest, JobStatus, KernelSpec, Problem,
+};
 use serde::de::DeserializeOwned;
 
 /// Why an API call gave no answer the UI can use.
@@ -57,6 +59,21 @@ pub struct JobFilter {
     pub kernel: Option<String>,
 }
 
+impl JobFilter {
+    /// Whether `job` belongs in the list this filter asks for, as the server would decide.
+    pub fn matches(&self, job: &Job) -> bool {
+        self.status.is_none_or(|status| status == job.status)
+            && self
+                .device
+                .as_ref()
+                .is_none_or(|device| *device == job.device)
+            && self
+                .kernel
+                .as_ref()
+                .is_none_or(|kernel| *kernel == job.kernel)
+    }
+}
+
 /// `GET /api/health`.
 pub async fn health() -> ApiResult<Health> {
     read_json(Request::get("/api/health").send().await?).await
@@ -77,6 +94,17 @@ pub async fn devices_text() -> ApiResult<String> {
         return Err(read_problem(response).await);
     }
     Ok(response.text().await?)
+}
+
+/// `GET /api/devices/{id}/telemetry`: the latest sample of a device and its recent history.
+pub async fn device_telemetry(id: &str) -> ApiResult<DeviceTelemetry> {
+    let id = String::from(js_sys::encode_uri_component(id));
+    read_json(
+        Request::get(&format!("/api/devices/{id}/telemetry"))
+            .send()
+            .await?,
+    )
+    .await
 }
 
 /// `GET /api/kernels`.

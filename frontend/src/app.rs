@@ -1,15 +1,20 @@
-//! The shell of the UI: the header and the routes.
+//! The shell of the UI: the header, the routes and the live event stream they share.
 
 use leptos::prelude::*;
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::path;
 
 use crate::components::SiteHeader;
-use crate::pages::{DevicesPage, JobPage, JobsPage, LaunchPage, NotFoundPage};
+use crate::live::provide_live_events;
+use crate::pages::{
+    ComparePage, DevicesPage, EditorPage, JobPage, JobsPage, LaunchPage, NotFoundPage,
+};
 
-/// The whole UI: the header on every page, and below it the page the path names.
+/// The whole UI: the header on every page, and below it the page the path names. Every page
+/// shares the one stream of server events.
 #[component]
 pub fn App() -> impl IntoView {
+    provide_live_events();
     view! {
         <Router>
             <SiteHeader />
@@ -19,6 +24,8 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/launch") view=LaunchPage />
                     <Route path=path!("/jobs") view=JobsPage />
                     <Route path=path!("/jobs/:id") view=JobPage />
+                    <Route path=path!("/compare") view=ComparePage />
+                    <Route path=path!("/editor") view=EditorPage />
                 </Routes>
             </main>
         </Router>

@@ -49,6 +49,36 @@ pub fn number(x: f64) -> String {
     }
 }
 
+/// A share from 0 to 1 as a whole percentage: `"42 %"`.
+pub fn percent(ratio: f64) -> String {
+    format!("{:.0} %", ratio * 100.0)
+}
+
+/// A temperature: `"64 °C"`.
+pub fn celsius(degrees: f64) -> String {
+    format!("{degrees:.0} °C")
+}
+
+/// A power: `"245 W"`.
+pub fn watts(w: f64) -> String {
+    format!("{} W", number(w))
+}
+
+/// A rate of transfer: `"1.5 MiB/s"`.
+pub fn bytes_per_second(rate: f64) -> String {
+    format!("{}/s", bytes(rate.max(0.0) as u64))
+}
+
+/// A stretch of time in words, such as `"40 seconds"` or `"5 minutes"`.
+pub fn span(seconds: f64) -> String {
+    let plural = |n: i64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+    if seconds < 90.0 {
+        plural(seconds.round() as i64, "second")
+    } else {
+        plural((seconds / 60.0).round() as i64, "minute")
+    }
+}
+
 /// A small error or tolerance, in scientific notation: `"1.19e-7"`.
 pub fn scientific(x: f64) -> String {
     if x == 0.0 {
@@ -72,6 +102,17 @@ pub fn local_time(t: &DateTime<Utc>) -> String {
         date.get_full_year(),
         date.get_month() + 1,
         date.get_date(),
+        date.get_hours(),
+        date.get_minutes(),
+        date.get_seconds()
+    )
+}
+
+/// The time of day in the browser's time zone: `"14:03:12"`.
+pub fn local_clock(t: &DateTime<Utc>) -> String {
+    let date = js_sys::Date::new(&JsValue::from_f64(t.timestamp_millis() as f64));
+    format!(
+        "{:02}:{:02}:{:02}",
         date.get_hours(),
         date.get_minutes(),
         date.get_seconds()

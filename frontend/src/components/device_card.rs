@@ -1,12 +1,23 @@
-use gpulab_shared::{CpuDeviceInfo, CudaDeviceInfo, Device, DeviceKind};
+use gpulab_shared::{CpuDeviceInfo, CudaDeviceInfo, Device, DeviceKind, TelemetrySample};
 use leptos::prelude::*;
 
-use super::MemoryBar;
+use super::{MemoryBar, TelemetryPanel};
 use crate::format::{self, or_dash};
+use crate::live::use_live_events;
 
-/// One device with everything the server knows about it.
+/// One device with everything the server knows about it, its telemetry kept live.
 #[component]
 pub fn DeviceCard(device: Device) -> impl IntoView {
+    // The memory bar follows the latest sample; the inventory's figures are from startup.
+    let track = use_live_events().telemetry(&device.id);
+    let memory = Memo::new({
+        let (total, free) = (device.total_memory_bytes, device.free_memory_bytes);
+        move |_| {
+            track
+                .with(|t| t.latest().and_then(memory_of))
+                .unwrap_or((total, free))
+        }
+    });
     let facts = match (&device.cuda, &device.cpu) {
         (Some(cuda), _) => cuda_facts(cuda),
         (None, Some(cpu)) => cpu_facts(cpu),
@@ -31,7 +42,11 @@ pub fn DeviceCard(device: Device) -> impl IntoView {
             <p class="device-id">
                 <code>{device.id.clone()}</code>
             </p>
-            <MemoryBar total=device.total_memory_bytes free=device.free_memory_bytes />
+            <MemoryBar
+                total=Signal::derive(move || memory.get().0)
+                free=Signal::derive(move || memory.get().1)
+            />
+            <TelemetryPanel device=device.id.clone() kind=device.kind />
             <dl class="facts">
                 {facts
                     .into_iter()
@@ -46,6 +61,23 @@ pub fn DeviceCard(device: Device) -> impl IntoView {
             </a>
         </article>
     }
+}
+
+/// Total and free memory, when the sample knows both.
+fn memory_of(sample: &TelemetrySample) -> Option<(Option<u64>, Option<u64>)> {
+    if let Some(gpu) = &sample.gpu {
+        let total = gpu.memory_total_bytes?;
+        let free = gpu
+            .memory_free_bytes
+            .or_else(|| gpu.memory_used_bytes.map(|used| total.saturating_sub(used)))?;
+        return Some((Some(total), Some(free)));
+    }
+    let cpu = sample.cpu.as_ref()?;
+    let total = cpu.memory_total_bytes?;
+    Some((
+        Some(total),
+        Some(total.saturating_sub(cpu.memory_used_bytes?)),
+    ))
 }
 
 fn cpu_facts(cpu: &CpuDeviceInfo) -> Vec<(&'static str, String)> {

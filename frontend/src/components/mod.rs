@@ -1,17 +1,24 @@
 //! Pieces of UI that pages put together.
 
+mod code_editor;
 mod device_card;
 mod error_notice;
 mod job_result;
+mod live_indicator;
 mod memory_bar;
 mod param_field;
 mod site_header;
+mod sparkline;
 mod status_badge;
+mod telemetry;
 
+pub use code_editor::CodeEditor;
 pub use device_card::DeviceCard;
 pub use error_notice::{error_list, ErrorNotice};
 pub use job_result::JobResultView;
+pub use live_indicator::LiveIndicator;
 pub use memory_bar::MemoryBar;
 pub use param_field::{FieldError, ParamField};
 pub use site_header::SiteHeader;
 pub use status_badge::StatusBadge;
+pub use telemetry::TelemetryPanel;

@@ -1,7 +1,9 @@
 use leptos::prelude::*;
 use leptos_router::components::A;
 
-/// The header on every page: the name and the main navigation.
+use super::LiveIndicator;
+
+/// The header on every page: the name, the main navigation and whether updates are live.
 #[component]
 pub fn SiteHeader() -> impl IntoView {
     view! {
@@ -15,7 +17,10 @@ pub fn SiteHeader() -> impl IntoView {
                 </A>
                 <A href="/launch">"Launch"</A>
                 <A href="/jobs">"Jobs"</A>
+                <A href="/compare">"Compare"</A>
+                <A href="/editor">"Editor"</A>
             </nav>
+            <LiveIndicator />
         </header>
     }
 }

@@ -1,5 +1,3 @@
-use std::time::Duration;
-
 use gpulab_shared::{Job, JobStatus};
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
@@ -7,95 +5,145 @@ use leptos_router::hooks::use_params_map;
 use crate::api::{self, ApiError, ApiResult};
 use crate::components::{ErrorNotice, JobResultView, StatusBadge};
 use crate::format;
-use crate::hooks::{use_interval, use_title};
+use crate::hooks::use_title;
+use crate::live::{fresher, use_live_events};
 
-/// How often an unfinished job is asked for news (until the server pushes them).
-const POLL_PERIOD: Duration = Duration::from_millis(500);
-
-/// `/jobs/:id`: one job, followed live until it ends.
+/// `/jobs/:id`: one job, followed live through the server's `job` events until it ends.
 #[component]
 pub fn JobPage() -> impl IntoView {
+    let live = use_live_events();
     let params = use_params_map();
     let id = Memo::new(move |_| params.with(|p| p.get("id").and_then(|id| id.parse::<i64>().ok())));
-    let tick = RwSignal::new(0_u64);
-    let job = LocalResource::new(move || {
-        tick.track();
+    // One fetch once the event stream listens, and one more each time it reopens, for the
+    // events it missed while it was down.
+    let fetched = LocalResource::new(move || {
+        let synced = live.sync().is_some();
         let id = id.get();
         async move {
             match id {
-                Some(id) => Some(api::job(id).await),
-                None => None,
+                Some(id) if synced => Some(api::job(id).await),
+                _ => None,
             }
         }
     });
-    use_interval(POLL_PERIOD, move || {
-        let settled = job
-            .try_with_untracked(|job| match job {
-                Some(Some(Ok(job))) => job.status.is_finished(),
-                Some(Some(Err(ApiError::Problem(p)))) => p.status == 404,
-                Some(None) => true,
-                _ => false,
-            })
-            .unwrap_or(true);
-        if !settled {
-            tick.try_update(|n| *n += 1);
-        }
-    });
     let cancel = Action::new_local(|id: &i64| api::cancel_job(*id));
-    // The cancelled job comes back in the answer; ask again anyway so nothing is missed.
-    Effect::new(move |_| {
-        if cancel.version().get() > 0 {
-            tick.update(|n| *n += 1);
+    // The latest version from wherever it came: the fetch, the stream, the answer to a
+    // cancel, or what was shown before (so a failed refetch does not blank the page).
+    let job = Memo::new(move |shown: Option<&Option<Job>>| {
+        let id = id.get()?;
+        let of_this = |job: &Job| job.id == id;
+        let shown = shown.cloned().flatten().filter(of_this);
+        let fetched = fetched.with(|f| match f {
+            Some(Some(Ok(job))) if of_this(job) => Some(job.clone()),
+            _ => None,
+        });
+        let cancelled = cancel.value().with(|c| match c {
+            Some(Ok(job)) if of_this(job) => Some(job.clone()),
+            _ => None,
+        });
+        [shown, fetched, live.job(id), cancelled]
+            .into_iter()
+            .flatten()
+            .reduce(fresher)
+    });
+    let state = Memo::new(move |_| {
+        let Some(id) = id.get() else {
+            return Shown::NotAJobNumber;
+        };
+        if job.with(Option::is_some) {
+            return Shown::Job(id);
+        }
+        match fetched.get() {
+            Some(Some(Err(error))) => Shown::Failed(id, error),
+            _ => Shown::Loading,
         }
     });
 
-    use_title(move || match (id.get(), job.get().flatten()) {
-        (Some(id), Some(Ok(job))) => format!("Job {id} ({})", job.status.as_str()),
-        (Some(id), _) => format!("Job {id}"),
-        (None, _) => "Job".to_owned(),
-    });
+    use_title(
+        move || match (id.get(), job.with(|j| j.as_ref().map(|j| j.status))) {
+            (Some(id), Some(status)) => format!("Job {id} ({})", status.as_str()),
+            (Some(id), None) => format!("Job {id}"),
+            (None, _) => "Job".to_owned(),
+        },
+    );
 
     view! {
-        {move || match job.get() {
-            None => view! { <p class="loading">"Loading the job…"</p> }.into_any(),
-            Some(None) => view! {
+        {move || match state.get() {
+            Shown::Loading => view! { <p class="loading">"Loading the job…"</p> }.into_any(),
+            Shown::NotAJobNumber => view! {
                 <h1>"No such job"</h1>
                 <p>"That is not a job number. " <a href="/jobs">"See all jobs"</a> "."</p>
             }
             .into_any(),
-            Some(Some(Err(error))) => view! {
-                <h1>{format!("Job {}", id.get().unwrap_or_default())}</h1>
+            Shown::Failed(id, error) => view! {
+                <h1>{format!("Job {id}")}</h1>
                 <ErrorNotice error />
             }
             .into_any(),
-            Some(Some(Ok(job))) => view! { <JobDetails job cancel=cancel_result(cancel) on_cancel=Callback::new(move |id| { cancel.dispatch(id); }) /> }.into_any(),
+            Shown::Job(_) => {
+                let Some(first) = job.get_untracked() else {
+                    return view! { <p class="loading">"Loading the job…"</p> }.into_any();
+                };
+                let current = Memo::new(move |_| job.get().unwrap_or_else(|| first.clone()));
+                view! {
+                    <JobDetails
+                        job=current
+                        cancel=cancel_error(cancel)
+                        on_cancel=Callback::new(move |id| {
+                            cancel.dispatch(id);
+                        })
+                    />
+                }
+                .into_any()
+            }
         }}
     }
 }
 
+/// What the page shows.
+#[derive(Debug, Clone, PartialEq)]
+enum Shown {
+    Loading,
+    NotAJobNumber,
+    Failed(i64, ApiError),
+    Job(i64),
+}
+
 /// What went wrong with the last cancel, to show beside the button.
-fn cancel_result(cancel: Action<i64, ApiResult<Job>>) -> Signal<Option<ApiError>> {
+fn cancel_error(cancel: Action<i64, ApiResult<Job>>) -> Signal<Option<ApiError>> {
     Signal::derive(move || cancel.value().get().and_then(Result::err))
 }
 
+/// The job as it is now. Only what changes is drawn again as it changes, so a progress
+/// event does not rebuild the page (or take the keyboard focus off the Cancel button).
 #[component]
 fn JobDetails(
-    job: Job,
+    job: Memo<Job>,
     #[prop(into)] cancel: Signal<Option<ApiError>>,
     on_cancel: Callback<i64>,
 ) -> impl IntoView {
-    let id = job.id;
-    let running = !job.status.is_finished();
-    let progress = job.progress.filter(|_| job.status == JobStatus::Running).map(|p| {
-        view! {
-            <div class="progress">
-                <label for="job-progress">{format!("{} of {} runs", p.done, p.total)}</label>
-                <progress id="job-progress" max=p.total.to_string() value=p.done.to_string()></progress>
-            </div>
-        }
-    });
-    let params = job
-        .params
+    let Job {
+        id,
+        kernel,
+        device,
+        params,
+        repetitions,
+        timeout_s,
+        created_at,
+        ..
+    } = job.get_untracked();
+    let status = Memo::new(move |_| job.with(|j| j.status));
+    let progress =
+        Memo::new(move |_| job.with(|j| j.progress.filter(|_| j.status == JobStatus::Running)));
+    let error = Memo::new(move |_| job.with(|j| j.error.clone()));
+    let result = Memo::new(move |_| job.with(|j| j.result.clone()));
+    let started = Memo::new(move |_| job.with(|j| j.started_at));
+    let finished = Memo::new(move |_| job.with(|j| j.finished_at));
+    let took = move || match (started.get(), finished.get()) {
+        (Some(start), Some(end)) => format::elapsed(&start, &end),
+        _ => format::UNKNOWN.to_owned(),
+    };
+    let params = params
         .iter()
         .map(|(name, value)| {
             view! {
@@ -104,48 +152,76 @@ fn JobDetails(
             }
         })
         .collect_view();
-    let took = match (&job.started_at, &job.finished_at) {
-        (Some(start), Some(end)) => Some(format::elapsed(start, end)),
-        _ => None,
-    };
+    let waiting_for = device.clone();
     view! {
         <header class="job-header">
             <h1>{format!("Job {id}")}</h1>
             <p class="job-status" data-testid="job-status" role="status">
-                <StatusBadge status=job.status />
+                {move || view! { <StatusBadge status=status.get() /> }}
             </p>
-            {running
-                .then(|| view! {
-                    <button type="button" class="danger" data-testid="job-cancel" on:click=move |_| on_cancel.run(id)>
-                        "Cancel"
-                    </button>
-                })}
+            <Show when=move || !status.get().is_finished()>
+                <button
+                    type="button"
+                    class="danger"
+                    data-testid="job-cancel"
+                    on:click=move |_| on_cancel.run(id)
+                >
+                    "Cancel"
+                </button>
+            </Show>
         </header>
         {move || cancel.get().map(|error| view! { <ErrorNotice error /> })}
-        {progress}
-        {job.error.clone().map(|error| view! {
-            <div class="notice error" data-testid="job-error" role="alert">{error}</div>
-        })}
+        <Show when=move || status.get() == JobStatus::Queued>
+            <p class="help">
+                {format!("Waiting for {waiting_for}, which runs one job at a time.")}
+            </p>
+        </Show>
+        <Show when=move || progress.with(Option::is_some)>
+            <div class="progress" data-testid="job-progress">
+                <label for="job-progress">
+                    {move || {
+                        progress
+                            .get()
+                            .map(|p| {
+                                let share = f64::from(p.done) / f64::from(p.total.max(1));
+                                format!("{} of {} runs ({})", p.done, p.total, format::percent(share))
+                            })
+                    }}
+                </label>
+                <progress
+                    id="job-progress"
+                    max=move || progress.get().map(|p| p.total.to_string())
+                    value=move || progress.get().map(|p| p.done.to_string())
+                ></progress>
+            </div>
+        </Show>
+        {move || {
+            error
+                .get()
+                .map(|error| {
+                    view! { <div class="notice error" data-testid="job-error" role="alert">{error}</div> }
+                })
+        }}
         <div class="cards">
             <section class="card" aria-labelledby="job-heading">
-                <h2 id="job-heading">{format!("{} on {}", job.kernel, job.device)}</h2>
+                <h2 id="job-heading">{format!("{kernel} on {device}")}</h2>
                 <dl class="facts">
                     {params}
                     <dt>"Repetitions"</dt>
-                    <dd>{job.repetitions}</dd>
+                    <dd>{repetitions}</dd>
                     <dt>"Time limit"</dt>
-                    <dd>{format!("{} s", job.timeout_s)}</dd>
+                    <dd>{format!("{timeout_s} s")}</dd>
                     <dt>"Created"</dt>
-                    <dd>{format::local_time(&job.created_at)}</dd>
+                    <dd>{format::local_time(&created_at)}</dd>
                     <dt>"Started"</dt>
-                    <dd>{format::or_dash(job.started_at.as_ref().map(format::local_time))}</dd>
+                    <dd>{move || format::or_dash(started.get().as_ref().map(format::local_time))}</dd>
                     <dt>"Finished"</dt>
-                    <dd>{format::or_dash(job.finished_at.as_ref().map(format::local_time))}</dd>
+                    <dd>{move || format::or_dash(finished.get().as_ref().map(format::local_time))}</dd>
                     <dt>"Took"</dt>
-                    <dd>{format::or_dash(took)}</dd>
+                    <dd>{took}</dd>
                 </dl>
             </section>
-            {job.result.map(|result| view! { <JobResultView job_id=id result /> })}
+            {move || result.get().map(|result| view! { <JobResultView job_id=id result /> })}
         </div>
     }
 }

@@ -1,34 +1,60 @@
-use std::time::Duration;
+use std::collections::BTreeMap;
 
-use gpulab_shared::{Job, JobStatus};
+use gpulab_shared::{Job, JobPage, JobStatus};
 use leptos::prelude::*;
 
-use crate::api::{self, JobFilter};
+use crate::api::{self, ApiError, JobFilter};
 use crate::components::{ErrorNotice, StatusBadge};
 use crate::format;
-use crate::hooks::{use_interval, use_title};
+use crate::hooks::use_title;
+use crate::live::{fresher, use_live_events};
 
 /// How many jobs one page of the table shows.
 const PAGE_SIZE: u32 = 25;
-/// How often the table asks for news (until the server pushes them).
-const POLL_PERIOD: Duration = Duration::from_secs(1);
 
-/// `/jobs`: recent jobs, newest first, filtered and paged, refreshed every second.
+/// `/jobs`: recent jobs, newest first, filtered and paged, kept up to date by the server's
+/// `job` events: rows change as their jobs do, and new jobs join the first page.
 #[component]
 pub fn JobsPage() -> impl IntoView {
     use_title(|| "Jobs".to_owned());
+    let live = use_live_events();
     let filter = RwSignal::new(JobFilter::default());
     // The cursors of the pages before the current one, for "Newer", and the current one.
     let newer = RwSignal::new(Vec::<Option<String>>::new());
     let cursor = RwSignal::new(None::<String>);
-    let tick = RwSignal::new(0_u64);
-    use_interval(POLL_PERIOD, move || {
-        tick.try_update(|n| *n += 1);
-    });
 
+    // Fetched once the event stream listens, and again when it reopens.
     let page = LocalResource::new(move || {
-        tick.track();
-        api::jobs(filter.get(), cursor.get(), PAGE_SIZE)
+        let synced = live.sync().is_some();
+        let (filter, cursor) = (filter.get(), cursor.get());
+        async move {
+            if synced {
+                Some(api::jobs(filter, cursor, PAGE_SIZE).await)
+            } else {
+                None
+            }
+        }
+    });
+    let loaded = Memo::new(move |_| {
+        page.with(|page| match page {
+            None | Some(None) => Loaded::Not,
+            Some(Some(Err(error))) => Loaded::Failed(error.clone()),
+            Some(Some(Ok(_))) => Loaded::Yes,
+        })
+    });
+    let rows = Memo::new(move |_| {
+        page.with(|page| match page {
+            Some(Some(Ok(page))) => live.with_jobs(|pushed| {
+                filter.with(|filter| live_rows(page, pushed, filter, cursor.with(Option::is_none)))
+            }),
+            _ => Vec::new(),
+        })
+    });
+    let older = Memo::new(move |_| {
+        page.with(|page| match page {
+            Some(Some(Ok(page))) => page.next_cursor.clone(),
+            _ => None,
+        })
     });
     // Filters come from the catalog and the inventory; without them the selects offer "any".
     let kernels = LocalResource::new(api::kernels);
@@ -90,45 +116,97 @@ pub fn JobsPage() -> impl IntoView {
                 on_change=Callback::new(move |v: Option<String>| set_filter(&|f| f.kernel = v.clone()))
             />
         </form>
-        {move || match page.get() {
-            None => view! { <p class="loading">"Loading jobs…"</p> }.into_any(),
-            Some(Err(error)) => view! { <ErrorNotice error /> }.into_any(),
-            Some(Ok(page)) if page.jobs.is_empty() => view! {
-                <p class="empty">
-                    "No jobs yet. " <a href="/launch">"Launch one"</a> "."
-                </p>
+        {move || match loaded.get() {
+            Loaded::Not => view! { <p class="loading">"Loading jobs…"</p> }.into_any(),
+            Loaded::Failed(error) => view! { <ErrorNotice error /> }.into_any(),
+            Loaded::Yes => view! {
+                <Show
+                    when=move || rows.with(|rows| !rows.is_empty())
+                    fallback=move || {
+                        if filter.with(|f| *f == JobFilter::default()) && cursor.with(Option::is_none) {
+                            view! {
+                                <p class="empty">"No jobs yet. " <a href="/launch">"Launch one"</a> "."</p>
+                            }
+                            .into_any()
+                        } else {
+                            view! { <p class="empty">"No jobs match these filters."</p> }.into_any()
+                        }
+                    }
+                >
+                    <JobTable rows />
+                </Show>
+                <nav class="pager" aria-label="Pages of jobs">
+                    <button
+                        type="button"
+                        disabled=move || newer.with(Vec::is_empty)
+                        on:click=move |_| go_newer()
+                    >
+                        "← Newer"
+                    </button>
+                    <button
+                        type="button"
+                        data-testid="jobs-older"
+                        disabled=move || older.with(Option::is_none)
+                        on:click=move |_| {
+                            if let Some(next) = older.get_untracked() {
+                                go_older(next);
+                            }
+                        }
+                    >
+                        "Older →"
+                    </button>
+                </nav>
             }
             .into_any(),
-            Some(Ok(page)) => {
-                let older = page.next_cursor.clone();
-                view! {
-                    <JobTable jobs=page.jobs />
-                    <nav class="pager" aria-label="Pages of jobs">
-                        <button
-                            type="button"
-                            disabled=move || newer.with(Vec::is_empty)
-                            on:click=move |_| go_newer()
-                        >
-                            "← Newer"
-                        </button>
-                        <button
-                            type="button"
-                            data-testid="jobs-older"
-                            disabled=older.is_none()
-                            on:click=move |_| {
-                                if let Some(next) = older.clone() {
-                                    go_older(next);
-                                }
-                            }
-                        >
-                            "Older →"
-                        </button>
-                    </nav>
-                }
-                .into_any()
-            }
         }}
     }
+}
+
+/// Where the fetch of the current page stands.
+#[derive(Debug, Clone, PartialEq)]
+enum Loaded {
+    Not,
+    Failed(ApiError),
+    Yes,
+}
+
+/// The page as the server answered it, brought up to date with the jobs the stream pushed
+/// since: rows take the later version of their job, rows whose job no longer matches the
+/// filters leave, and jobs that now match join in their place by id; on the first page,
+/// new jobs join at the top. Newest first.
+fn live_rows(
+    page: &JobPage,
+    pushed: &BTreeMap<i64, Job>,
+    filter: &JobFilter,
+    first_page: bool,
+) -> Vec<Job> {
+    let ids = || page.jobs.iter().map(|job| job.id);
+    // The ids this page covers: from its oldest row (all older ones when it is the last
+    // page) to its newest (or any newer when it is the first).
+    let oldest = if page.next_cursor.is_some() {
+        ids().min().unwrap_or(i64::MIN)
+    } else {
+        i64::MIN
+    };
+    let newest = if first_page {
+        i64::MAX
+    } else {
+        ids().max().unwrap_or(i64::MIN)
+    };
+    let mut rows: BTreeMap<i64, Job> = page.jobs.iter().map(|j| (j.id, j.clone())).collect();
+    if oldest <= newest {
+        for (&id, job) in pushed.range(oldest..=newest) {
+            let latest = match rows.remove(&id) {
+                Some(fetched) => fresher(fetched, job.clone()),
+                None => job.clone(),
+            };
+            rows.insert(id, latest);
+        }
+    }
+    rows.into_values()
+        .rev()
+        .filter(|job| filter.matches(job))
+        .collect()
 }
 
 /// A select of "any" or one value, reporting `None` for "any".
@@ -165,7 +243,7 @@ fn FilterSelect(
 }
 
 #[component]
-fn JobTable(jobs: Vec<Job>) -> impl IntoView {
+fn JobTable(rows: Memo<Vec<Job>>) -> impl IntoView {
     view! {
         <div class="table-scroll">
             <table class="jobs">
@@ -181,7 +259,14 @@ fn JobTable(jobs: Vec<Job>) -> impl IntoView {
                         <th scope="col" class="num">"Throughput"</th>
                     </tr>
                 </thead>
-                <tbody>{jobs.into_iter().map(|job| view! { <JobRow job /> }).collect_view()}</tbody>
+                <tbody>
+                    // A row is drawn again only when its job moves on.
+                    <For
+                        each=move || rows.get()
+                        key=|job| (job.id, job.status, job.progress.map(|p| p.done))
+                        children=|job| view! { <JobRow job /> }
+                    />
+                </tbody>
             </table>
         </div>
     }
