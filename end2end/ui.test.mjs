@@ -6,11 +6,19 @@
 // Every test fails on any page error or console error: a green build proves nothing about
 // the wasm, so the UI has to load and run in a real browser. Screenshots go to
 // end2end/artifacts/.
+//
+// The test of the event stream across a server restart starts a server of its own: it needs
+// GPULAB_BIN (the gpulab binary) and GPULAB_STATIC_DIR (the built UI), which the xtask sets.
 
 import assert from 'node:assert/strict';
-import { mkdir } from 'node:fs/promises';
+import { execFile, spawn } from 'node:child_process';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 
 import { chromium } from 'playwright-core';
 
@@ -19,6 +27,10 @@ const ARTIFACTS = fileURLToPath(new URL('./artifacts/', import.meta.url));
 const CHROMIUM = process.env.GPULAB_CHROMIUM ?? '/usr/bin/chromium';
 // How long a small job may take from launch to its final status.
 const JOB_TIMEOUT_MS = 60_000;
+const GPULAB_BIN = process.env.GPULAB_BIN;
+const GPULAB_STATIC_DIR = process.env.GPULAB_STATIC_DIR;
+const PHONE = { width: 390, height: 844 };
+const DESKTOP = { width: 1280, height: 900 };
 
 let browser;
 
@@ -44,20 +56,22 @@ after(async () => {
 });
 
 // Runs `body` with a fresh page that records page errors, console errors and the requests
-// it makes; saves a screenshot named `name` and fails on any error, whatever `body` did.
-async function withPage(name, body) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+// it makes; saves a screenshot named `name` and fails on any error, whatever `body` did,
+// except those `expectedErrors` match. `context` adds to the browser context's options.
+async function withPage(name, body, { context: contextOptions = {}, expectedErrors = [] } = {}) {
+  const context = await browser.newContext({ viewport: DESKTOP, ...contextOptions });
   const page = await context.newPage();
   page.setDefaultTimeout(15_000);
   const errors = [];
   const requests = [];
   page.on('pageerror', (error) => errors.push(`page error: ${error.message}`));
   page.on('console', (message) => {
-    if (message.type() === 'error') errors.push(`console error: ${message.text()}`);
+    const expected = expectedErrors.some((pattern) => pattern.test(message.text()));
+    if (message.type() === 'error' && !expected) errors.push(`console error: ${message.text()}`);
   });
   page.on('request', (request) => requests.push(`${request.method()} ${new URL(request.url()).pathname}`));
   try {
-    await body(page, requests);
+    await body(page, requests, context);
   } finally {
     await page.screenshot({ path: `${ARTIFACTS}/${name}.png`, fullPage: true }).catch(() => {});
     await context.close();
@@ -474,5 +488,455 @@ test('a GPU card shows NVML telemetry (a GPU stubbed in, as CI has none)', async
       await page.getByTestId('device-card-cuda:0').innerText(),
       new RegExp(`${78 - (119 % 3)}\\.0 GiB free of 80\\.0 GiB`),
     );
+  });
+});
+
+// Waits until the header's live indicator is in `state` (connecting, live, reconnecting).
+function liveState(page, state, timeout = 15_000) {
+  return page.waitForFunction(
+    (state) => document.querySelector('[data-testid="live-status"]')?.dataset.state === state,
+    state,
+    { timeout },
+  );
+}
+
+// Waits until the API reports job `id` in one of `statuses`, and returns it.
+async function apiJobUntil(baseUrl, id, statuses, timeout = JOB_TIMEOUT_MS) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const job = await (await fetch(`${baseUrl}/api/jobs/${id}`)).json();
+    if (statuses.includes(job.status)) return job;
+    assert.ok(Date.now() < deadline, `job ${id} is still ${job.status}, not ${statuses.join(' or ')}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+test('a running job is cancelled from its page', async () => {
+  const job = await postJob({
+    kernel: 'mandelbrot',
+    device: 'cpu',
+    params: { width: 512, height: 512 },
+    repetitions: 5000,
+  });
+  try {
+    await withPage('job-cancelled', async (page) => {
+      await page.goto(`${BASE_URL}/jobs/${job.id}`);
+      // Running, so the cancel has a worker to stop, not just a queue entry to drop.
+      await page.getByTestId('job-progress').waitFor({ timeout: JOB_TIMEOUT_MS });
+      await page.getByTestId('job-cancel').click();
+      assert.equal(await finalStatus(page), 'cancelled');
+      assert.equal(await page.getByTestId('job-cancel').count(), 0, 'no cancel button once cancelled');
+      assert.equal(await page.getByTestId('job-progress').count(), 0, 'no progress once cancelled');
+      assert.equal(await page.title(), `Job ${job.id} (cancelled) · gpulab`);
+    });
+    assert.equal((await api(`/api/jobs/${job.id}`)).status, 'cancelled');
+  } finally {
+    // Whatever failed above, the CPU must not stay busy for the tests after this one.
+    await fetch(`${BASE_URL}/api/jobs/${job.id}`, { method: 'DELETE' });
+  }
+});
+
+test('"Copy as curl" copies a command that creates the same job', async () => {
+  const job = await postJob({
+    kernel: 'saxpy',
+    device: 'cpu',
+    params: { n: 3000, a: 0.5 },
+    repetitions: 2,
+    timeout_s: 30,
+  });
+  await withPage('job-copy-curl', async (page, requests, context) => {
+    await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: BASE_URL });
+    await page.goto(`${BASE_URL}/jobs/${job.id}`);
+    await page.getByTestId('copy-curl').click();
+    const shown = page.getByTestId('curl-command');
+    await shown.waitFor();
+    const command = (await shown.innerText()).trim();
+    assert.equal(await page.evaluate(() => navigator.clipboard.readText()), command, 'copied as shown');
+    assert.match(command, /^curl -X POST \S+\/api\/jobs -H 'content-type: application\/json' -d '\{.*\}'$/);
+    assert.match(await page.locator('.copy-command [role="status"]').innerText(), /Copied/);
+
+    // The command, run by a shell, queues a job like this one.
+    const { stdout } = await promisify(execFile)('bash', ['-c', `${command} --silent --show-error`]);
+    const copy = JSON.parse(stdout);
+    assert.notEqual(copy.id, job.id, 'a new job');
+    for (const field of ['kernel', 'device', 'params', 'repetitions', 'timeout_s']) {
+      assert.deepEqual(copy[field], job[field], field);
+    }
+    await apiJobUntil(BASE_URL, copy.id, ['succeeded']);
+  });
+});
+
+// A finished job as the API would answer it, for what CI cannot make: a bandwidth sweep (the
+// CUDA kernel's), a compiler's error, a parameter with quotes in it.
+function fakeJob(id, fields) {
+  const at = new Date().toISOString();
+  return {
+    id,
+    kernel: 'bandwidth',
+    device: 'cuda:0',
+    params: { size_mib: 256, seed: 42 },
+    repetitions: 10,
+    timeout_s: 60,
+    status: 'succeeded',
+    created_at: at,
+    started_at: at,
+    finished_at: at,
+    progress: null,
+    result: null,
+    error: null,
+    ...fields,
+  };
+}
+
+// Answers GET /api/jobs/{job.id} with `job` on this page.
+async function serveFakeJob(page, job) {
+  await page.route(
+    (url) => url.pathname === `/api/jobs/${job.id}`,
+    (route) => route.fulfill({ json: job }),
+  );
+}
+
+test('a job page draws a bandwidth sweep on a log2 axis (a CUDA sweep faked in)', async () => {
+  const sizes = Array.from({ length: 17 }, (_, i) => 2 ** (10 + i)); // 1 KiB to 64 MiB
+  const curve = (peak, half) => sizes.map((bytes) => ({ bytes, gb_per_s: (peak * bytes) / (bytes + half) }));
+  const job = fakeJob(990001, {
+    result: {
+      timing: { repetitions: 10, min_ms: 1.91, median_ms: 2.05, max_ms: 2.62 },
+      throughput: { value: 24.6, unit: 'GB/s' },
+      verification: {
+        passed: true,
+        max_abs_error: 0,
+        max_rel_error: 0,
+        tolerance: 0,
+        method: 'every copied byte compared with its source',
+      },
+      output: {
+        size_bytes: 256 * 2 ** 20,
+        sweep: { h2d: curve(24.5, 2 ** 17), d2h: curve(26.1, 2 ** 17), d2d: curve(1650, 2 ** 21) },
+      },
+      has_artifact: false,
+    },
+  });
+  await withPage('job-sweep', async (page) => {
+    await serveFakeJob(page, job);
+    await page.goto(`${BASE_URL}/jobs/${job.id}`);
+    const chart = page.getByTestId('sweep-chart');
+    await chart.waitFor();
+    assert.equal(await chart.locator('.curve polyline').count(), 3, 'one line per direction');
+    const points = (await chart.locator('.curve polyline').first().getAttribute('points')).split(' ');
+    assert.equal(points.length, sizes.length, 'a point per size');
+    // Sizes double at each step: equal steps on a log2 axis.
+    const xs = points.map((p) => Number(p.split(',')[0]));
+    const steps = xs.slice(1).map((x, i) => x - xs[i]);
+    for (const step of steps) assert.ok(Math.abs(step - steps[0]) < 0.2, `equal steps: ${steps}`);
+    assert.equal(xs[0], 0);
+    assert.equal(xs.at(-1), 1000);
+    const text = await chart.innerText();
+    // PCIe copies peak near 25 GB/s, copies within the GPU near 1.6 TB/s: a log axis shows both.
+    for (const label of ['GB/s (log₁₀ scale)', 'Transfer size (log₂ scale)', '1 KiB', '64 MiB', 'h2d', 'd2h', 'd2d']) {
+      assert.ok(text.includes(label), `the chart shows "${label}": ${text}`);
+    }
+    assert.match(
+      await chart.locator('figure').getAttribute('aria-label'),
+      /^Bandwidth by transfer size from 1 KiB to 64 MiB: peak \d+ GB\/s \(d2d\) at 64 MiB$/,
+    );
+    // The timing range bar: the median between the two ends.
+    const timing = page.getByTestId('timing-chart');
+    assert.match(await timing.innerText(), /median 2\.05 ms[\s\S]*min 1\.91 ms[\s\S]*max 2\.62 ms/);
+    const [min, median, max] = await Promise.all(
+      ['rect', 'line.median'].map((s) => timing.locator(s).first()),
+    ).then(async ([rect, line]) => {
+      const x = Number(await rect.getAttribute('x'));
+      return [x, Number(await line.getAttribute('x1')), x + Number(await rect.getAttribute('width'))];
+    });
+    assert.ok(min < median && median < max, `min ${min} < median ${median} < max ${max}`);
+    await page.screenshot({ path: `${ARTIFACTS}/job-sweep.png`, fullPage: true });
+  });
+  // The other shape a sweep may have: one list of points, one curve, on a linear axis.
+  const single = structuredClone(job);
+  single.id = 990003;
+  single.result.output.sweep = curve(24.5, 2 ** 17);
+  await withPage('job-sweep-phone-dark', async (page) => {
+    await serveFakeJob(page, single);
+    await page.goto(`${BASE_URL}/jobs/${single.id}`);
+    const chart = page.getByTestId('sweep-chart');
+    await chart.waitFor();
+    assert.equal(await chart.locator('.curve polyline').count(), 1);
+    assert.equal((await chart.locator('.sweep-y-title').innerText()).trim(), 'GB/s');
+    assert.equal(await chart.locator('.legend').count(), 0, 'no legend for a single curve');
+    await assertNoSideScroll(page);
+  }, { context: { viewport: PHONE, colorScheme: 'dark' } });
+});
+
+test('a failed job shows the compiler log line for line, and its curl command survives the shell', async () => {
+  const log = [
+    'kernel.cu(12): error: identifier "x" is undefined',
+    '      out[i] = x * in[i];',
+    '               ^',
+    '',
+    "kernel.cu(3,14): warning #177-D: variable \"y\" was declared but never referenced",
+    '1 error detected in the compilation of "kernel.cu".',
+  ].join('\n');
+  const job = fakeJob(990002, {
+    kernel: 'custom',
+    params: { source: "__global__ void k() { printf(\"it's $HOME\\n\"); }", name: "it's" },
+    status: 'failed',
+    error: `NVRTC could not compile the kernel:\n${log}`,
+  });
+  await withPage('job-error', async (page) => {
+    // As in a page served over plain HTTP from another host: no clipboard at all.
+    await page.addInitScript(() => Object.defineProperty(Navigator.prototype, 'clipboard', { get: () => undefined }));
+    await serveFakeJob(page, job);
+    await page.goto(`${BASE_URL}/jobs/${job.id}`);
+    const error = page.getByTestId('job-error');
+    await error.waitFor();
+    assert.equal(await error.locator('pre').innerText(), job.error, 'every line, as written');
+    assert.deepEqual(
+      await error.locator('.diagnostic').allInnerTexts(),
+      [log.split('\n')[0], log.split('\n')[4]],
+      'the compiler messages stand out',
+    );
+
+    await page.getByTestId('copy-curl').click();
+    const shown = page.getByTestId('curl-command');
+    await shown.waitFor();
+    assert.match(await page.locator('.copy-command [role="status"]').innerText(), /copy it/);
+    const command = (await shown.innerText()).trim();
+    assert.equal(await page.evaluate(() => window.getSelection().toString().trim()), command, 'selected for copying');
+    // Each word as the shell hands it to curl: the body arrives exactly as JSON, quotes and $.
+    const { stdout } = await promisify(execFile)('bash', ['-c', `curl() { printf '%s\\0' "$@"; }; ${command}`]);
+    const words = stdout.split('\0').slice(0, -1);
+    assert.deepEqual(words.slice(0, 6), ['-X', 'POST', `${BASE_URL}/api/jobs`, '-H', 'content-type: application/json', '-d']);
+    assert.deepEqual(JSON.parse(words[6]), {
+      kernel: job.kernel,
+      device: job.device,
+      params: job.params,
+      repetitions: job.repetitions,
+      timeout_s: job.timeout_s,
+    });
+  });
+});
+
+// Fails when the page is wider than the window: on a phone, that is a page to pan sideways.
+async function assertNoSideScroll(page) {
+  const { scroll, width } = await page.evaluate(() => ({
+    scroll: document.documentElement.scrollWidth,
+    width: window.innerWidth,
+  }));
+  assert.ok(scroll <= width, `the page is ${scroll} px wide in a ${width} px window`);
+}
+
+test('the launch form is labelled and can be filled and sent with the keyboard alone', async () => {
+  await withPage('launch-keyboard', async (page) => {
+    await page.goto(`${BASE_URL}/launch`);
+    await page.getByTestId('launch-form').waitFor();
+    await page.locator('select[name="kernel"]').selectOption('vector_add');
+    await page.locator('select[name="kernel"]').focus();
+    const visited = [];
+    for (let i = 0; i < 12; i++) {
+      const focused = await page.evaluate(() => {
+        const el = document.activeElement;
+        const style = getComputedStyle(el);
+        const label = el.labels?.[0]?.textContent.trim() || el.getAttribute('aria-label') || el.textContent.trim();
+        return {
+          name: el.getAttribute('name') ?? el.dataset.testid ?? el.tagName,
+          label,
+          ring: style.outlineStyle !== 'none' && parseFloat(style.outlineWidth) >= 2,
+        };
+      });
+      visited.push(focused.name);
+      assert.ok(focused.label, `${focused.name} has a label`);
+      assert.ok(focused.ring, `${focused.name} shows where the focus is`);
+      if (focused.name === 'launch-submit') break;
+      await page.keyboard.press('Tab');
+    }
+    assert.deepEqual(visited, [
+      'kernel',
+      'device',
+      'param-n',
+      'param-seed',
+      'repetitions',
+      'timeout_s',
+      'launch-submit',
+    ]);
+    await page.keyboard.press('Enter');
+    await page.waitForURL(/\/jobs\/\d+$/);
+  });
+});
+
+// Starts `gpulab serve` on `port`, resolving once it listens; the process is returned.
+async function startServer(port, dataDir) {
+  const child = spawn(
+    GPULAB_BIN,
+    ['serve', '--addr', `127.0.0.1:${port}`, '--static-dir', GPULAB_STATIC_DIR, '--data-dir', dataDir],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  await new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (chunk) => {
+      out += chunk;
+      if (out.includes('gpulab listening on ')) resolve();
+    });
+    child.on('exit', (code, signal) => reject(new Error(`gpulab exited (${code ?? signal}) before listening:\n${out}`)));
+  });
+  return child;
+}
+
+// A TCP port that was free a moment ago.
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function killed(child, signal) {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill(signal);
+  return exited;
+}
+
+test(
+  'the event stream comes back after the server restarts, and the jobs list follows again',
+  { skip: !(GPULAB_BIN && GPULAB_STATIC_DIR) && 'set GPULAB_BIN and GPULAB_STATIC_DIR' },
+  async () => {
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}`;
+    const dataDir = await mkdtemp(join(tmpdir(), 'gpulab-restart-'));
+    let server = await startServer(port, dataDir);
+    try {
+      const before = await (
+        await fetch(`${url}/api/jobs`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ kernel: 'vector_add', device: 'cpu', params: { n: 1 }, repetitions: 1 }),
+        })
+      ).json();
+      await withPage('jobs-reconnected', async (page) => {
+        let loads = 0;
+        page.on('load', () => loads++);
+        await page.goto(`${url}/jobs`);
+        await page.locator(`[data-testid="job-row"][data-job-id="${before.id}"]`).waitFor();
+        await liveState(page, 'live');
+
+        await killed(server, 'SIGKILL');
+        await liveState(page, 'reconnecting');
+        assert.match(await page.getByTestId('live-status').innerText(), /Reconnecting/);
+        await page.screenshot({ path: `${ARTIFACTS}/jobs-reconnecting.png`, fullPage: true });
+
+        server = await startServer(port, dataDir);
+        await liveState(page, 'live', 30_000);
+        const after = await (
+          await fetch(`${url}/api/jobs`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ kernel: 'vector_add', device: 'cpu', params: { n: 2 }, repetitions: 1 }),
+          })
+        ).json();
+        const row = page.locator(`[data-testid="job-row"][data-job-id="${after.id}"]`);
+        await row.waitFor({ timeout: 10_000 });
+        await page.waitForFunction(
+          (id) =>
+            document.querySelector(`[data-testid="job-row"][data-job-id="${id}"]`)?.dataset.status === 'succeeded',
+          after.id,
+          { timeout: JOB_TIMEOUT_MS },
+        );
+        assert.equal(loads, 1, 'the page was not reloaded');
+      }, {
+        // What the browser logs as the server dies and while it is away.
+        expectedErrors: [/ERR_INCOMPLETE_CHUNKED_ENCODING|ERR_CONNECTION_REFUSED|ERR_EMPTY_RESPONSE/],
+      });
+    } finally {
+      await killed(server, 'SIGTERM');
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  },
+);
+
+test('every page reads well light and dark, on a desktop and on a phone', async () => {
+  const job = await postJob({
+    kernel: 'mandelbrot',
+    device: 'cpu',
+    params: { width: 320, height: 200, max_iter: 64 },
+    repetitions: 3,
+  });
+  await apiJobUntil(BASE_URL, job.id, ['succeeded']);
+  const pages = [
+    ['devices', '/', '[data-testid="device-card-cpu"]', true],
+    ['launch', '/launch', '[data-testid="launch-form"]', true],
+    ['jobs', '/jobs', '[data-testid="job-row"]', true],
+    ['job', `/jobs/${job.id}`, '[data-testid="job-artifact"]', true],
+    // The other engineer's pages: screenshots only.
+    ['compare', '/compare', 'main h1', false],
+    ['editor', '/editor', 'main h1', false],
+  ];
+  for (const [scheme, viewport, size] of [
+    ['light', DESKTOP, 'desktop'],
+    ['dark', DESKTOP, 'desktop'],
+    ['light', PHONE, 'phone'],
+    ['dark', PHONE, 'phone'],
+  ]) {
+    await withPage(`pages-${scheme}-${size}`, async (page) => {
+      for (const [name, path, ready, ours] of pages) {
+        await page.goto(`${BASE_URL}${path}`);
+        await page.locator(ready).first().waitFor();
+        await page.waitForFunction(() => !document.querySelector('.loading'));
+        if (ours && size === 'phone') await assertNoSideScroll(page);
+        await page.screenshot({ path: `${ARTIFACTS}/page-${name}-${scheme}-${size}.png`, fullPage: true });
+      }
+    }, { context: { viewport, colorScheme: scheme } });
+  }
+});
+
+test('the jobs table pages through a history of 1,000 jobs', async () => {
+  for (let i = 0; i < 1000; i++) {
+    const request = { kernel: 'vector_add', device: 'cpu', params: { n: 1 }, repetitions: 1 };
+    for (;;) {
+      const response = await fetch(`${BASE_URL}/api/jobs`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(request),
+      });
+      // A long job of another test file may hold the CPU: wait while its queue is full.
+      if (response.status === 429) {
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        continue;
+      }
+      assert.equal(response.status, 202, `POST /api/jobs: ${await response.text()}`);
+      break;
+    }
+  }
+  await withPage('jobs-history', async (page) => {
+    await page.goto(`${BASE_URL}/jobs`);
+    await page.locator('[data-testid="job-row"]').first().waitFor();
+    const ids = () => page.locator('[data-testid="job-row"]').evaluateAll((rows) => rows.map((r) => Number(r.dataset.jobId)));
+    const pages = [await ids()];
+    const turns = [];
+    for (const button of ['jobs-older', 'jobs-older', 'jobs-older', 'jobs-newer']) {
+      const first = pages.at(-1)[0];
+      const t0 = Date.now();
+      await page.getByTestId(button).click();
+      await page.waitForFunction(
+        (first) => Number(document.querySelector('[data-testid="job-row"]')?.dataset.jobId) !== first,
+        first,
+      );
+      turns.push(Date.now() - t0);
+      pages.push(await ids());
+    }
+    for (const rows of pages) {
+      assert.equal(rows.length, 25, 'a full page');
+      assert.deepEqual(rows, [...rows].sort((a, b) => b - a), 'newest first');
+    }
+    // Each older page continues where the one before ended; "Newer" goes back.
+    for (let i = 1; i <= 3; i++) assert.ok(pages[i][0] < pages[i - 1].at(-1), `page ${i + 1} is older`);
+    assert.deepEqual(pages[4], pages[2], '"Newer" shows the page before again');
+    assert.match(await page.getByTestId('jobs-page').innerText(), /Page 3/);
+    // Generous, for a shared CI machine: a page turn is one small request and 25 rows.
+    for (const ms of turns) assert.ok(ms < 1000, `a page turn took ${ms} ms: ${turns.join(', ')}`);
   });
 });

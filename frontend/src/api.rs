@@ -150,6 +150,34 @@ pub fn artifact_url(id: i64) -> String {
     format!("/api/jobs/{id}/artifact")
 }
 
+/// The shell command that makes the `POST /api/jobs` call `request` with curl, against the
+/// server at `origin` (such as `http://127.0.0.1:8080`).
+pub fn curl_create_job(origin: &str, request: &JobRequest) -> String {
+    // JobRequest always serializes.
+    let body = serde_json::to_string(request).unwrap_or_default();
+    format!(
+        "curl -X POST {} -H 'content-type: application/json' -d {}",
+        shell_word(&format!("{origin}/api/jobs")),
+        shell_quote(&body)
+    )
+}
+
+/// `text` as one word of a POSIX shell, left bare when no character in it is special.
+fn shell_word(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./:@%+=,".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        text.to_owned()
+    } else {
+        shell_quote(text)
+    }
+}
+
+/// `text` in single quotes, in which a shell expands nothing; a `'` inside ends the quotes,
+/// adds an escaped `'` and opens them again.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
 async fn read_json<T: DeserializeOwned>(response: Response) -> ApiResult<T> {
     if !response.ok() {
         return Err(read_problem(response).await);

@@ -4,10 +4,13 @@
 mod api;
 mod app;
 mod components;
+mod custom_kernel;
 mod format;
 mod hooks;
+mod live;
 mod pages;
 mod validate;
+mod watched_jobs;
 
 fn main() {
     console_error_panic_hook::set_once();

@@ -712,6 +712,46 @@ async fn the_ui_is_served_with_a_fallback_for_its_routes() {
     problem(app.get("/api/jobs/1/nothing").await, StatusCode::NOT_FOUND).await;
 }
 
+#[tokio::test]
+async fn the_ui_is_compressed_for_a_browser_that_accepts_it() {
+    let dist = tempfile::tempdir().unwrap();
+    std::fs::write(dist.path().join("index.html"), "<!doctype html>").unwrap();
+    // Compressible, as real WebAssembly is.
+    let wasm: Vec<u8> = b"\0asm\x01\0\0\0"
+        .iter()
+        .copied()
+        .chain((0..64 * 1024).map(|i| (i % 7) as u8))
+        .collect();
+    std::fs::write(dist.path().join("app_bg.wasm"), &wasm).unwrap();
+    let app = spawn_app_with(AppOptions {
+        static_dir: Some(dist.path().into()),
+        ..Default::default()
+    })
+    .await;
+    let fetch = |accept: Option<&'static str>| {
+        let mut request = app.client.get(app.url("/app_bg.wasm"));
+        if let Some(accept) = accept {
+            request = request.header("accept-encoding", accept);
+        }
+        request.send()
+    };
+    for (accept, encoding) in [("gzip", "gzip"), ("gzip, deflate, br", "br")] {
+        let resp = fetch(Some(accept)).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["content-encoding"], encoding, "{accept}");
+        let body = resp.bytes().await.unwrap();
+        assert!(
+            body.len() < wasm.len() / 10,
+            "{encoding}: {} bytes",
+            body.len()
+        );
+    }
+    // A client that asks for nothing gets the file as it is.
+    let plain = fetch(None).await.unwrap();
+    assert!(plain.headers().get("content-encoding").is_none());
+    assert_eq!(plain.bytes().await.unwrap(), wasm);
+}
+
 #[test]
 fn the_command_line_runs_a_job_and_prints_devices() {
     let exe = env!("CARGO_BIN_EXE_gpulab");

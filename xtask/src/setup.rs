@@ -224,21 +224,30 @@ fn end2end_packages() -> Result<()> {
         println!("no end2end/package.json: no npm packages to install");
         return Ok(());
     }
-    let lock = end2end.join("package-lock.json");
+    npm_ci("end2end")
+}
+
+/// Installs the npm packages that `folder`'s package-lock.json pins, unless node_modules/
+/// was installed after the last change to the lock file.
+pub fn npm_ci(folder: &str) -> Result<()> {
+    let dir = workspace_root().join(folder);
+    let lock = dir.join("package-lock.json");
     if !lock.is_file() {
-        bail!("end2end/package-lock.json is missing: run `npm install` in end2end/ and commit the lock file it writes");
+        bail!("{folder}/package-lock.json is missing: run `npm install` in {folder}/ and commit the lock file it writes");
     }
     // npm records what it installed in node_modules/.package-lock.json.
-    let installed = end2end.join("node_modules/.package-lock.json");
+    let installed = dir.join("node_modules/.package-lock.json");
     if let (Some(installed), Some(lock)) = (modified(&installed)?, modified(&lock)?) {
         if installed >= lock {
-            found("end2end/node_modules, installed after the last change to end2end/package-lock.json");
+            found(&format!(
+                "{folder}/node_modules, installed after the last change to {folder}/package-lock.json"
+            ));
             return Ok(());
         }
     }
     run(command("npm")
         .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(&end2end))
+        .current_dir(&dir))
 }
 
 fn modified(path: &Path) -> Result<Option<SystemTime>> {

@@ -41,7 +41,7 @@ type Step = (&'static str, fn() -> Result<()>);
 
 /// Runs every step and prints the summary.
 pub fn run_tests() -> Result<()> {
-    let steps: [Step; 8] = [
+    let steps: [Step; 9] = [
         ("setup --browser", || {
             run_setup(SetupOptions {
                 lint: true,
@@ -75,6 +75,11 @@ pub fn run_tests() -> Result<()> {
         }),
         ("unit and integration tests", || {
             run(cargo().args(["test", "--workspace", "--exclude", "gpulab-frontend"]))
+        }),
+        // The frontend's pure modules (the editor's checks, the compile-log reader) are
+        // tested on the host: the crate builds natively too.
+        ("frontend unit tests", || {
+            run(cargo().args(["test", "-p", "gpulab-frontend"]))
         }),
         ("ui", build_ui),
         ("server build", || {
@@ -122,12 +127,17 @@ fn browser_tests() -> Result<()> {
 }
 
 fn run_against_server(end2end: &Path, data_dir: &Path) -> Result<()> {
-    let server = RunningServer::start(&target_dir().join("debug/gpulab"), data_dir)?;
+    let binary = target_dir().join("debug/gpulab");
+    let static_dir = workspace_root().join("dist");
+    let server = RunningServer::start(&binary, &static_dir, data_dir)?;
     // Node 18 and 20 take a folder argument, newer Node only globs: running `node --test`
-    // inside end2end/ finds the same files on every version.
+    // inside end2end/ finds the same files on every version. The binary and the UI are
+    // passed too, for the test that restarts a server of its own.
     let tests = run(command("node")
         .arg("--test")
         .env("GPULAB_URL", &server.url)
+        .env("GPULAB_BIN", &binary)
+        .env("GPULAB_STATIC_DIR", &static_dir)
         .current_dir(end2end));
     let stopped = server.stop();
     match (tests, stopped) {
@@ -139,25 +149,23 @@ fn run_against_server(end2end: &Path, data_dir: &Path) -> Result<()> {
     }
 }
 
-/// A server started for the browser tests; dropping it stops the server.
-struct RunningServer {
+/// A server started for the browser tests or the UI benchmark; dropping it stops the server.
+pub struct RunningServer {
     child: Child,
-    url: String,
+    /// Where it listens, such as `http://127.0.0.1:41234`.
+    pub url: String,
 }
 
 impl RunningServer {
-    fn start(binary: &Path, data_dir: &Path) -> Result<Self> {
+    /// Starts `binary` on a free port, serving the UI in `static_dir` and keeping its jobs
+    /// in `data_dir`, and waits until it listens.
+    pub fn start(binary: &Path, static_dir: &Path, data_dir: &Path) -> Result<Self> {
         let mut server = Command::new(binary);
         server
             .current_dir(workspace_root())
-            .args([
-                "serve",
-                "--addr",
-                "127.0.0.1:0",
-                "--static-dir",
-                "dist",
-                "--data-dir",
-            ])
+            .args(["serve", "--addr", "127.0.0.1:0", "--static-dir"])
+            .arg(static_dir)
+            .arg("--data-dir")
             .arg(data_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped());
@@ -204,7 +212,7 @@ impl RunningServer {
     }
 
     /// Asks the server to stop with SIGTERM, and kills it if it has not stopped in time.
-    fn stop(mut self) -> Result<()> {
+    pub fn stop(mut self) -> Result<()> {
         self.terminate()
     }
 
@@ -239,7 +247,7 @@ impl Drop for RunningServer {
 }
 
 /// A new, empty folder for the server's data under the system's temporary folder.
-fn fresh_data_dir() -> Result<PathBuf> {
+pub fn fresh_data_dir() -> Result<PathBuf> {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())

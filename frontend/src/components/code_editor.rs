@@ -12,7 +12,9 @@ use crate::custom_kernel::compile_log::CompileDiagnostic;
 
 // A snippet rather than `new Function("return import(…)")`: no eval, and the bundle's URL is
 // written once.
-#[wasm_bindgen(inline_js = "export function importCodeEditor() { return import('/codemirror.js'); }")]
+#[wasm_bindgen(
+    inline_js = "export function importCodeEditor() { return import('/codemirror.js'); }"
+)]
 extern "C" {
     #[wasm_bindgen(js_name = importCodeEditor)]
     fn import_code_editor() -> js_sys::Promise;
@@ -141,10 +143,12 @@ pub fn CodeEditor(
         >
             // CodeMirror's own: Leptos renders nothing inside it.
             <div class="code-editor-host" node_ref=host></div>
+            {move || {
+                (loading.get() == Loading::Pending)
+                    .then(|| view! { <p class="loading">"Loading the editor…"</p> })
+            }}
             {move || match loading.get() {
-                Loading::Pending => view! { <p class="loading">"Loading the editor…"</p> }.into_any(),
-                Loading::Ready => ().into_any(),
-                Loading::Failed(message) => view! {
+                Loading::Failed(message) => Some(view! {
                     <p class="notice warn">
                         "The code editor did not load (" {message} "): edit the source as plain text."
                     </p>
@@ -155,8 +159,8 @@ pub fn CodeEditor(
                         prop:value=move || source.get()
                         on:input=move |ev| source.set(event_target_value(&ev))
                     ></textarea>
-                }
-                .into_any(),
+                }),
+                _ => None,
             }}
         </div>
     }

@@ -5,7 +5,9 @@ use super::{MemoryBar, TelemetryPanel};
 use crate::format::{self, or_dash};
 use crate::live::use_live_events;
 
-/// One device with everything the server knows about it, its telemetry kept live.
+/// One device with everything the server knows about it, its telemetry kept live: first
+/// its name and compute capability, then the figures that set its speed (SMs and clocks,
+/// or cores), its memory as a bar, and the rest; identifiers are folded away.
 #[component]
 pub fn DeviceCard(device: Device) -> impl IntoView {
     // The memory bar follows the latest sample; the inventory's figures are from startup.
@@ -18,10 +20,10 @@ pub fn DeviceCard(device: Device) -> impl IntoView {
                 .unwrap_or((total, free))
         }
     });
-    let facts = match (&device.cuda, &device.cpu) {
+    let about = match (&device.cuda, &device.cpu) {
         (Some(cuda), _) => cuda_facts(cuda),
-        (None, Some(cpu)) => cpu_facts(cpu),
-        (None, None) => Vec::new(),
+        (None, Some(cpu)) => cpu_facts(&device.name, cpu),
+        (None, None) => Facts::default(),
     };
     let heading_id = format!("device-{}", device.id);
     let labelled_by = heading_id.clone();
@@ -29,6 +31,7 @@ pub fn DeviceCard(device: Device) -> impl IntoView {
         DeviceKind::Cpu => "CPU",
         DeviceKind::Cuda => "CUDA GPU",
     };
+    let subtitle = about.subtitle.map(|s| view! { <span>{s}</span> " · " });
     view! {
         <article
             class="card device-card"
@@ -40,13 +43,67 @@ pub fn DeviceCard(device: Device) -> impl IntoView {
                 <span class=format!("badge kind-{}", device.kind.as_str())>{kind}</span>
             </header>
             <p class="device-id">
+                {subtitle}
                 <code>{device.id.clone()}</code>
             </p>
+            <dl class="stats">
+                {about
+                    .stats
+                    .into_iter()
+                    .map(|(label, value)| view! {
+                        <div class="stat">
+                            <dt>{label}</dt>
+                            <dd>{value}</dd>
+                        </div>
+                    })
+                    .collect_view()}
+            </dl>
             <MemoryBar
                 total=Signal::derive(move || memory.get().0)
                 free=Signal::derive(move || memory.get().1)
             />
             <TelemetryPanel device=device.id.clone() kind=device.kind />
+            {fact_list(about.facts)}
+            {(!about.limits.is_empty())
+                .then(|| view! {
+                    <details class="more">
+                        <summary>"Limits per block and per SM"</summary>
+                        {fact_list(about.limits)}
+                    </details>
+                })}
+            {(!about.identifiers.is_empty())
+                .then(|| view! {
+                    <details class="more" data-testid="device-identifiers">
+                        <summary>"PCI bus and UUID"</summary>
+                        {fact_list(about.identifiers)}
+                    </details>
+                })}
+            <a class="button" href=format!("/launch?device={}", device.id)>
+                "Launch a kernel here"
+            </a>
+        </article>
+    }
+}
+
+/// What a card says about a device, beyond its name and memory.
+#[derive(Default)]
+struct Facts {
+    /// Beside the id under the name, such as "Compute capability 9.0".
+    subtitle: Option<String>,
+    /// The few figures that set its speed, shown large.
+    stats: Vec<Fact>,
+    facts: Vec<Fact>,
+    /// Folded away: what kernel authors look up.
+    limits: Vec<Fact>,
+    /// Folded away: what tells one GPU from another of the same model.
+    identifiers: Vec<Fact>,
+}
+
+type Fact = (&'static str, String);
+
+fn fact_list(facts: Vec<Fact>) -> Option<impl IntoView> {
+    (!facts.is_empty()).then(|| {
+        view! {
             <dl class="facts">
                 {facts
                     .into_iter()
@@ -56,11 +113,8 @@ pub fn DeviceCard(device: Device) -> impl IntoView {
                     })
                     .collect_view()}
             </dl>
-            <a class="button" href=format!("/launch?device={}", device.id)>
-                "Launch a kernel here"
-            </a>
-        </article>
-    }
+        }
+    })
 }
 
 /// Total and free memory, when the sample knows both.
@@ -80,55 +134,74 @@ fn memory_of(sample: &TelemetrySample) -> Option<(Option<u64>, Option<u64>)> {
     ))
 }
 
-fn cpu_facts(cpu: &CpuDeviceInfo) -> Vec<(&'static str, String)> {
-    vec![
-        ("Model", or_dash(cpu.model.as_ref())),
-        ("Physical cores", or_dash(cpu.physical_cores)),
-        ("Logical threads", or_dash(cpu.logical_threads)),
-    ]
+fn cpu_facts(name: &str, cpu: &CpuDeviceInfo) -> Facts {
+    Facts {
+        subtitle: None,
+        stats: vec![
+            ("Cores", or_dash(cpu.physical_cores)),
+            ("Threads", or_dash(cpu.logical_threads)),
+        ],
+        // The name is usually the model already.
+        facts: cpu
+            .model
+            .as_ref()
+            .filter(|model| model.as_str() != name)
+            .map(|model| vec![("Model", model.clone())])
+            .unwrap_or_default(),
+        limits: Vec::new(),
+        identifiers: Vec::new(),
+    }
 }
 
-fn cuda_facts(cuda: &CudaDeviceInfo) -> Vec<(&'static str, String)> {
+fn cuda_facts(cuda: &CudaDeviceInfo) -> Facts {
     let mhz = |v: Option<u32>| or_dash(v.map(|v| format!("{v} MHz")));
     let size = |v: Option<u64>| or_dash(v.map(format::bytes));
-    vec![
-        (
-            "Compute capability",
+    Facts {
+        subtitle: Some(format!(
+            "Compute capability {}",
             or_dash(
                 cuda.compute_capability
-                    .map(|cc| format!("{}.{}", cc.major, cc.minor)),
+                    .map(|cc| format!("{}.{}", cc.major, cc.minor))
+            )
+        )),
+        stats: vec![
+            ("SMs", or_dash(cuda.multiprocessor_count)),
+            ("SM clock", mhz(cuda.max_sm_clock_mhz)),
+            ("Memory clock", mhz(cuda.max_memory_clock_mhz)),
+        ],
+        facts: vec![
+            (
+                "Memory bus",
+                or_dash(cuda.memory_bus_width_bits.map(|b| format!("{b}-bit"))),
             ),
-        ),
-        ("Multiprocessors", or_dash(cuda.multiprocessor_count)),
-        ("Max SM clock", mhz(cuda.max_sm_clock_mhz)),
-        ("Max memory clock", mhz(cuda.max_memory_clock_mhz)),
-        (
-            "Memory bus width",
-            or_dash(cuda.memory_bus_width_bits.map(|b| format!("{b}-bit"))),
-        ),
-        ("L2 cache", size(cuda.l2_cache_bytes)),
-        (
-            "Shared memory per block",
-            size(cuda.shared_memory_per_block_bytes),
-        ),
-        (
-            "Shared memory per SM",
-            size(cuda.shared_memory_per_sm_bytes),
-        ),
-        ("Registers per block", or_dash(cuda.registers_per_block)),
-        ("Max threads per block", or_dash(cuda.max_threads_per_block)),
-        ("Max threads per SM", or_dash(cuda.max_threads_per_sm)),
-        ("Warp size", or_dash(cuda.warp_size)),
-        ("Async copy engines", or_dash(cuda.async_engine_count)),
-        (
-            "ECC",
-            or_dash(cuda.ecc_enabled.map(|on| if on { "on" } else { "off" })),
-        ),
-        (
-            "Driver CUDA version",
-            or_dash(cuda.driver_cuda_version.as_ref()),
-        ),
-        ("PCI bus", or_dash(cuda.pci_bus_id.as_ref())),
-        ("UUID", or_dash(cuda.uuid.as_ref())),
-    ]
+            ("L2 cache", size(cuda.l2_cache_bytes)),
+            ("Async copy engines", or_dash(cuda.async_engine_count)),
+            (
+                "ECC",
+                or_dash(cuda.ecc_enabled.map(|on| if on { "on" } else { "off" })),
+            ),
+            (
+                "Driver CUDA version",
+                or_dash(cuda.driver_cuda_version.as_ref()),
+            ),
+        ],
+        limits: vec![
+            (
+                "Shared memory per block",
+                size(cuda.shared_memory_per_block_bytes),
+            ),
+            (
+                "Shared memory per SM",
+                size(cuda.shared_memory_per_sm_bytes),
+            ),
+            ("Registers per block", or_dash(cuda.registers_per_block)),
+            ("Max threads per block", or_dash(cuda.max_threads_per_block)),
+            ("Max threads per SM", or_dash(cuda.max_threads_per_sm)),
+            ("Warp size", or_dash(cuda.warp_size)),
+        ],
+        identifiers: vec![
+            ("PCI bus", or_dash(cuda.pci_bus_id.as_ref())),
+            ("UUID", or_dash(cuda.uuid.as_ref())),
+        ],
+    }
 }

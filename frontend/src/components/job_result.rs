@@ -1,10 +1,13 @@
 use gpulab_shared::JobResult;
 use leptos::prelude::*;
 
+use super::{SweepChart, TimingChart};
 use crate::api;
 use crate::format;
 
-/// What a finished job measured and checked, and the image it drew, if any.
+/// What a finished job measured and checked: its timing as figures and as a range bar, its
+/// throughput, its verification, its output (with the bandwidth sweep drawn, when it has
+/// one) and the image it drew, if any.
 #[component]
 pub fn JobResultView(job_id: i64, result: JobResult) -> impl IntoView {
     let JobResult {
@@ -14,6 +17,7 @@ pub fn JobResultView(job_id: i64, result: JobResult) -> impl IntoView {
         output,
         has_artifact,
     } = result;
+    let sweep = output.get("sweep").cloned();
     let output = serde_json::to_string_pretty(&output).unwrap_or_else(|_| output.to_string());
     let passed = verification.passed;
     view! {
@@ -34,6 +38,7 @@ pub fn JobResultView(job_id: i64, result: JobResult) -> impl IntoView {
                 <dt>"Repetitions"</dt>
                 <dd>{timing.repetitions}</dd>
             </dl>
+            <TimingChart timing />
         </section>
         <section class="card" aria-labelledby="verification-heading" data-testid="job-verification">
             <h2 id="verification-heading">"Verification"</h2>
@@ -53,6 +58,7 @@ pub fn JobResultView(job_id: i64, result: JobResult) -> impl IntoView {
                 <dd>{format::scientific(verification.tolerance)}</dd>
             </dl>
         </section>
+        {sweep.map(|sweep| view! { <SweepChart sweep /> })}
         <section class="card" aria-labelledby="output-heading">
             <h2 id="output-heading">"Output"</h2>
             <pre class="json">{output}</pre>

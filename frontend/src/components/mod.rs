@@ -1,6 +1,7 @@
 //! Pieces of UI that pages put together.
 
 mod code_editor;
+mod copy_curl;
 mod device_card;
 mod error_notice;
 mod job_result;
@@ -10,9 +11,12 @@ mod param_field;
 mod site_header;
 mod sparkline;
 mod status_badge;
+mod sweep_chart;
 mod telemetry;
+mod timing_chart;
 
 pub use code_editor::CodeEditor;
+pub use copy_curl::CopyAsCurl;
 pub use device_card::DeviceCard;
 pub use error_notice::{error_list, ErrorNotice};
 pub use job_result::JobResultView;
@@ -21,4 +25,6 @@ pub use memory_bar::MemoryBar;
 pub use param_field::{FieldError, ParamField};
 pub use site_header::SiteHeader;
 pub use status_badge::StatusBadge;
+pub use sweep_chart::SweepChart;
 pub use telemetry::TelemetryPanel;
+pub use timing_chart::TimingChart;

@@ -1,11 +1,12 @@
-use gpulab_shared::CudaStatus;
+use gpulab_shared::{CudaStatus, DeviceKind};
 use leptos::prelude::*;
 
 use crate::api::{self, ApiError};
 use crate::components::{error_list, DeviceCard};
 use crate::hooks::use_title;
 
-/// `/`: every device of the host, as a card, and whether CUDA can be used.
+/// `/`: every device of the host, as a card, and whether CUDA can be used. Without a GPU, a
+/// card in its place says why there is none and what to do about it.
 #[component]
 pub fn DevicesPage() -> impl IntoView {
     use_title(|| "Devices".to_owned());
@@ -25,13 +26,16 @@ pub fn DevicesPage() -> impl IntoView {
                             <span data-testid="device-count">{count_line(&summary)}</span>
                             <span class="help">" (CUDA GPUs, counted as the original PyCUDA page did)"</span>
                         </p>
-                        <CudaNotice cuda />
+                        {cuda.available.then(|| view! { <CudaNotice cuda /> })}
                     })
                 })}
                 {move || Suspend::new(async move {
                     let devices = devices.await?;
+                    let cuda = health.await?.cuda;
+                    let has_gpu = devices.iter().any(|d| d.kind == DeviceKind::Cuda);
                     Ok::<_, ApiError>(view! {
                         <div class="cards">
+                            {(!has_gpu).then(|| view! { <NoGpuCard cuda /> })}
                             {devices
                                 .into_iter()
                                 .map(|device| view! { <DeviceCard device /> })
@@ -44,26 +48,51 @@ pub fn DevicesPage() -> impl IntoView {
     }
 }
 
-/// Whether CUDA is usable; when it is not, the server's reason says what to do about it.
+/// CUDA is usable, and which version the driver supports.
 #[component]
 fn CudaNotice(cuda: CudaStatus) -> impl IntoView {
-    if cuda.available {
-        let version = cuda
-            .driver_version
-            .map(|v| format!(" (driver supports CUDA {v})"));
-        view! { <p class="notice ok" data-testid="cuda-status">"CUDA is available" {version} "."</p> }
-            .into_any()
-    } else {
-        let reason = cuda
-            .reason
-            .unwrap_or_else(|| "the server gave no reason".to_owned());
-        view! {
+    let version = cuda
+        .driver_version
+        .map(|v| format!(" (driver supports CUDA {v})"));
+    view! { <p class="notice ok" data-testid="cuda-status">"CUDA is available" {version} "."</p> }
+}
+
+/// In place of the GPU cards when there are none: the server's reason (which names what
+/// failed and what to do) and the usual ways to a visible GPU.
+#[component]
+fn NoGpuCard(cuda: CudaStatus) -> impl IntoView {
+    let reason = match (cuda.available, cuda.reason) {
+        (false, Some(reason)) => reason,
+        (false, None) => "the server gave no reason".to_owned(),
+        // CUDA works but lists no device: the GPUs are hidden from this process.
+        (true, _) => "the NVIDIA driver works but lists no GPU".to_owned(),
+    };
+    view! {
+        <article class="card empty-state" data-testid="no-gpu" aria-labelledby="no-gpu-heading">
+            <header class="card-header">
+                <h2 id="no-gpu-heading">"No GPU"</h2>
+                <span class="badge kind-cuda">"CUDA GPU"</span>
+            </header>
             <p class="notice warn" data-testid="cuda-status">
                 <strong>"CUDA is not available: "</strong>
                 {reason}
             </p>
-        }
-        .into_any()
+            <p>"To see and use an NVIDIA GPU here:"</p>
+            <ul>
+                <li>
+                    "In Docker, start the container with " <code>"--gpus all"</code>
+                    " (the host needs the NVIDIA driver and the NVIDIA Container Toolkit)."
+                </li>
+                <li>
+                    "On the host itself, install the NVIDIA driver; " <code>"nvidia-smi"</code>
+                    " should list the GPU."
+                </li>
+                <li>
+                    "Check that " <code>"CUDA_VISIBLE_DEVICES"</code> " does not hide every GPU."
+                </li>
+            </ul>
+            <p class="help">"Until then, every kernel runs on the CPU."</p>
+        </article>
     }
 }
 

@@ -1,9 +1,9 @@
-use gpulab_shared::{Job, JobStatus};
+use gpulab_shared::{Job, JobRequest, JobStatus};
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
 use crate::api::{self, ApiError, ApiResult};
-use crate::components::{ErrorNotice, JobResultView, StatusBadge};
+use crate::components::{CopyAsCurl, ErrorNotice, JobResultView, StatusBadge};
 use crate::format;
 use crate::hooks::use_title;
 use crate::live::{fresher, use_live_events};
@@ -143,6 +143,17 @@ fn JobDetails(
         (Some(start), Some(end)) => format::elapsed(&start, &end),
         _ => format::UNKNOWN.to_owned(),
     };
+    // The same job again, from a shell: what it ran with, defaults filled in.
+    let curl = api::curl_create_job(
+        &window().location().origin().unwrap_or_default(),
+        &JobRequest {
+            kernel: kernel.clone(),
+            device: device.clone(),
+            params: Some(params.clone()),
+            repetitions: Some(repetitions),
+            timeout_s: Some(timeout_s),
+        },
+    );
     let params = params
         .iter()
         .map(|(name, value)| {
@@ -199,7 +210,11 @@ fn JobDetails(
             error
                 .get()
                 .map(|error| {
-                    view! { <div class="notice error" data-testid="job-error" role="alert">{error}</div> }
+                    view! {
+                        <div class="notice error" data-testid="job-error" role="alert">
+                            <ErrorText text=error />
+                        </div>
+                    }
                 })
         }}
         <div class="cards">
@@ -220,8 +235,38 @@ fn JobDetails(
                     <dt>"Took"</dt>
                     <dd>{took}</dd>
                 </dl>
+                <CopyAsCurl command=curl />
             </section>
             {move || result.get().map(|result| view! { <JobResultView job_id=id result /> })}
         </div>
     }
+}
+
+/// Why a job failed, line for line as the server wrote it (a compiler's log keeps its
+/// layout), with the compiler's `file(line): error: …` lines marked out from the source
+/// lines and carets it echoes.
+#[component]
+fn ErrorText(text: String) -> impl IntoView {
+    let lines = text
+        .lines()
+        .enumerate()
+        .map(|(i, line)| {
+            let newline = if i == 0 { "" } else { "\n" };
+            let line = line.to_owned();
+            if is_compiler_message(&line) {
+                view! { {newline} <strong class="diagnostic">{line}</strong> }.into_any()
+            } else {
+                view! { {newline} {line} }.into_any()
+            }
+        })
+        .collect_view();
+    view! { <pre class="error-text">{lines}</pre> }
+}
+
+/// Whether `line` is a message such as NVRTC writes:
+/// `kernel.cu(12): error: identifier "x" is undefined`.
+fn is_compiler_message(line: &str) -> bool {
+    ["): error", "): catastrophic error", "): warning"]
+        .iter()
+        .any(|marker| line.contains(marker))
 }

@@ -136,8 +136,12 @@ pub fn JobsPage() -> impl IntoView {
                     <JobTable rows />
                 </Show>
                 <nav class="pager" aria-label="Pages of jobs">
+                    <span class="help" data-testid="jobs-page">
+                        {move || format!("Page {}", newer.with(Vec::len) + 1)}
+                    </span>
                     <button
                         type="button"
+                        data-testid="jobs-newer"
                         disabled=move || newer.with(Vec::is_empty)
                         on:click=move |_| go_newer()
                     >
@@ -250,13 +254,13 @@ fn JobTable(rows: Memo<Vec<Job>>) -> impl IntoView {
                 <thead>
                     <tr>
                         <th scope="col">"Job"</th>
+                        <th scope="col">"Status"</th>
                         <th scope="col">"Kernel"</th>
                         <th scope="col">"Device"</th>
-                        <th scope="col">"Status"</th>
-                        <th scope="col">"Created"</th>
-                        <th scope="col">"Took"</th>
-                        <th scope="col" class="num">"Median"</th>
+                        <th scope="col" class="num">"Duration"</th>
                         <th scope="col" class="num">"Throughput"</th>
+                        <th scope="col">"Verification"</th>
+                        <th scope="col">"Created"</th>
                     </tr>
                 </thead>
                 <tbody>
@@ -281,11 +285,6 @@ fn JobRow(job: Job) -> impl IntoView {
             _ => format::UNKNOWN.to_owned(),
         },
     };
-    let median = format::or_dash(
-        job.result
-            .as_ref()
-            .map(|r| format::millis(r.timing.median_ms)),
-    );
     let throughput = format::or_dash(job.result.as_ref().map(|r| {
         format!(
             "{} {}",
@@ -293,22 +292,28 @@ fn JobRow(job: Job) -> impl IntoView {
             r.throughput.unit
         )
     }));
+    let verification = match job.result.as_ref().map(|r| r.verification.passed) {
+        Some(true) => view! { <span class="verdict passed">"✓ passed"</span> }.into_any(),
+        Some(false) => view! { <span class="verdict failed">"✗ failed"</span> }.into_any(),
+        None => format::UNKNOWN.into_any(),
+    };
     view! {
         <tr data-testid="job-row" data-job-id=job.id.to_string() data-status=job.status.as_str()>
             <td>
                 <a href=format!("/jobs/{}", job.id)>{format!("#{}", job.id)}</a>
             </td>
+            <td>
+                <StatusBadge status=job.status />
+            </td>
             <td>{job.kernel}</td>
             <td>
                 <code>{job.device}</code>
             </td>
-            <td>
-                <StatusBadge status=job.status />
-            </td>
-            <td>{format::local_time(&job.created_at)}</td>
-            <td>{took}</td>
-            <td class="num">{median}</td>
-            <td class="num">{throughput}</td>
+            // The labels head the cells where a phone shows each row as a block.
+            <td class="num" data-label="Duration">{took}</td>
+            <td class="num" data-label="Throughput">{throughput}</td>
+            <td data-label="Verification">{verification}</td>
+            <td class="created" data-label="Created">{format::local_time(&job.created_at)}</td>
         </tr>
     }
 }

@@ -1,12 +1,16 @@
 //! One component per route.
 
+mod compare;
 mod devices;
+mod editor;
 mod job;
 mod jobs;
 mod launch;
 mod not_found;
 
+pub use compare::ComparePage;
 pub use devices::DevicesPage;
+pub use editor::EditorPage;
 pub use job::JobPage;
 pub use jobs::JobsPage;
 pub use launch::LaunchPage;
