@@ -204,3 +204,40 @@ async fn read_problem(response: Response) -> ApiError {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_curl_command_posts_the_request_as_json() {
+        let request = JobRequest {
+            kernel: "saxpy".to_owned(),
+            device: "cpu".to_owned(),
+            params: Some([("n".to_owned(), serde_json::json!(3000))].into()),
+            repetitions: Some(2),
+            timeout_s: Some(30.0),
+        };
+        assert_eq!(
+            curl_create_job("http://127.0.0.1:8080", &request),
+            "curl -X POST http://127.0.0.1:8080/api/jobs -H 'content-type: application/json' \
+             -d '{\"kernel\":\"saxpy\",\"device\":\"cpu\",\"params\":{\"n\":3000},\
+             \"repetitions\":2,\"timeout_s\":30.0}'"
+        );
+    }
+
+    #[test]
+    fn shell_quoting_keeps_every_character_literal() {
+        assert_eq!(shell_quote("it's $HOME"), r"'it'\''s $HOME'");
+        assert_eq!(
+            shell_word("http://gpu-box:8080/api/jobs"),
+            "http://gpu-box:8080/api/jobs"
+        );
+        // Brackets (an IPv6 host) are a glob to the shell.
+        assert_eq!(
+            shell_word("http://[::1]:8080/api/jobs"),
+            "'http://[::1]:8080/api/jobs'"
+        );
+        assert_eq!(shell_word(""), "''");
+    }
+}

@@ -1,8 +1,6 @@
 //! Integration tests of live telemetry: the real `gpulab` binary samples its devices once a
 //! second, answers their history and streams each new sample as a server-sent event.
 
-// Each test binary compiles the helper whole; this one uses part of it.
-#[allow(dead_code)]
 mod support;
 
 use std::time::{Duration, Instant};

@@ -1,4 +1,6 @@
 //! Starts the real `gpulab` binary on a random port with its own data directory.
+// Each test binary uses a different part of this module.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
