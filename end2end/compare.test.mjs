@@ -2,72 +2,13 @@
 // see ui.test.mjs for how they run. Screenshots go to end2end/artifacts/compare-*.png.
 
 import assert from 'node:assert/strict';
-import { mkdir } from 'node:fs/promises';
-import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import { test } from 'node:test';
 
-import { chromium } from 'playwright-core';
+import { BASE_URL, PHONE, api, withPage } from './browser.mjs';
 
-const BASE_URL = (process.env.GPULAB_URL ?? '').replace(/\/+$/, '');
-const ARTIFACTS = fileURLToPath(new URL('./artifacts/', import.meta.url));
-const CHROMIUM = process.env.GPULAB_CHROMIUM ?? '/usr/bin/chromium';
 // How long a small job may take from launch to its final status.
 const JOB_TIMEOUT_MS = 60_000;
 
-let browser;
-
-before(async () => {
-  assert.ok(BASE_URL, 'set GPULAB_URL to the URL of a running gpulab server');
-  await mkdir(ARTIFACTS, { recursive: true });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--no-first-run',
-    ],
-  });
-});
-
-after(async () => {
-  await browser?.close();
-});
-
-// Runs `body` with a fresh page that records page errors, console errors and the requests
-// it makes; saves a screenshot named `name` and fails on any error, whatever `body` did,
-// except console errors that match `expected`.
-async function withPage(name, body, { width = 1280, colorScheme = 'light', expected = [] } = {}) {
-  const context = await browser.newContext({ viewport: { width, height: 900 }, colorScheme });
-  const page = await context.newPage();
-  page.setDefaultTimeout(15_000);
-  const errors = [];
-  const requests = [];
-  page.on('pageerror', (error) => errors.push(`page error: ${error.message}`));
-  page.on('console', (message) => {
-    const text = message.text();
-    if (message.type() === 'error' && !expected.some((pattern) => pattern.test(text))) {
-      errors.push(`console error: ${text}`);
-    }
-  });
-  page.on('request', (request) => requests.push(`${request.method()} ${new URL(request.url()).pathname}`));
-  try {
-    await body(page, requests);
-  } finally {
-    await page.screenshot({ path: `${ARTIFACTS}/${name}.png`, fullPage: true }).catch(() => {});
-    await context.close();
-  }
-  assert.deepEqual(errors, [], `the page reported errors:\n${errors.join('\n')}`);
-}
-
-async function api(path) {
-  const response = await fetch(`${BASE_URL}${path}`);
-  assert.equal(response.status, 200, `GET ${path}`);
-  return response.json();
-}
 
 // Opens the comparison, picks `kernel` with `params` and runs it on the ticked devices.
 async function compare(page, kernel, params, repetitions) {
@@ -192,7 +133,7 @@ test('a device that fails shows its error instead of a bar', async () => {
       () => document.querySelector('[data-testid="compare-bar-cpu"]')?.dataset.status === 'failed',
     );
     assert.match(await bar.innerText(), /the queue of cpu is full/);
-  }, { expected });
+  }, { expectedErrors: expected });
 });
 
 // A host with two GPUs, as the server would describe it; the answers are made up in the
@@ -270,8 +211,8 @@ test('with GPUs each bar says how many times the CPU it is, and a failed GPU its
 
 test('the comparison reads well in the dark and on a phone', async () => {
   for (const [name, options] of [
-    ['compare-dark', { colorScheme: 'dark' }],
-    ['compare-phone', { width: 390 }],
+    ['compare-dark', { context: { colorScheme: 'dark' } }],
+    ['compare-phone', { context: { viewport: PHONE } }],
   ]) {
     await withPage(
       name,

@@ -2,72 +2,13 @@
 // ui.test.mjs for how they run. Screenshots go to end2end/artifacts/editor-*.png.
 
 import assert from 'node:assert/strict';
-import { mkdir } from 'node:fs/promises';
-import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import { test } from 'node:test';
 
-import { chromium } from 'playwright-core';
+import { BASE_URL, PHONE, api, withPage } from './browser.mjs';
 
-const BASE_URL = (process.env.GPULAB_URL ?? '').replace(/\/+$/, '');
-const ARTIFACTS = fileURLToPath(new URL('./artifacts/', import.meta.url));
-const CHROMIUM = process.env.GPULAB_CHROMIUM ?? '/usr/bin/chromium';
 // The editor's bundle, which only the editor page may download.
 const EDITOR_BUNDLE = '/codemirror.js';
 
-let browser;
-
-before(async () => {
-  assert.ok(BASE_URL, 'set GPULAB_URL to the URL of a running gpulab server');
-  await mkdir(ARTIFACTS, { recursive: true });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--no-first-run',
-    ],
-  });
-});
-
-after(async () => {
-  await browser?.close();
-});
-
-// Runs `body` with a fresh page that records page errors, console errors and the requests
-// it makes; saves a screenshot named `name` and fails on any error, whatever `body` did,
-// except console errors that match `expected`.
-async function withPage(name, body, { width = 1280, colorScheme = 'light', expected = [] } = {}) {
-  const context = await browser.newContext({ viewport: { width, height: 900 }, colorScheme });
-  const page = await context.newPage();
-  page.setDefaultTimeout(15_000);
-  const errors = [];
-  const requests = [];
-  page.on('pageerror', (error) => errors.push(`page error: ${error.message}`));
-  page.on('console', (message) => {
-    const text = message.text();
-    if (message.type() === 'error' && !expected.some((pattern) => pattern.test(text))) {
-      errors.push(`console error: ${text}`);
-    }
-  });
-  page.on('request', (request) => requests.push(`${request.method()} ${new URL(request.url()).pathname}`));
-  try {
-    await body(page, requests);
-  } finally {
-    await page.screenshot({ path: `${ARTIFACTS}/${name}.png`, fullPage: true }).catch(() => {});
-    await context.close();
-  }
-  assert.deepEqual(errors, [], `the page reported errors:\n${errors.join('\n')}`);
-}
-
-async function api(path) {
-  const response = await fetch(`${BASE_URL}${path}`);
-  assert.equal(response.status, 200, `GET ${path}`);
-  return response.json();
-}
 
 // The editor's text, line by line, as CodeMirror shows it.
 function editorText(page) {
@@ -237,7 +178,7 @@ test('compile errors are marked at their lines and listed below the editor', asy
       assert.deepEqual(sent.params.args.map((a) => a.kind), ['buffer', 'buffer', 'buffer', 'scalar']);
       assert.deepEqual(sent.params.args[3], { kind: 'scalar', type: 'u32', value: 1048576 });
     },
-    { expected: [/status of 422/] },
+    { expectedErrors: [/status of 422/] },
   );
 });
 
@@ -254,7 +195,7 @@ test('the server refusing the custom kernel shows its problem', async () => {
       await alert.waitFor();
       assert.match(await alert.innerText(), /custom|cuda:0/);
     },
-    { expected: [/status of 4\d\d/] },
+    { expectedErrors: [/status of 4\d\d/] },
   );
 });
 
@@ -313,7 +254,7 @@ test('the editor reads well in the dark and on a phone', async () => {
       assert.notEqual(colors.background, 'rgb(255, 255, 255)', 'a dark background');
       assert.match(colors.text, /rgb\(2[0-9]{2}, 2[0-9]{2}, 2[0-9]{2}\)/, 'light text');
     },
-    { colorScheme: 'dark' },
+    { context: { colorScheme: 'dark' } },
   );
   await withPage(
     'editor-phone',
@@ -324,6 +265,6 @@ test('the editor reads well in the dark and on a phone', async () => {
       );
       assert.ok(overflow <= 0, `the page scrolls sideways by ${overflow}px`);
     },
-    { width: 390 },
+    { context: { viewport: PHONE } },
   );
 });

@@ -12,79 +12,19 @@
 
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import { test } from 'node:test';
 import { promisify } from 'node:util';
 
-import { chromium } from 'playwright-core';
+import { ARTIFACTS, BASE_URL, DESKTOP, PHONE, api, withPage } from './browser.mjs';
 
-const BASE_URL = (process.env.GPULAB_URL ?? '').replace(/\/+$/, '');
-const ARTIFACTS = fileURLToPath(new URL('./artifacts/', import.meta.url));
-const CHROMIUM = process.env.GPULAB_CHROMIUM ?? '/usr/bin/chromium';
 // How long a small job may take from launch to its final status.
 const JOB_TIMEOUT_MS = 60_000;
 const GPULAB_BIN = process.env.GPULAB_BIN;
 const GPULAB_STATIC_DIR = process.env.GPULAB_STATIC_DIR;
-const PHONE = { width: 390, height: 844 };
-const DESKTOP = { width: 1280, height: 900 };
-
-let browser;
-
-before(async () => {
-  assert.ok(BASE_URL, 'set GPULAB_URL to the URL of a running gpulab server');
-  await mkdir(ARTIFACTS, { recursive: true });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--no-first-run',
-    ],
-  });
-});
-
-after(async () => {
-  await browser?.close();
-});
-
-// Runs `body` with a fresh page that records page errors, console errors and the requests
-// it makes; saves a screenshot named `name` and fails on any error, whatever `body` did,
-// except those `expectedErrors` match. `context` adds to the browser context's options.
-async function withPage(name, body, { context: contextOptions = {}, expectedErrors = [] } = {}) {
-  const context = await browser.newContext({ viewport: DESKTOP, ...contextOptions });
-  const page = await context.newPage();
-  page.setDefaultTimeout(15_000);
-  const errors = [];
-  const requests = [];
-  page.on('pageerror', (error) => errors.push(`page error: ${error.message}`));
-  page.on('console', (message) => {
-    const expected = expectedErrors.some((pattern) => pattern.test(message.text()));
-    if (message.type() === 'error' && !expected) errors.push(`console error: ${message.text()}`);
-  });
-  page.on('request', (request) => requests.push(`${request.method()} ${new URL(request.url()).pathname}`));
-  try {
-    await body(page, requests, context);
-  } finally {
-    await page.screenshot({ path: `${ARTIFACTS}/${name}.png`, fullPage: true }).catch(() => {});
-    await context.close();
-  }
-  assert.deepEqual(errors, [], `the page reported errors:\n${errors.join('\n')}`);
-}
-
-async function api(path) {
-  const response = await fetch(`${BASE_URL}${path}`);
-  assert.equal(response.status, 200, `GET ${path}`);
-  const type = response.headers.get('content-type') ?? '';
-  return type.includes('json') ? response.json() : response.text();
-}
 
 // Queues a job through the API, as another user of the server would.
 async function postJob(request) {
