@@ -8,7 +8,7 @@ use std::time::Duration;
 use gpulab_shared::{Device, DeviceKind, Health, Job, JobPage, JobStatus, KernelSpec, Problem};
 use reqwest::StatusCode;
 use serde_json::json;
-use support::{spawn_app, spawn_app_with, AppOptions, TestApp};
+use support::{spawn_app, spawn_app_with, AppOptions};
 
 async fn problem(resp: reqwest::Response, status: StatusCode) -> Problem {
     assert_eq!(resp.status(), status);
@@ -796,37 +796,6 @@ fn the_command_line_runs_a_job_and_prints_devices() {
         "{text}"
     );
     assert!(text.contains("cpu"), "{text}");
-}
-
-impl TestApp {
-    async fn submit(&self, body: serde_json::Value) -> Job {
-        let resp = self.post_json("/api/jobs", &body).await;
-        assert_eq!(resp.status(), StatusCode::ACCEPTED, "{body}");
-        resp.json().await.unwrap()
-    }
-
-    async fn wait_until(&self, id: i64, done: impl Fn(&Job) -> bool) -> Job {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let job: Job = self.get_json(&format!("/api/jobs/{id}")).await;
-            if done(&job) {
-                return job;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "job {id} stuck: {job:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
-    async fn wait_finished(&self, id: i64) -> Job {
-        self.wait_until(id, |j| j.status.is_finished()).await
-    }
-
-    async fn wait_status(&self, id: i64, status: JobStatus) -> Job {
-        self.wait_until(id, |j| j.status == status).await
-    }
 }
 
 #[tokio::test]

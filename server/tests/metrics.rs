@@ -268,31 +268,6 @@ fn the_strict_reading_refuses_what_the_format_forbids() {
 }
 
 impl TestApp {
-    async fn submit(&self, body: serde_json::Value) -> Job {
-        let resp = self.post_json("/api/jobs", &body).await;
-        assert_eq!(resp.status(), StatusCode::ACCEPTED, "{body}");
-        resp.json().await.unwrap()
-    }
-
-    async fn wait_until(&self, id: i64, done: impl Fn(&Job) -> bool) -> Job {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let job: Job = self.get_json(&format!("/api/jobs/{id}")).await;
-            if done(&job) {
-                return job;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "job {id} stuck: {job:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    async fn wait_finished(&self, id: i64) -> Job {
-        self.wait_until(id, |j| j.status.is_finished()).await
-    }
-
     /// The latest CPU sample, waiting up to 3 s for the sampler's first one.
     async fn cpu_telemetry(&self) -> Option<gpulab_shared::TelemetrySample> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);

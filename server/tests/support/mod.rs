@@ -6,6 +6,9 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
+use std::time::Duration;
+
+use gpulab_shared::{Job, JobStatus};
 use serde::de::DeserializeOwned;
 
 #[derive(Default)]
@@ -113,6 +116,37 @@ impl TestApp {
             .send()
             .await
             .unwrap()
+    }
+
+    /// Queues a job, which must be accepted.
+    pub async fn submit(&self, body: serde_json::Value) -> Job {
+        let resp = self.post_json("/api/jobs", &body).await;
+        assert_eq!(resp.status(), reqwest::StatusCode::ACCEPTED, "{body}");
+        resp.json().await.unwrap()
+    }
+
+    /// Polls the job until `done` holds, for at most a minute.
+    pub async fn wait_until(&self, id: i64, done: impl Fn(&Job) -> bool) -> Job {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let job: Job = self.get_json(&format!("/api/jobs/{id}")).await;
+            if done(&job) {
+                return job;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job {id} stuck: {job:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    pub async fn wait_finished(&self, id: i64) -> Job {
+        self.wait_until(id, |j| j.status.is_finished()).await
+    }
+
+    pub async fn wait_status(&self, id: i64, status: JobStatus) -> Job {
+        self.wait_until(id, |j| j.status == status).await
     }
 
     /// Sends SIGTERM and waits up to `limit` for the server to exit; true when it did.
