@@ -204,7 +204,7 @@ async fn shutdown_signal() {
 /// `gpulab run`: one job in this process, its result as JSON on stdout.
 fn run(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
     if args.list {
-        for spec in kernels::catalog().iter().map(|k| k.spec()) {
+        for spec in kernels::specs() {
             println!("{}: {}", spec.name, spec.description);
             for p in &spec.params {
                 println!("    {} (default {}): {}", p.name, p.default, p.help);
@@ -214,7 +214,7 @@ fn run(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
     }
     let name = args.kernel.unwrap_or_default();
     let kernel = kernels::find(&name).with_context(|| {
-        let names: Vec<String> = kernels::catalog().iter().map(|k| k.spec().name).collect();
+        let names = kernels::names();
         format!(
             "unknown kernel `{name}`; the catalog has: {}",
             names.join(", ")

@@ -59,7 +59,7 @@ impl RequestError {
 
 /// The public catalog, in order.
 pub fn catalog_specs(with_test_kernel: bool) -> Vec<KernelSpec> {
-    let mut specs: Vec<KernelSpec> = kernels::catalog().iter().map(|k| k.spec()).collect();
+    let mut specs: Vec<KernelSpec> = kernels::specs().to_vec();
     if with_test_kernel {
         specs.push(TEST_FAULT_SPEC.clone());
     }
@@ -76,16 +76,17 @@ pub fn check(
         .find(&req.device)
         .ok_or_else(|| RequestError::unknown_device(&req.device, inventory))?;
     let test_kernel = settings.worker.test_faults && req.kernel == TEST_FAULT_KERNEL;
-    let kernel = if test_kernel {
+    let found = if test_kernel {
         None
     } else {
-        kernels::find(&req.kernel)
+        kernels::find_with_spec(&req.kernel)
     };
-    let spec = match (kernel, test_kernel) {
-        (Some(k), _) => k.spec(),
+    let kernel = found.map(|(k, _)| k);
+    let spec = match (found, test_kernel) {
+        (Some((_, spec)), _) => spec.clone(),
         (None, true) => TEST_FAULT_SPEC.clone(),
         (None, false) => {
-            let names: Vec<String> = kernels::catalog().iter().map(|k| k.spec().name).collect();
+            let names = kernels::names();
             return Err(RequestError::invalid(
                 "kernel",
                 format!(

@@ -111,9 +111,31 @@ pub fn catalog() -> &'static [&'static dyn Kernel] {
     CATALOG
 }
 
+/// The catalog entries of [`catalog`], in the same order, built once: every job submission
+/// and every worker looks kernels up by name.
+pub fn specs() -> &'static [KernelSpec] {
+    static SPECS: std::sync::LazyLock<Vec<KernelSpec>> =
+        std::sync::LazyLock::new(|| catalog().iter().map(|k| k.spec()).collect());
+    &SPECS
+}
+
+/// The names of the catalog's kernels, for messages that list them.
+pub fn names() -> Vec<&'static str> {
+    specs().iter().map(|s| s.name.as_str()).collect()
+}
+
+/// The kernel called `name` with its catalog entry, if the catalog has one.
+pub fn find_with_spec(name: &str) -> Option<(&'static dyn Kernel, &'static KernelSpec)> {
+    catalog()
+        .iter()
+        .copied()
+        .zip(specs())
+        .find(|(_, spec)| spec.name == name)
+}
+
 /// The kernel called `name`, if the catalog has one.
 pub fn find(name: &str) -> Option<&'static dyn Kernel> {
-    catalog().iter().copied().find(|k| k.spec().name == name)
+    find_with_spec(name).map(|(kernel, _)| kernel)
 }
 
 #[cfg(test)]
