@@ -225,14 +225,22 @@ fn run(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
     let spec = kernel.spec();
     anyhow::ensure!(
         spec.devices.contains(&kind),
-        "`{name}` does not run on {} devices yet",
+        "`{name}` does not run on {} devices",
         kind.as_str()
     );
     let given: Params = args.params.into_iter().collect();
     let params =
         ResolvedParams::resolve(&spec.params, Some(&given)).map_err(|e| anyhow::anyhow!(e))?;
     let echoed = params.as_map().clone();
-    let outcome = worker::execute(kind, &name, params, args.repetitions, |_, _| {});
+    let mut device = worker::Device::open(&args.device)?;
+    let outcome = worker::execute(
+        &mut device,
+        &name,
+        params.into_map(),
+        args.repetitions,
+        |_, _| {},
+    )
+    .map_err(|e| e.message);
     let (ok, body) = match outcome {
         Ok(o) => (
             o.result.verification.passed,

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod cuda;
 pub mod devices;
 pub mod jobs;
 pub mod kernels;

@@ -3,6 +3,7 @@
 //! Every task prints the commands it runs, so anything it does can be repeated by hand.
 
 mod bench_ui;
+mod gpu_bundle;
 mod process;
 mod setup;
 mod test;
@@ -33,6 +34,9 @@ tasks:
                      reduce_sum GB/s beside a memory copy (prints figures)
   bench-ui           the UI benchmark: compressed bytes and load time of the devices page in
                      headless Chromium, jobs table paging with 1,000 jobs (prints figures)
+  gpu-bundle         build gpu-bundle/: the release server, the CUDA integration tests and
+                     the GPU check (gpu-check/run.sh, check.py), to copy to a GPU machine
+                     and run there as `gpu-bundle/run.sh REPORT_DIR`
   test               everything CI checks: setup --browser, fmt, clippy, tests, ui, and the
                      browser tests against a running server; .ci/run runs this
 ";
@@ -85,6 +89,10 @@ fn run_task() -> Result<()> {
             no_arguments("bench", &rest)?;
             // The benchmark starts the release server itself (CARGO_BIN_EXE_gpulab).
             run(cargo().args(["bench", "-p", "gpulab-server", "--bench", "e2e"]))
+        }
+        Some("gpu-bundle") => {
+            no_arguments("gpu-bundle", &rest)?;
+            gpu_bundle::gpu_bundle()
         }
         Some("bench-ui") => {
             no_arguments("bench-ui", &rest)?;

@@ -13,7 +13,7 @@ use cudarc::driver::sys::{self, CUdevice, CUdevice_attribute, CUresult};
 use gpulab_shared::{ComputeCapability, CudaDeviceInfo, CudaStatus, Device, DeviceKind};
 
 /// Why CUDA is unavailable when no driver library can be loaded.
-pub(super) const NO_DRIVER_REASON: &str = "libcuda.so.1 not found: start the container with \
+pub const NO_DRIVER_REASON: &str = "libcuda.so.1 not found: start the container with \
      --gpus all (NVIDIA Container Toolkit) or install the NVIDIA driver";
 
 /// Lists every GPU the driver sees, in ordinal order, and says whether CUDA can be used.

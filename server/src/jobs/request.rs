@@ -6,6 +6,7 @@ use std::sync::LazyLock;
 use gpulab_shared::{Device, DeviceKind, JobRequest, KernelSpec};
 
 use super::JobSettings;
+use crate::cuda::custom;
 use crate::devices::DeviceInventory;
 use crate::kernels::{self, params::spec, ResolvedParams};
 use crate::store::NewJob;
@@ -75,6 +76,28 @@ pub fn check(
     let device = inventory
         .find(&req.device)
         .ok_or_else(|| RequestError::unknown_device(&req.device, inventory))?;
+    let repetitions = req.repetitions.unwrap_or(DEFAULT_REPETITIONS);
+    if !(1..=MAX_REPETITIONS).contains(&repetitions) {
+        return Err(RequestError::invalid(
+            "repetitions",
+            format!("`repetitions` must be from 1 to {MAX_REPETITIONS}, got {repetitions}"),
+        ));
+    }
+    let timeout_s = req
+        .timeout_s
+        .unwrap_or(settings.default_timeout_s.min(settings.max_timeout_s));
+    if !(timeout_s > 0.0 && timeout_s <= settings.max_timeout_s) {
+        return Err(RequestError::invalid(
+            "timeout_s",
+            format!(
+                "`timeout_s` must be more than 0 and at most {} (the server's limit), got {timeout_s}",
+                settings.max_timeout_s
+            ),
+        ));
+    }
+    if req.kernel == custom::KERNEL {
+        return check_custom(req, device, repetitions, timeout_s);
+    }
     let test_kernel = settings.worker.test_faults && req.kernel == TEST_FAULT_KERNEL;
     let found = if test_kernel {
         None
@@ -115,25 +138,6 @@ pub fn check(
             detail: e.detail,
         }
     })?;
-    let repetitions = req.repetitions.unwrap_or(DEFAULT_REPETITIONS);
-    if !(1..=MAX_REPETITIONS).contains(&repetitions) {
-        return Err(RequestError::invalid(
-            "repetitions",
-            format!("`repetitions` must be from 1 to {MAX_REPETITIONS}, got {repetitions}"),
-        ));
-    }
-    let timeout_s = req
-        .timeout_s
-        .unwrap_or(settings.default_timeout_s.min(settings.max_timeout_s));
-    if !(timeout_s > 0.0 && timeout_s <= settings.max_timeout_s) {
-        return Err(RequestError::invalid(
-            "timeout_s",
-            format!(
-                "`timeout_s` must be more than 0 and at most {} (the server's limit), got {timeout_s}",
-                settings.max_timeout_s
-            ),
-        ));
-    }
     if let Some(k) = kernel {
         check_memory(&spec.name, k.memory_bytes(&params), device)?;
     }
@@ -141,6 +145,37 @@ pub fn check(
         kernel: spec.name,
         device: device.id.clone(),
         params: params.into_map(),
+        repetitions,
+        timeout_s,
+    })
+}
+
+/// A custom CUDA C kernel: CUDA devices only, every parameter checked here so that the
+/// worker only meets mistakes NVRTC or the GPU can find.
+fn check_custom(
+    req: &JobRequest,
+    device: &Device,
+    repetitions: u32,
+    timeout_s: f64,
+) -> Result<NewJob, RequestError> {
+    if device.kind != DeviceKind::Cuda {
+        return Err(RequestError::invalid(
+            "device",
+            format!(
+                "custom kernels are CUDA C and run on CUDA devices only, not on {}",
+                device.id
+            ),
+        ));
+    }
+    let job = custom::CustomJob::parse(req.params.as_ref()).map_err(|e| RequestError::Invalid {
+        field: e.field,
+        detail: e.detail,
+    })?;
+    check_memory(custom::KERNEL, job.memory_bytes(), device)?;
+    Ok(NewJob {
+        kernel: custom::KERNEL.to_owned(),
+        device: device.id.clone(),
+        params: req.params.clone().unwrap_or_default(),
         repetitions,
         timeout_s,
     })

@@ -285,8 +285,15 @@ async fn run_one(
                     };
                     return Ended { status, result: Some(result), error, artifact, worker_lost: false, cancelled_by: None };
                 }
-                Ok(Some(Event::Failed { job_id, error })) if job_id == job.id => {
-                    return Ended::failed(error, false);
+                Ok(Some(Event::Failed { job_id, error, fatal })) if job_id == job.id => {
+                    // A fault leaves the worker's CUDA context unusable: it exits, and the
+                    // next job gets a fresh one.
+                    let error = if fatal {
+                        format!("{error}; the worker's CUDA context is lost after this, so the worker was replaced")
+                    } else {
+                        error
+                    };
+                    return Ended::failed(error, fatal);
                 }
                 Ok(Some(other)) => {
                     return Ended::failed(format!("the worker answered out of turn: {other:?}"), true);

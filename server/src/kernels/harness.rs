@@ -4,7 +4,8 @@ use std::time::Instant;
 
 use gpulab_shared::{JobResult, Timing};
 
-use super::{Artifact, CpuRun};
+use super::{Artifact, CpuRun, PreparedGpu, RunReport};
+use crate::cuda::{self, Gpu, GpuError};
 
 /// A finished run: the result for the API and the artifact to store beside it.
 #[derive(Debug, Clone)]
@@ -29,8 +30,30 @@ pub fn time_cpu_run(
         times_ms.push(start.elapsed().as_secs_f64() * 1e3);
         progress(done, repetitions);
     }
-    let timing = timing(&times_ms);
-    let report = run.finish();
+    outcome(&times_ms, run.finish())
+}
+
+/// Runs a prepared GPU run: one untimed warm-up, then `repetitions` timed runs, each timed
+/// by CUDA events on the stream, then the check. The module's compile and load times go
+/// into `output.module`, apart from the kernel's.
+pub fn time_gpu_run(
+    prepared: PreparedGpu,
+    gpu: &mut Gpu,
+    repetitions: u32,
+    progress: impl FnMut(u32, u32),
+) -> Result<Outcome, GpuError> {
+    let PreparedGpu { mut run, modules } = prepared;
+    let times_ms = cuda::time_on_stream(gpu, repetitions, progress, |gpu| run.step(gpu))?;
+    let mut report = run.finish(gpu)?;
+    if let serde_json::Value::Object(output) = &mut report.output {
+        let modules = serde_json::to_value(&modules).unwrap_or_default();
+        output.insert("modules".into(), modules);
+    }
+    Ok(outcome(&times_ms, report))
+}
+
+fn outcome(times_ms: &[f64], report: RunReport) -> Outcome {
+    let timing = timing(times_ms);
     Outcome {
         result: JobResult {
             throughput: report.work.throughput(timing.median_ms / 1e3),

@@ -8,7 +8,12 @@ use rayon::prelude::*;
 use serde_json::json;
 
 use super::params::spec;
-use super::{rng, Artifact, CpuRun, Kernel, ResolvedParams, RunReport, Work};
+use super::gpu::{self, source};
+use super::{
+    rng, Artifact, CpuRun, GpuRun, Kernel, PreparedGpu, ResolvedParams, RunReport, Work,
+};
+use crate::cuda::{DriverContext, Gpu, GpuError, Options};
+use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
 
 /// Pixels iterated together by one thread.
 const LANES: usize = 8;
@@ -35,7 +40,7 @@ impl Kernel for Mandelbrot {
                           of z ← z² + c before |z| > 2, in double precision, and renders them \
                           as a PNG image: a compute-bound test with uneven work per pixel."
                 .into(),
-            devices: vec![DeviceKind::Cpu],
+            devices: vec![DeviceKind::Cpu, DeviceKind::Cuda],
             params: vec![
                 spec::integer(
                     "width",
@@ -96,18 +101,71 @@ impl Kernel for Mandelbrot {
     }
 
     fn prepare_cpu(&self, params: &ResolvedParams) -> Result<Box<dyn CpuRun>, String> {
-        let view = View {
-            width: params.u64("width") as usize,
-            height: params.u64("height") as usize,
-            max_iter: params.u64("max_iter") as u32,
-            center_x: params.f64("center_x"),
-            center_y: params.f64("center_y"),
-            span: params.f64("span"),
-        };
+        let view = View::from_params(params);
         Ok(Box::new(MandelbrotRun {
             view,
             iterations: vec![0; view.width * view.height],
         }))
+    }
+
+    fn prepare_cuda(
+        &self,
+        params: &ResolvedParams,
+        gpu: &mut Gpu,
+    ) -> Result<PreparedGpu, GpuError> {
+        gpu.ensure_fits(self.memory_bytes(params), "mandelbrot")?;
+        // Each product rounded on its own, as on the host, so the counts match the
+        // reference's exactly.
+        let options = Options { no_fmad: true };
+        let (module, report) = gpu.module("mandelbrot.cu", source::MANDELBROT, &options)?;
+        let view = View::from_params(params);
+        let run = MandelbrotGpu {
+            function: Gpu::function(&module, "mandelbrot")?,
+            view,
+            iterations: gpu::zeros(gpu, view.width * view.height)?,
+        };
+        Ok(PreparedGpu::new(run, vec![report]))
+    }
+}
+
+/// The blocks of the CUDA kernel: 16 × 16 pixels.
+const TILE: u32 = 16;
+
+struct MandelbrotGpu {
+    function: CudaFunction,
+    view: View,
+    iterations: CudaSlice<u32>,
+}
+
+impl GpuRun for MandelbrotGpu {
+    fn step(&mut self, gpu: &Gpu) -> Result<(), GpuError> {
+        let v = self.view;
+        let (width, height, max_iter) = (v.width as u32, v.height as u32, v.max_iter);
+        let mut launch = gpu.stream.launch_builder(&self.function);
+        launch
+            .arg(&mut self.iterations)
+            .arg(&width)
+            .arg(&height)
+            .arg(&max_iter)
+            .arg(&v.center_x)
+            .arg(&v.center_y)
+            .arg(&v.span);
+        let cfg = LaunchConfig {
+            grid_dim: (width.div_ceil(TILE), height.div_ceil(TILE), 1),
+            block_dim: (TILE, TILE, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: mandelbrot(unsigned int*, unsigned int, unsigned int, unsigned int,
+        // double, double, double) writes one count per pixel of the width × height buffer
+        // and skips the threads outside it.
+        unsafe { launch.launch(cfg) }.during("launching mandelbrot")?;
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, gpu: &mut Gpu) -> Result<RunReport, GpuError> {
+        let mut iterations = gpu::download(gpu, &self.iterations)?;
+        iterations.truncate(self.view.width * self.view.height);
+        Ok(report(self.view, &iterations))
     }
 }
 
@@ -124,6 +182,17 @@ struct View {
 }
 
 impl View {
+    fn from_params(params: &ResolvedParams) -> Self {
+        View {
+            width: params.u64("width") as usize,
+            height: params.u64("height") as usize,
+            max_iter: params.u64("max_iter") as u32,
+            center_x: params.f64("center_x"),
+            center_y: params.f64("center_y"),
+            span: params.f64("span"),
+        }
+    }
+
     /// The point at the centre of pixel `(px, py)`.
     fn point(&self, px: usize, py: usize) -> (f64, f64) {
         let step = self.span / self.width as f64;
@@ -160,13 +229,15 @@ impl CpuRun for MandelbrotRun {
     }
 
     fn finish(self: Box<Self>) -> RunReport {
-        let view = self.view;
-        let inside = self
-            .iterations
-            .iter()
-            .filter(|&&i| i >= view.max_iter)
-            .count();
-        let artifact = match render_png(view, &self.iterations) {
+        report(self.view, &self.iterations)
+    }
+}
+
+/// The check, the figures and the image of a finished run, whichever device ran it.
+fn report(view: View, iterations: &[u32]) -> RunReport {
+    {
+        let inside = iterations.iter().filter(|&&i| i >= view.max_iter).count();
+        let artifact = match render_png(view, iterations) {
             Ok(bytes) => Some(Artifact {
                 content_type: "image/png".into(),
                 bytes,
@@ -178,12 +249,12 @@ impl CpuRun for MandelbrotRun {
         };
         RunReport {
             work: Work::Pixels((view.width * view.height) as f64),
-            verification: verify(view, &self.iterations),
+            verification: verify(view, iterations),
             output: json!({
                 "width": view.width,
                 "height": view.height,
                 "max_iter": view.max_iter,
-                "inside_fraction": inside as f64 / self.iterations.len() as f64,
+                "inside_fraction": inside as f64 / iterations.len() as f64,
             }),
             artifact,
         }

@@ -1,10 +1,16 @@
-//! `matmul`: the single-precision matrix product `C = A·B` through `matrixmultiply`'s SGEMM.
+//! `matmul`: the single-precision matrix product `C = A·B`: on the CPU through
+//! `matrixmultiply`'s SGEMM, on a GPU through cuBLAS SGEMM (TF32 off) or the tiled
+//! shared-memory teaching kernel of `matmul_tiled.cu`, chosen by `variant`.
 
 use gpulab_shared::{DeviceKind, KernelSpec, Verification};
 use serde_json::json;
 
 use super::params::spec;
-use super::{rng, CpuRun, Kernel, ResolvedParams, RunReport, Work};
+use super::gpu::{self, source};
+use super::{rng, CpuRun, GpuRun, Kernel, PreparedGpu, ResolvedParams, RunReport, Work};
+use crate::cuda::{DriverContext, Gpu, GpuError, Options};
+use cudarc::cublas::{sys::cublasOperation_t, Gemm, GemmConfig};
+use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
 
 /// The random streams `A` and `B` are drawn from, in `[-1, 1)`.
 const STREAM_A: u64 = 0;
@@ -30,7 +36,7 @@ impl Kernel for Matmul {
                           row-major) with a cache-blocked SIMD GEMM: a floating-point \
                           throughput test."
                 .into(),
-            devices: vec![DeviceKind::Cpu],
+            devices: vec![DeviceKind::Cpu, DeviceKind::Cuda],
             params: vec![
                 dim("m", "Rows of A and C."),
                 dim("n", "Columns of B and C."),
@@ -39,6 +45,14 @@ impl Kernel for Matmul {
                     "Columns of A, rows of B: the length of each dot product.",
                 ),
                 spec::seed(),
+                spec::choice(
+                    "variant",
+                    "cublas",
+                    &["cublas", "tiled"],
+                    "On a CUDA device: cuBLAS SGEMM (TF32 off), or the tiled shared-memory \
+                     kernel of the CUDA programming guide. The CPU always runs \
+                     matrixmultiply's SGEMM.",
+                ),
             ],
             throughput_formula: "2 × m × n × k FLOP / median time (GFLOP/s)".into(),
         }
@@ -66,6 +80,138 @@ impl Kernel for Matmul {
             b,
             c: vec![0.0; shape.m * shape.n],
         }))
+    }
+
+    fn prepare_cuda(
+        &self,
+        params: &ResolvedParams,
+        gpu: &mut Gpu,
+    ) -> Result<PreparedGpu, GpuError> {
+        gpu.ensure_fits(self.memory_bytes(params), "matmul")?;
+        let shape = Shape {
+            m: params.u64("m") as usize,
+            n: params.u64("n") as usize,
+            k: params.u64("k") as usize,
+        };
+        let (variant, modules) = match params.str("variant") {
+            "tiled" => {
+                let (module, report) =
+                    gpu.module("matmul_tiled.cu", source::MATMUL_TILED, &Options::default())?;
+                (
+                    Variant::Tiled(Gpu::function(&module, "matmul_tiled")?),
+                    vec![report],
+                )
+            }
+            _ => {
+                gpu.blas()?;
+                (Variant::Cublas, Vec::new())
+            }
+        };
+        let seed = params.u64("seed");
+        let mut a = vec![0.0; shape.m * shape.k];
+        let mut b = vec![0.0; shape.k * shape.n];
+        rng::fill_uniform_f32(seed, STREAM_A, &mut a, -1.0, 1.0);
+        rng::fill_uniform_f32(seed, STREAM_B, &mut b, -1.0, 1.0);
+        let run = MatmulGpu {
+            variant,
+            shape,
+            a_device: gpu::upload(gpu, &a)?,
+            b_device: gpu::upload(gpu, &b)?,
+            c: gpu::zeros(gpu, shape.m * shape.n)?,
+            a,
+            b,
+        };
+        Ok(PreparedGpu::new(run, modules))
+    }
+}
+
+/// The tile of `matmul_tiled.cu`: its blocks are `TILE × TILE` threads.
+const TILE: u32 = 32;
+
+enum Variant {
+    Cublas,
+    Tiled(CudaFunction),
+}
+
+struct MatmulGpu {
+    variant: Variant,
+    shape: Shape,
+    /// The inputs, kept on the host for the reference dot products.
+    a: Vec<f32>,
+    b: Vec<f32>,
+    a_device: CudaSlice<f32>,
+    b_device: CudaSlice<f32>,
+    c: CudaSlice<f32>,
+}
+
+impl GpuRun for MatmulGpu {
+    fn step(&mut self, gpu: &Gpu) -> Result<(), GpuError> {
+        let Shape { m, n, k } = self.shape;
+        match &self.variant {
+            Variant::Cublas => {
+                // cuBLAS is column-major: a row-major C = A·B is the column-major
+                // Cᵀ = Bᵀ·Aᵀ, with B (n×k column-major view) first.
+                let cfg = GemmConfig {
+                    transa: cublasOperation_t::CUBLAS_OP_N,
+                    transb: cublasOperation_t::CUBLAS_OP_N,
+                    m: n as i32,
+                    n: m as i32,
+                    k: k as i32,
+                    alpha: 1.0f32,
+                    lda: n as i32,
+                    ldb: k as i32,
+                    beta: 0.0f32,
+                    ldc: n as i32,
+                };
+                let blas = gpu
+                    .blas_ready()
+                    .ok_or_else(|| GpuError::Other("cuBLAS was not started".into()))?;
+                // SAFETY: B is k×n (leading dimension n), A is m×k (leading dimension k) and
+                // C is m×n (leading dimension n), each a buffer of exactly that many floats.
+                unsafe { blas.gemm(cfg, &self.b_device, &self.a_device, &mut self.c) }
+                    .map_err(|e| GpuError::Other(format!("cuBLAS SGEMM failed: {e:?}")))?;
+            }
+            Variant::Tiled(function) => {
+                let (mi, ni, ki) = (m as i32, n as i32, k as i32);
+                let mut launch = gpu.stream.launch_builder(function);
+                launch
+                    .arg(&self.a_device)
+                    .arg(&self.b_device)
+                    .arg(&mut self.c)
+                    .arg(&mi)
+                    .arg(&ni)
+                    .arg(&ki);
+                let cfg = LaunchConfig {
+                    grid_dim: ((n as u32).div_ceil(TILE), (m as u32).div_ceil(TILE), 1),
+                    block_dim: (TILE, TILE, 1),
+                    shared_mem_bytes: 0,
+                };
+                // SAFETY: matmul_tiled(const float*, const float*, float*, int, int, int)
+                // gets A (m×k), B (k×n) and C (m×n) and guards every index by m, n and k.
+                unsafe { launch.launch(cfg) }.during("launching matmul_tiled")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, gpu: &mut Gpu) -> Result<RunReport, GpuError> {
+        let Shape { m, n, k } = self.shape;
+        let c = gpu::download(gpu, &self.c)?;
+        let (verification, checked) = verify(self.shape, &self.a, &self.b, &c[..m * n]);
+        let variant = match self.variant {
+            Variant::Cublas => "cublas",
+            Variant::Tiled(_) => "tiled",
+        };
+        Ok(RunReport {
+            work: Work::Flops(2.0 * m as f64 * n as f64 * k as f64),
+            verification,
+            output: json!({
+                "m": m, "n": n, "k": k,
+                "checked_entries": checked,
+                "variant": variant,
+            }),
+            artifact: None,
+        })
     }
 }
 

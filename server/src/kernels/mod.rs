@@ -1,12 +1,16 @@
 //! The built-in kernels: one file each, with its parameters, its CPU path and its check.
 //!
 //! A kernel describes itself ([`Kernel::spec`]), says how much memory a job needs
-//! ([`Kernel::memory_bytes`]) and prepares a CPU run ([`Kernel::prepare_cpu`]) whose inputs
-//! are drawn deterministically from the job's `seed`. The [`harness`] runs the warm-up and
-//! the timed repetitions and turns the run's [`RunReport`] into a [`JobResult`].
+//! ([`Kernel::memory_bytes`]) and prepares a CPU run ([`Kernel::prepare_cpu`]) and a CUDA
+//! run ([`Kernel::prepare_cuda`]) whose inputs are drawn deterministically from the job's
+//! `seed`. The CUDA sources are the `.cu` files of `server/kernels/`, embedded in the binary
+//! and compiled at run time by NVRTC. The [`harness`] runs the warm-up and the timed
+//! repetitions (on the GPU timed with events) and turns the run's [`RunReport`] into a
+//! [`JobResult`], whichever device ran it, and both are checked by the same reference.
 //! Adding a kernel is a new file here and one line in [`catalog`].
 
 mod bandwidth;
+mod gpu;
 mod mandelbrot;
 mod matmul;
 mod monte_carlo_pi;
@@ -20,6 +24,8 @@ pub mod rng;
 
 use gpulab_shared::{KernelSpec, Verification};
 
+use crate::cuda::{Gpu, GpuError, ModuleReport};
+
 pub use params::{ParamError, ResolvedParams};
 
 /// A built-in kernel of the catalog.
@@ -32,6 +38,38 @@ pub trait Kernel: Send + Sync + 'static {
 
     /// Allocates and fills the inputs on the host, ready for the timed runs.
     fn prepare_cpu(&self, params: &ResolvedParams) -> Result<Box<dyn CpuRun>, String>;
+
+    /// Compiles (or takes from the cache) the kernel's module, allocates and fills the inputs
+    /// on the GPU, ready for the timed runs.
+    fn prepare_cuda(
+        &self,
+        params: &ResolvedParams,
+        gpu: &mut Gpu,
+    ) -> Result<PreparedGpu, GpuError>;
+}
+
+/// A prepared GPU run: [`GpuRun::step`] queues one repetition on the GPU's stream (the
+/// harness brackets it with events), then [`GpuRun::finish`] copies the output back and
+/// checks it against the same reference as the CPU's.
+pub trait GpuRun {
+    fn step(&mut self, gpu: &Gpu) -> Result<(), GpuError>;
+
+    fn finish(self: Box<Self>, gpu: &mut Gpu) -> Result<RunReport, GpuError>;
+}
+
+/// A GPU run and how its module was obtained, which the result reports.
+pub struct PreparedGpu {
+    pub run: Box<dyn GpuRun>,
+    pub modules: Vec<ModuleReport>,
+}
+
+impl PreparedGpu {
+    pub fn new(run: impl GpuRun + 'static, modules: Vec<ModuleReport>) -> Self {
+        PreparedGpu {
+            run: Box::new(run),
+            modules,
+        }
+    }
 }
 
 /// A prepared CPU run: [`CpuRun::run`] once for the warm-up and once per repetition, then
@@ -67,6 +105,8 @@ pub enum Work {
     Samples(f64),
     /// Pixels computed: throughput in Mpixels/s.
     Pixels(f64),
+    /// Elements processed (a custom kernel's `n`): throughput in Gelements/s.
+    Elements(f64),
 }
 
 impl Work {
@@ -77,6 +117,7 @@ impl Work {
             Work::Flops(f) => (f, 1e9, "GFLOP/s"),
             Work::Samples(s) => (s, 1e9, "Gsamples/s"),
             Work::Pixels(p) => (p, 1e6, "Mpixels/s"),
+            Work::Elements(e) => (e, 1e9, "Gelements/s"),
         };
         let value = if seconds > 0.0 {
             amount / seconds / scale
@@ -165,11 +206,9 @@ mod tests {
                 )
             });
             assert!(!spec.description.is_empty() && !spec.throughput_formula.is_empty());
-            assert!(
-                spec.devices.contains(&gpulab_shared::DeviceKind::Cpu),
-                "{}",
-                spec.name
-            );
+            for kind in [gpulab_shared::DeviceKind::Cpu, gpulab_shared::DeviceKind::Cuda] {
+                assert!(spec.devices.contains(&kind), "{} on {kind:?}", spec.name);
+            }
             // Only the π estimate needs no buffers.
             assert_eq!(
                 kernel.memory_bytes(&params) == 0,

@@ -14,7 +14,10 @@ use rayon::prelude::*;
 use serde_json::json;
 
 use super::params::spec;
-use super::{rng, CpuRun, Kernel, ResolvedParams, RunReport, Work};
+use super::gpu::{self, source, BLOCK};
+use super::{rng, CpuRun, GpuRun, Kernel, PreparedGpu, ResolvedParams, RunReport, Work};
+use crate::cuda::{DriverContext, Gpu, GpuError, Options};
+use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
 
 /// Bits per coordinate: the largest for which `(2X + 1)² + (2Y + 1)²` fits in a `u64`.
 const BITS: u32 = 30;
@@ -36,7 +39,7 @@ impl Kernel for MonteCarloPi {
                           inside the quarter disc: a compute-bound test of random-number \
                           generation and integer arithmetic."
                 .into(),
-            devices: vec![DeviceKind::Cpu],
+            devices: vec![DeviceKind::Cpu, DeviceKind::Cuda],
             params: vec![
                 spec::integer(
                     "samples",
@@ -63,6 +66,103 @@ impl Kernel for MonteCarloPi {
             samples: params.u64("samples"),
             hits: 0,
         }))
+    }
+
+    fn prepare_cuda(
+        &self,
+        params: &ResolvedParams,
+        gpu: &mut Gpu,
+    ) -> Result<PreparedGpu, GpuError> {
+        let (module, report) =
+            gpu.module("monte_carlo_pi.cu", source::MONTE_CARLO_PI, &Options::default())?;
+        let samples = params.u64("samples");
+        // Many samples per thread amortise the block's reduction and its one atomic.
+        let blocks = samples
+            .div_ceil(BLOCK as u64)
+            .clamp(1, 4 * gpu::resident_blocks(gpu) as u64) as u32;
+        let run = MonteCarloPiGpu {
+            function: Gpu::function(&module, "monte_carlo_pi")?,
+            seed: params.u64("seed"),
+            samples,
+            blocks,
+            hits: gpu::zeros(gpu, 1)?,
+        };
+        Ok(PreparedGpu::new(run, vec![report]))
+    }
+}
+
+/// Samples the host counts again, one by one, to compare with the GPU's count of them.
+const EXACT_PREFIX: u64 = 1 << 24;
+
+struct MonteCarloPiGpu {
+    function: CudaFunction,
+    seed: u64,
+    samples: u64,
+    blocks: u32,
+    hits: CudaSlice<u64>,
+}
+
+impl MonteCarloPiGpu {
+    /// Queues the count of samples `[first, first + count)` into `hits`, zeroed first.
+    fn count(&mut self, gpu: &Gpu, first: u64, count: u64) -> Result<(), GpuError> {
+        gpu.stream
+            .memset_zeros(&mut self.hits)
+            .during("clearing the counter")?;
+        let mut launch = gpu.stream.launch_builder(&self.function);
+        launch
+            .arg(&self.seed)
+            .arg(&first)
+            .arg(&count)
+            .arg(&mut self.hits);
+        let cfg = LaunchConfig {
+            grid_dim: (self.blocks, 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: monte_carlo_pi(unsigned long long ×3, unsigned long long*) adds to the one
+        // counter `hits` holds, and its blocks are a multiple of 32 threads, at most 1024.
+        unsafe { launch.launch(cfg) }.during("launching monte_carlo_pi")?;
+        Ok(())
+    }
+}
+
+impl GpuRun for MonteCarloPiGpu {
+    fn step(&mut self, gpu: &Gpu) -> Result<(), GpuError> {
+        self.count(gpu, 0, self.samples)
+    }
+
+    fn finish(mut self: Box<Self>, gpu: &mut Gpu) -> Result<RunReport, GpuError> {
+        let hits = gpu::download(gpu, &self.hits)?[0];
+        // The first samples again, on both sides: the counts must be equal.
+        let prefix = self.samples.min(EXACT_PREFIX);
+        self.count(gpu, 0, prefix)?;
+        let gpu_prefix = gpu::download(gpu, &self.hits)?[0];
+        let seed = self.seed;
+        let host_prefix: u64 = (0..prefix.div_ceil(CHUNK))
+            .into_par_iter()
+            .map(|c| count_hits(seed, c * CHUNK..prefix.min((c + 1) * CHUNK)))
+            .sum();
+        let estimate = estimate(hits, self.samples);
+        let mut verification = verify(estimate, self.samples);
+        verification.passed &= gpu_prefix == host_prefix;
+        verification.method = format!(
+            "{} Also, the first {prefix} samples were counted again on the GPU and on the \
+             host with the same counter-based generator: {gpu_prefix} and {host_prefix} hits, \
+             which must be equal.",
+            verification.method
+        );
+        Ok(RunReport {
+            work: Work::Samples(self.samples as f64),
+            verification,
+            output: json!({
+                "estimate": estimate,
+                "hits": hits,
+                "samples": self.samples,
+                "std_error": std_error(self.samples),
+                "exact_prefix": { "samples": prefix, "gpu_hits": gpu_prefix, "host_hits": host_prefix },
+            }),
+            artifact: None,
+        })
     }
 }
 

@@ -11,7 +11,10 @@ use rayon::prelude::*;
 use serde_json::json;
 
 use super::params::spec;
-use super::{rng, CpuRun, Kernel, ResolvedParams, RunReport, Work};
+use super::gpu::{self, source, BLOCK};
+use super::{rng, CpuRun, GpuRun, Kernel, PreparedGpu, ResolvedParams, RunReport, Work};
+use crate::cuda::{DriverContext, Gpu, GpuError, Options};
+use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
 
 /// Elements per chunk: 64 KiB, one rayon task.
 const CHUNK: usize = 1 << 14;
@@ -33,7 +36,7 @@ impl Kernel for ReduceSum {
             description: "Sums n single-precision floats drawn uniformly from [0, 1) with a \
                           parallel tree reduction: a memory-bandwidth test that reads one stream."
                 .into(),
-            devices: vec![DeviceKind::Cpu],
+            devices: vec![DeviceKind::Cpu, DeviceKind::Cuda],
             params: vec![
                 spec::integer(
                     "n",
@@ -64,6 +67,111 @@ impl Kernel for ReduceSum {
             sum: f32::NAN,
         }))
     }
+
+    fn prepare_cuda(
+        &self,
+        params: &ResolvedParams,
+        gpu: &mut Gpu,
+    ) -> Result<PreparedGpu, GpuError> {
+        gpu.ensure_fits(self.memory_bytes(params), "reduce_sum")?;
+        let (module, report) =
+            gpu.module("reduce_sum.cu", source::REDUCE_SUM, &Options::default())?;
+        let n = params.u64("n") as usize;
+        let mut x = vec![0.0; n];
+        rng::fill_uniform_f32(params.u64("seed"), STREAM_X, &mut x, 0.0, 1.0);
+        // Enough blocks to fill the GPU, no more than the float4s need.
+        let blocks = (n as u64 / 4)
+            .div_ceil(BLOCK as u64)
+            .clamp(1, gpu::resident_blocks(gpu) as u64) as u32;
+        let run = ReduceSumGpu {
+            partial_fn: Gpu::function(&module, "reduce_partial")?,
+            final_fn: Gpu::function(&module, "reduce_final")?,
+            blocks,
+            n,
+            x_device: gpu::upload(gpu, &x)?,
+            partial: gpu::zeros(gpu, blocks as usize)?,
+            sum: gpu::zeros(gpu, 1)?,
+            x,
+        };
+        Ok(PreparedGpu::new(run, vec![report]))
+    }
+}
+
+/// Threads of the block that adds the partial sums.
+const FINAL_BLOCK: u32 = 1024;
+
+struct ReduceSumGpu {
+    partial_fn: CudaFunction,
+    final_fn: CudaFunction,
+    blocks: u32,
+    n: usize,
+    /// The input, kept on the host for the reference sum.
+    x: Vec<f32>,
+    x_device: CudaSlice<f32>,
+    partial: CudaSlice<f32>,
+    sum: CudaSlice<f32>,
+}
+
+impl GpuRun for ReduceSumGpu {
+    fn step(&mut self, gpu: &Gpu) -> Result<(), GpuError> {
+        let n = self.n as u64;
+        let mut first = gpu.stream.launch_builder(&self.partial_fn);
+        first.arg(&self.x_device).arg(&n).arg(&mut self.partial);
+        let cfg = LaunchConfig {
+            grid_dim: (self.blocks, 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: reduce_partial(const float*, unsigned long long, float*) reads n floats
+        // and writes one partial sum per block, `blocks` of which `partial` holds.
+        unsafe { first.launch(cfg) }.during("launching reduce_partial")?;
+        let mut second = gpu.stream.launch_builder(&self.final_fn);
+        second.arg(&self.partial).arg(&self.blocks).arg(&mut self.sum);
+        let cfg = LaunchConfig {
+            grid_dim: (1, 1, 1),
+            block_dim: (FINAL_BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: reduce_final(const float*, unsigned int, float*) reads `blocks` partial
+        // sums and writes one float.
+        unsafe { second.launch(cfg) }.during("launching reduce_final")?;
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, gpu: &mut Gpu) -> Result<RunReport, GpuError> {
+        let sum = gpu::download(gpu, &self.sum)?[0];
+        let k = gpu_chain_length(self.n, self.blocks);
+        let method = format!(
+            "The sum compared with a sequential double-precision sum, error relative to Σ|x|; \
+             the tolerance γ_k = k·ε_f32 bounds the rounding of a sum in which no element \
+             passes through more than k = {k} additions (its thread's share of float4s in \
+             one of four accumulators, the four added, 5 + 5 levels of warp shuffles in a \
+             block of {BLOCK}, then the {} partial sums in one block of {FINAL_BLOCK}).",
+            self.blocks
+        );
+        Ok(RunReport {
+            work: Work::Bytes(self.n as f64 * 4.0),
+            output: json!({
+                "n": self.n,
+                "sum": sum,
+                "reference": reference_sum(&self.x),
+                "blocks": self.blocks,
+            }),
+            verification: verify_with(&self.x, sum, k, method),
+            artifact: None,
+        })
+    }
+}
+
+/// The most additions an element passes through in the GPU's tree: `reduce_partial`'s
+/// grid-stride share per accumulator, the tail, the two additions that join the four
+/// accumulators, two warp-shuffle levels of five, then the same in `reduce_final`.
+fn gpu_chain_length(n: usize, blocks: u32) -> u32 {
+    let threads = blocks as u64 * BLOCK as u64;
+    let per_accumulator = (n as u64 / 4).div_ceil(threads) as u32;
+    let first = per_accumulator + 1 + 2 + 5 + 5;
+    let second = blocks.div_ceil(FINAL_BLOCK) + 5 + 5;
+    first + second
 }
 
 struct ReduceSumRun {
@@ -153,24 +261,31 @@ fn reference_sum(x: &[f32]) -> f64 {
 /// γ_k = k·u/(1 − k·u) and u = ε/2 (Higham, *Accuracy and Stability of Numerical Algorithms*,
 /// §4.2); `k·ε` is above that whenever `k·u < 1/2`, and is the tolerance.
 fn verify(x: &[f32], sum: f32) -> Verification {
+    let k = chain_length(x.len());
+    let method = format!(
+        "The sum compared with a sequential double-precision sum, error relative to Σ|x|; \
+         the tolerance γ_k = k·ε_f32 bounds the rounding of a sum in which no element \
+         passes through more than k = {k} additions ({CHUNK}/{LANES} in a lane, \
+         log₂ {LANES} across lanes, log₂ of the chunk count across chunks)."
+    );
+    verify_with(x, sum, k, method)
+}
+
+/// Compares `sum` with the sequential double-precision sum of `x`, allowing the rounding of
+/// a tree in which no element passes through more than `k` additions.
+fn verify_with(x: &[f32], sum: f32, k: u32, method: String) -> Verification {
     let reference = reference_sum(x);
     let magnitude: f64 = x.iter().map(|&v| (v as f64).abs()).sum();
     // NaN and ∞ become f64::MAX: JSON has no number for them, and they must fail the check.
     let abs = (sum as f64 - reference).abs().min(f64::MAX);
     let rel = (abs / magnitude.max(f64::MIN_POSITIVE)).min(f64::MAX);
-    let k = chain_length(x.len());
     let tolerance = k as f64 * f32::EPSILON as f64;
     Verification {
         passed: rel <= tolerance,
         max_abs_error: abs,
         max_rel_error: rel,
         tolerance,
-        method: format!(
-            "The sum compared with a sequential double-precision sum, error relative to Σ|x|; \
-             the tolerance γ_k = k·ε_f32 bounds the rounding of a sum in which no element \
-             passes through more than k = {k} additions ({CHUNK}/{LANES} in a lane, \
-             log₂ {LANES} across lanes, log₂ of the chunk count across chunks)."
-        ),
+        method,
     }
 }
 

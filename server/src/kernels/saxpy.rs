@@ -5,7 +5,10 @@ use rayon::prelude::*;
 use serde_json::json;
 
 use super::params::spec;
-use super::{rng, CpuRun, Kernel, ResolvedParams, RunReport, Work};
+use super::gpu::{self, source, BLOCK};
+use super::{rng, CpuRun, GpuRun, Kernel, PreparedGpu, ResolvedParams, RunReport, Work};
+use crate::cuda::{DriverContext, Gpu, GpuError, Options};
+use cudarc::driver::{CudaFunction, CudaSlice, PushKernelArg};
 
 /// Elements per rayon task: large enough to amortise scheduling, small enough to balance.
 const CHUNK: usize = 1 << 16;
@@ -24,7 +27,7 @@ impl Kernel for Saxpy {
             description: "The BLAS update y = a·x + y over n single-precision floats, in place: \
                           a memory-bandwidth test that reads x and y and writes y."
                 .into(),
-            devices: vec![DeviceKind::Cpu],
+            devices: vec![DeviceKind::Cpu, DeviceKind::Cuda],
             params: vec![
                 spec::integer(
                     "n",
@@ -59,6 +62,64 @@ impl Kernel for Saxpy {
             y,
             updates: 0,
         }))
+    }
+
+    fn prepare_cuda(
+        &self,
+        params: &ResolvedParams,
+        gpu: &mut Gpu,
+    ) -> Result<PreparedGpu, GpuError> {
+        gpu.ensure_fits(self.memory_bytes(params), "saxpy")?;
+        let (module, report) = gpu.module("saxpy.cu", source::SAXPY, &Options::default())?;
+        let n = params.u64("n") as usize;
+        let seed = params.u64("seed");
+        let (mut x, mut y) = (vec![0.0; n], vec![0.0; n]);
+        rng::fill_uniform_f32(seed, STREAM_X, &mut x, -1.0, 1.0);
+        rng::fill_uniform_f32(seed, STREAM_Y, &mut y, -1.0, 1.0);
+        let run = SaxpyGpu {
+            function: Gpu::function(&module, "saxpy")?,
+            seed,
+            a: params.f64("a") as f32,
+            n,
+            x: gpu::upload(gpu, &x)?,
+            y: gpu::upload(gpu, &y)?,
+            updates: 0,
+        };
+        Ok(PreparedGpu::new(run, vec![report]))
+    }
+}
+
+struct SaxpyGpu {
+    function: CudaFunction,
+    seed: u64,
+    a: f32,
+    n: usize,
+    x: CudaSlice<f32>,
+    y: CudaSlice<f32>,
+    updates: u32,
+}
+
+impl GpuRun for SaxpyGpu {
+    fn step(&mut self, gpu: &Gpu) -> Result<(), GpuError> {
+        let n = self.n as u64;
+        let mut launch = gpu.stream.launch_builder(&self.function);
+        launch.arg(&self.a).arg(&self.x).arg(&mut self.y).arg(&n);
+        // SAFETY: saxpy(float, const float*, float*, unsigned long long) gets a, two buffers
+        // of n floats and n; it touches no index at or past n.
+        unsafe { launch.launch(Gpu::linear_launch(n / 4, BLOCK)) }.during("launching saxpy")?;
+        self.updates += 1;
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, gpu: &mut Gpu) -> Result<RunReport, GpuError> {
+        let mut y = gpu::download(gpu, &self.y)?;
+        y.truncate(self.n);
+        Ok(RunReport {
+            work: Work::Bytes(3.0 * self.n as f64 * 4.0),
+            verification: verify(self.seed, self.a, self.updates, &y),
+            output: json!({ "n": self.n, "a": self.a, "updates": self.updates }),
+            artifact: None,
+        })
     }
 }
 

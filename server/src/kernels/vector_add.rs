@@ -5,7 +5,10 @@ use rayon::prelude::*;
 use serde_json::json;
 
 use super::params::spec;
-use super::{rng, CpuRun, Kernel, ResolvedParams, RunReport, Work};
+use super::gpu::{self, source, BLOCK};
+use super::{rng, CpuRun, GpuRun, Kernel, PreparedGpu, ResolvedParams, RunReport, Work};
+use crate::cuda::{DriverContext, Gpu, GpuError, Options};
+use cudarc::driver::{CudaFunction, CudaSlice, PushKernelArg};
 
 /// Elements per rayon task: large enough to amortise scheduling, small enough to balance.
 const CHUNK: usize = 1 << 16;
@@ -25,7 +28,7 @@ impl Kernel for VectorAdd {
                           (c = a + b): a memory-bandwidth test that reads two streams and \
                           writes one."
                 .into(),
-            devices: vec![DeviceKind::Cpu],
+            devices: vec![DeviceKind::Cpu, DeviceKind::Cuda],
             params: vec![
                 spec::integer(
                     "n",
@@ -58,6 +61,61 @@ impl Kernel for VectorAdd {
             b,
             c: vec![0.0; n],
         }))
+    }
+
+    fn prepare_cuda(
+        &self,
+        params: &ResolvedParams,
+        gpu: &mut Gpu,
+    ) -> Result<PreparedGpu, GpuError> {
+        gpu.ensure_fits(self.memory_bytes(params), "vector_add")?;
+        let (module, report) = gpu.module("vector_add.cu", source::VECTOR_ADD, &Options::default())?;
+        let n = params.u64("n") as usize;
+        let seed = params.u64("seed");
+        let (mut a, mut b) = (vec![0.0; n], vec![0.0; n]);
+        rng::fill_uniform_f32(seed, STREAM_A, &mut a, -1.0, 1.0);
+        rng::fill_uniform_f32(seed, STREAM_B, &mut b, -1.0, 1.0);
+        let run = VectorAddGpu {
+            function: Gpu::function(&module, "vector_add")?,
+            seed,
+            n,
+            a: gpu::upload(gpu, &a)?,
+            b: gpu::upload(gpu, &b)?,
+            c: gpu::zeros(gpu, n)?,
+        };
+        Ok(PreparedGpu::new(run, vec![report]))
+    }
+}
+
+struct VectorAddGpu {
+    function: CudaFunction,
+    seed: u64,
+    n: usize,
+    a: CudaSlice<f32>,
+    b: CudaSlice<f32>,
+    c: CudaSlice<f32>,
+}
+
+impl GpuRun for VectorAddGpu {
+    fn step(&mut self, gpu: &Gpu) -> Result<(), GpuError> {
+        let n = self.n as u64;
+        let mut launch = gpu.stream.launch_builder(&self.function);
+        launch.arg(&self.a).arg(&self.b).arg(&mut self.c).arg(&n);
+        // SAFETY: vector_add(const float*, const float*, float*, unsigned long long) gets
+        // three buffers of n floats and n; it touches no index at or past n.
+        unsafe { launch.launch(Gpu::linear_launch(n / 4, BLOCK)) }.during("launching vector_add")?;
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, gpu: &mut Gpu) -> Result<RunReport, GpuError> {
+        let mut c = gpu::download(gpu, &self.c)?;
+        c.truncate(self.n);
+        Ok(RunReport {
+            work: Work::Bytes(3.0 * self.n as f64 * 4.0),
+            verification: verify(self.seed, &c),
+            output: json!({ "n": self.n }),
+            artifact: None,
+        })
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use gpulab_shared::{DeviceKind, Params};
 
+use crate::cuda::{custom, Gpu, GpuError};
 use crate::kernels::{self, harness::Outcome, ResolvedParams};
 use protocol::{Event, Request, WireArtifact};
 
@@ -23,11 +24,80 @@ pub const TEST_FAULT_KERNEL: &str = "_test_fault";
 /// How often a running job reports progress at most.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(50);
 
+/// Why a job did not run to the end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobError {
+    pub message: String,
+    /// The device context is broken: this process must not run another job.
+    pub fatal: bool,
+}
+
+impl JobError {
+    fn new(message: impl Into<String>) -> Self {
+        JobError {
+            message: message.into(),
+            fatal: false,
+        }
+    }
+}
+
+impl From<GpuError> for JobError {
+    fn from(e: GpuError) -> Self {
+        JobError {
+            fatal: e.is_fatal(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// The device a worker owns: the CPU, or a GPU opened once for all its jobs (or why it
+/// could not be opened, which every job then reports).
+pub enum Device {
+    Cpu,
+    Cuda(Result<Gpu, String>),
+}
+
+impl Device {
+    /// Opens `cpu` or `cuda:N`.
+    pub fn open(id: &str) -> anyhow::Result<Self> {
+        match device_kind(id) {
+            Some(DeviceKind::Cpu) => Ok(Device::Cpu),
+            Some(DeviceKind::Cuda) => {
+                let ordinal: usize = id["cuda:".len()..].parse()?;
+                Ok(Device::Cuda(open_gpu(ordinal)))
+            }
+            None => anyhow::bail!("unknown device id {id:?}: expected cpu or cuda:N"),
+        }
+    }
+}
+
+/// Opens GPU `ordinal`, or says why it cannot be: the driver library is checked first,
+/// since cudarc panics when it is missing.
+fn open_gpu(ordinal: usize) -> Result<Gpu, String> {
+    // SAFETY: is_culib_present only tries to dlopen the driver library under its names.
+    let present = catch_unwind(|| unsafe { cudarc::driver::sys::is_culib_present() }).unwrap_or(false);
+    if !present {
+        return Err(crate::devices::NO_DRIVER_REASON.to_owned());
+    }
+    // SAFETY: as above, for NVRTC.
+    let nvrtc = catch_unwind(|| unsafe { cudarc::nvrtc::sys::is_culib_present() }).unwrap_or(false);
+    if !nvrtc {
+        return Err("NVRTC (libnvrtc.so.12 or .13) is not installed: CUDA kernels are compiled \
+                    at run time with it; the nvidia/cuda runtime images include it"
+            .to_owned());
+    }
+    catch_unwind(|| Gpu::open(ordinal))
+        .map_err(|panic| format!("the CUDA driver could not be used: {}", panic_message(&panic)))?
+        .map_err(|e| e.to_string())
+}
+
 /// Runs the worker loop on stdin and stdout until stdin closes.
 pub fn run(device: &str, test_faults: bool) -> anyhow::Result<()> {
     die_with_parent();
-    let kind = device_kind(device)
-        .ok_or_else(|| anyhow::anyhow!("unknown device id {device:?}: expected cpu or cuda:N"))?;
+    let mut owned = Device::open(device)?;
+    if let Device::Cuda(Err(reason)) = &owned {
+        tracing::warn!(%device, "the GPU cannot be used: {reason}");
+    }
     let stdout = std::io::stdout();
     let emit = |event: &Event| {
         let mut out = stdout.lock();
@@ -66,43 +136,74 @@ pub fn run(device: &str, test_faults: bool) -> anyhow::Result<()> {
             }
         };
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            execute(
-                kind,
-                &kernel,
-                ResolvedParams::trusted(params),
-                repetitions,
-                progress,
-            )
+            execute(&mut owned, &kernel, params, repetitions, progress)
         }))
-        .unwrap_or_else(|panic| Err(format!("the kernel panicked: {}", panic_message(&panic))));
-        emit(&match outcome {
-            Ok(outcome) => Event::Finished {
+        .unwrap_or_else(|panic| {
+            Err(JobError {
+                message: format!("the kernel panicked: {}", panic_message(&panic)),
+                // A panic in the middle of GPU work leaves its state unknown.
+                fatal: matches!(owned, Device::Cuda(_)),
+            })
+        });
+        match outcome {
+            Ok(outcome) => emit(&Event::Finished {
                 job_id,
                 artifact: outcome.artifact.as_ref().map(WireArtifact::from),
                 result: outcome.result,
-            },
-            Err(error) => Event::Failed { job_id, error },
-        });
+            }),
+            Err(error) => {
+                emit(&Event::Failed {
+                    job_id,
+                    error: error.message,
+                    fatal: error.fatal,
+                });
+                if error.fatal {
+                    // The context is poisoned: no further job may run in it.
+                    std::process::exit(3);
+                }
+            }
+        }
     }
     Ok(())
 }
 
-/// Runs one job of a catalog kernel on this process's device: warm-up, timed repetitions
-/// and verification. Used by the worker and by `gpulab run`.
+/// Runs one job on this process's device: warm-up, timed repetitions and verification. A
+/// catalog kernel's `params` must be resolved already; a custom kernel's are checked here
+/// again. Used by the worker and by `gpulab run`.
 pub fn execute(
-    kind: DeviceKind,
+    device: &mut Device,
     kernel: &str,
-    params: ResolvedParams,
+    params: Params,
     repetitions: u32,
     progress: impl FnMut(u32, u32),
-) -> Result<Outcome, String> {
-    let k = kernels::find(kernel).ok_or_else(|| format!("unknown kernel `{kernel}`"))?;
-    match kind {
-        DeviceKind::Cpu => {
-            let run = k.prepare_cpu(&params)?;
+) -> Result<Outcome, JobError> {
+    if kernel == custom::KERNEL {
+        let job = custom::CustomJob::parse(Some(&params))
+            .map_err(|e| JobError::new(format!("{}: {}", e.field, e.detail)))?;
+        let gpu = gpu_of(device, kernel)?;
+        let prepared = job.prepare(gpu)?;
+        return Ok(kernels::harness::time_gpu_run(prepared, gpu, repetitions, progress)?);
+    }
+    let k = kernels::find(kernel).ok_or_else(|| JobError::new(format!("unknown kernel `{kernel}`")))?;
+    let params = ResolvedParams::trusted(params);
+    match device {
+        Device::Cpu => {
+            let run = k.prepare_cpu(&params).map_err(JobError::new)?;
             Ok(kernels::harness::time_cpu_run(run, repetitions, progress))
         }
-        DeviceKind::Cuda => Err(format!("`{kernel}` has no CUDA implementation yet")),
+        Device::Cuda(_) => {
+            let gpu = gpu_of(device, kernel)?;
+            let prepared = k.prepare_cuda(&params, gpu)?;
+            Ok(kernels::harness::time_gpu_run(prepared, gpu, repetitions, progress)?)
+        }
+    }
+}
+
+fn gpu_of<'d>(device: &'d mut Device, kernel: &str) -> Result<&'d mut Gpu, JobError> {
+    match device {
+        Device::Cuda(Ok(gpu)) => Ok(gpu),
+        Device::Cuda(Err(reason)) => Err(JobError::new(format!("the GPU cannot be used: {reason}"))),
+        Device::Cpu => Err(JobError::new(format!("`{kernel}` runs on CUDA devices only"))),
     }
 }
 

@@ -34,8 +34,14 @@ pub enum Event {
         result: JobResult,
         artifact: Option<WireArtifact>,
     },
-    /// The job could not run, with the reason.
-    Failed { job_id: i64, error: String },
+    /// The job could not run, with the reason. `fatal`: the worker's device context is
+    /// broken (a faulting kernel), so the worker exits and must be replaced.
+    Failed {
+        job_id: i64,
+        error: String,
+        #[serde(default)]
+        fatal: bool,
+    },
 }
 
 /// An artifact on the wire: its bytes in base64, since the protocol is JSON lines.

@@ -1,0 +1,706 @@
+//! Custom kernels: CUDA C that a user sends as a job (`kernel: "custom"`), compiled by NVRTC
+//! for the device and launched with the buffers and scalars the job lists.
+//!
+//! [`CustomJob::parse`] checks the job's `params` on submission, so every mistake is a 422
+//! that names its field; the worker runs the parsed job ([`CustomJob::prepare`]).
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
+use gpulab_shared::{Params, Verification};
+use serde_json::{json, Value};
+
+use super::{fnv1a, DriverContext, Gpu, GpuError, Options};
+use crate::kernels::{rng, GpuRun, PreparedGpu, RunReport, Work};
+
+/// The kernel name of a custom job.
+pub const KERNEL: &str = "custom";
+
+/// The longest source accepted.
+pub const MAX_SOURCE_BYTES: usize = 64 * 1024;
+/// The most bytes a buffer's listed `values` may fill.
+pub const MAX_VALUES_BYTES: usize = 1 << 20;
+/// The most arguments a kernel may take here.
+pub const MAX_ARGS: usize = 32;
+/// Dynamic shared memory a block gets without opting in to more.
+pub const MAX_SHARED_MEM_BYTES: u32 = 48 * 1024;
+const MAX_BLOCK: [u32; 3] = [1024, 1024, 64];
+const MAX_BLOCK_THREADS: u64 = 1024;
+const MAX_GRID: [u32; 3] = [(1u32 << 31) - 1, 65_535, 65_535];
+/// Elements of each output buffer that the result lists.
+const SHOWN: usize = 64;
+
+/// A checked custom job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomJob {
+    pub source: String,
+    pub entry: String,
+    /// Elements of every buffer.
+    pub n: u64,
+    /// `None`: one thread per element, `ceil(n / block.x)` blocks.
+    pub grid: Option<[u32; 3]>,
+    pub block: [u32; 3],
+    pub shared_mem_bytes: u32,
+    pub args: Vec<Arg>,
+}
+
+/// One argument, in the kernel's order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Arg {
+    Buffer {
+        ty: ElementType,
+        fill: Fill,
+        output: bool,
+    },
+    Scalar {
+        ty: ElementType,
+        value: f64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElementType {
+    F32,
+    F64,
+    I32,
+    U32,
+}
+
+impl ElementType {
+    const ALL: [ElementType; 4] = [Self::F32, Self::F64, Self::I32, Self::U32];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F64 => "f64",
+            Self::I32 => "i32",
+            Self::U32 => "u32",
+        }
+    }
+
+    pub fn size(self) -> usize {
+        match self {
+            Self::F64 => 8,
+            _ => 4,
+        }
+    }
+
+    /// Whether `x` is a value of this type (a whole number in range for the integers).
+    fn holds(self, x: f64) -> bool {
+        match self {
+            Self::F32 => x.is_finite() && x.abs() <= f32::MAX as f64,
+            Self::F64 => x.is_finite(),
+            Self::I32 => x.fract() == 0.0 && (i32::MIN as f64..=i32::MAX as f64).contains(&x),
+            Self::U32 => x.fract() == 0.0 && (0.0..=u32::MAX as f64).contains(&x),
+        }
+    }
+}
+
+/// What a buffer holds before the first run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fill {
+    Zeros,
+    Ones,
+    /// 0, 1, 2, … (wrapping for the integer types; exact up to 2²⁴ in f32).
+    Iota,
+    /// Uniform in [0, 1) for floats, any value for integers, from a seed.
+    Random { seed: u64 },
+    /// The listed values, then zeros.
+    Values(Vec<f64>),
+}
+
+/// A wrong field: its name (`args.2`, `block`, …) and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldError {
+    pub field: String,
+    pub detail: String,
+}
+
+fn invalid(field: impl Into<String>, detail: impl Into<String>) -> FieldError {
+    FieldError {
+        field: field.into(),
+        detail: detail.into(),
+    }
+}
+
+impl CustomJob {
+    /// Checks a job's `params`; unknown parameters are refused.
+    pub fn parse(params: Option<&Params>) -> Result<Self, FieldError> {
+        let empty = Params::new();
+        let params = params.unwrap_or(&empty);
+        const KNOWN: [&str; 7] = [
+            "source",
+            "entry",
+            "n",
+            "grid",
+            "block",
+            "shared_mem_bytes",
+            "args",
+        ];
+        if let Some(unknown) = params.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+            return Err(invalid(
+                unknown.as_str(),
+                format!(
+                    "`{unknown}` is not a parameter of custom kernels; they take: {}",
+                    KNOWN.join(", ")
+                ),
+            ));
+        }
+
+        let source = match params.get("source") {
+            Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+            _ => return Err(invalid("source", "`source` must be the kernel's CUDA C, as a non-empty string")),
+        };
+        if source.len() > MAX_SOURCE_BYTES {
+            return Err(invalid(
+                "source",
+                format!(
+                    "`source` is {} bytes; at most {MAX_SOURCE_BYTES} (64 KiB) are accepted",
+                    source.len()
+                ),
+            ));
+        }
+        if let Some(at) = source.find('\0') {
+            return Err(invalid(
+                "source",
+                format!("`source` holds a NUL byte at byte {at}; CUDA C source cannot contain one"),
+            ));
+        }
+        let entry = match params.get("entry") {
+            Some(Value::String(s)) if is_identifier(s) => s.clone(),
+            _ => {
+                return Err(invalid(
+                    "entry",
+                    "`entry` must name the kernel's extern \"C\" __global__ function, a C identifier",
+                ))
+            }
+        };
+        let n = whole(params.get("n"), "n", 1, u32::MAX as u64)?;
+        let block = dims(params.get("block"), "block", MAX_BLOCK)?.unwrap_or([256, 1, 1]);
+        let threads: u64 = block.iter().map(|&d| d as u64).product();
+        if threads > MAX_BLOCK_THREADS {
+            return Err(invalid(
+                "block",
+                format!("a block holds at most {MAX_BLOCK_THREADS} threads; x × y × z is {threads}"),
+            ));
+        }
+        let grid = dims(params.get("grid"), "grid", MAX_GRID)?;
+        if grid.is_none() && n.div_ceil(block[0] as u64) > MAX_GRID[0] as u64 {
+            return Err(invalid("grid", "n / block.x blocks exceed the grid's limit: give a grid"));
+        }
+        let shared_mem_bytes = match params.get("shared_mem_bytes") {
+            None | Some(Value::Null) => 0,
+            v => whole(v, "shared_mem_bytes", 0, MAX_SHARED_MEM_BYTES as u64)? as u32,
+        };
+        let args = match params.get("args") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => {
+                if items.len() > MAX_ARGS {
+                    return Err(invalid(
+                        "args",
+                        format!("at most {MAX_ARGS} arguments; {} given", items.len()),
+                    ));
+                }
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| parse_arg(item, i, n))
+                    .collect::<Result<_, _>>()?
+            }
+            Some(_) => return Err(invalid("args", "`args` must be a list of buffers and scalars")),
+        };
+        Ok(CustomJob {
+            source,
+            entry,
+            n,
+            grid,
+            block,
+            shared_mem_bytes,
+            args,
+        })
+    }
+
+    /// Bytes of GPU memory the buffers take.
+    pub fn memory_bytes(&self) -> u64 {
+        self.args
+            .iter()
+            .map(|a| match a {
+                Arg::Buffer { ty, .. } => self.n * ty.size() as u64,
+                Arg::Scalar { .. } => 0,
+            })
+            .sum()
+    }
+
+    /// The launch: the grid given, or one thread per element.
+    pub fn launch_config(&self) -> LaunchConfig {
+        let grid = self.grid.unwrap_or([
+            self.n.div_ceil(self.block[0] as u64).max(1) as u32,
+            1,
+            1,
+        ]);
+        LaunchConfig {
+            grid_dim: (grid[0], grid[1], grid[2]),
+            block_dim: (self.block[0], self.block[1], self.block[2]),
+            shared_mem_bytes: self.shared_mem_bytes,
+        }
+    }
+
+    /// Compiles (or takes from the cache) the source and fills the buffers on the GPU.
+    pub fn prepare(&self, gpu: &mut Gpu) -> Result<PreparedGpu, GpuError> {
+        gpu.ensure_fits(self.memory_bytes(), "the kernel's buffers")?;
+        let (module, report) = gpu.module("kernel.cu", &self.source, &Options::default())?;
+        let function = Gpu::function(&module, &self.entry)?;
+        let mut buffers = Vec::new();
+        let mut scalars = Vec::new();
+        for (index, arg) in self.args.iter().enumerate() {
+            match arg {
+                Arg::Buffer { ty, fill, output } => buffers.push(DeviceBuffer {
+                    index,
+                    ty: *ty,
+                    output: *output,
+                    data: upload_filled(gpu, *ty, fill, self.n as usize, index)?,
+                }),
+                Arg::Scalar { ty, value } => scalars.push(Scalar::new(*ty, *value)),
+            }
+        }
+        Ok(PreparedGpu::new(
+            CustomRun {
+                job: Arc::new(self.clone()),
+                function,
+                buffers,
+                scalars,
+                runs: 0,
+            },
+            vec![report],
+        ))
+    }
+}
+
+fn parse_arg(item: &Value, index: usize, n: u64) -> Result<Arg, FieldError> {
+    let field = format!("args.{index}");
+    let Some(obj) = item.as_object() else {
+        return Err(invalid(&field, format!("argument {index} must be an object with a `kind`")));
+    };
+    let ty = match obj.get("type").and_then(Value::as_str) {
+        Some(t) => ElementType::ALL
+            .into_iter()
+            .find(|e| e.as_str() == t)
+            .ok_or_else(|| invalid(&field, format!("argument {index}: `type` must be f32, f64, i32 or u32, not `{t}`")))?,
+        None => return Err(invalid(&field, format!("argument {index}: `type` (f32, f64, i32 or u32) is missing"))),
+    };
+    match obj.get("kind").and_then(Value::as_str) {
+        Some("scalar") => {
+            let value = obj.get("value").and_then(Value::as_f64).filter(|&v| ty.holds(v)).ok_or_else(|| {
+                invalid(&field, format!("argument {index}: a scalar needs a `value` that is a {} number", ty.as_str()))
+            })?;
+            Ok(Arg::Scalar { ty, value })
+        }
+        Some("buffer") => {
+            let output = match obj.get("output") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => return Err(invalid(&field, format!("argument {index}: `output` must be true or false"))),
+            };
+            let fill = match obj.get("fill").and_then(Value::as_str).unwrap_or("zeros") {
+                "zeros" => Fill::Zeros,
+                "ones" => Fill::Ones,
+                "iota" => Fill::Iota,
+                "random" => Fill::Random {
+                    seed: match obj.get("seed") {
+                        None | Some(Value::Null) => 0,
+                        v => v.and_then(Value::as_u64).ok_or_else(|| {
+                            invalid(&field, format!("argument {index}: `seed` must be a whole number from 0"))
+                        })?,
+                    },
+                },
+                "values" => {
+                    let values = obj.get("values").and_then(Value::as_array).ok_or_else(|| {
+                        invalid(&field, format!("argument {index}: fill `values` needs a `values` list"))
+                    })?;
+                    if values.is_empty() || values.len() as u64 > n {
+                        return Err(invalid(&field, format!(
+                            "argument {index}: `values` must list 1 to n = {n} numbers, not {}", values.len()
+                        )));
+                    }
+                    if values.len() * ty.size() > MAX_VALUES_BYTES {
+                        return Err(invalid(&field, format!(
+                            "argument {index}: {} {} values are more than 1 MiB; use another fill",
+                            values.len(), ty.as_str()
+                        )));
+                    }
+                    let parsed = values
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| v.as_f64().filter(|&x| ty.holds(x)).ok_or_else(|| {
+                            invalid(&field, format!("argument {index}: value {i} ({v}) is not a {} number", ty.as_str()))
+                        }))
+                        .collect::<Result<Vec<f64>, _>>()?;
+                    Fill::Values(parsed)
+                }
+                other => return Err(invalid(&field, format!(
+                    "argument {index}: `fill` must be zeros, ones, iota, random or values, not `{other}`"
+                ))),
+            };
+            Ok(Arg::Buffer { ty, fill, output })
+        }
+        _ => Err(invalid(&field, format!("argument {index}: `kind` must be buffer or scalar"))),
+    }
+}
+
+/// A whole number from `min` to `max`.
+fn whole(value: Option<&Value>, field: &str, min: u64, max: u64) -> Result<u64, FieldError> {
+    value
+        .and_then(|v| v.as_u64().or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64)))
+        .filter(|v| (min..=max).contains(v))
+        .ok_or_else(|| invalid(field, format!("`{field}` must be a whole number from {min} to {max}")))
+}
+
+/// `[x, y, z]` (or `[x]`, `[x, y]`), each from 1 to its limit; `None` when absent or null.
+fn dims(value: Option<&Value>, field: &str, max: [u32; 3]) -> Result<Option<[u32; 3]>, FieldError> {
+    let items = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(items)) if (1..=3).contains(&items.len()) => items,
+        Some(v) if v.is_u64() => std::slice::from_ref(v),
+        Some(_) => return Err(invalid(field, format!("`{field}` must be [x, y, z]"))),
+    };
+    let mut out = [1u32; 3];
+    for (axis, item) in items.iter().enumerate() {
+        let name = ["x", "y", "z"][axis];
+        out[axis] = item
+            .as_u64()
+            .filter(|&d| d >= 1 && d <= max[axis] as u64)
+            .ok_or_else(|| invalid(field, format!("`{field}`.{name} must be a whole number from 1 to {}", max[axis])))?
+            as u32;
+    }
+    Ok(Some(out))
+}
+
+fn is_identifier(text: &str) -> bool {
+    let mut chars = text.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The raw bytes of a buffer filled as asked.
+fn filled_bytes(ty: ElementType, fill: &Fill, n: usize, index: usize) -> Vec<u8> {
+    let value = |i: usize| -> f64 {
+        match fill {
+            Fill::Zeros => 0.0,
+            Fill::Ones => 1.0,
+            Fill::Iota => i as f64,
+            Fill::Values(v) => v.get(i).copied().unwrap_or(0.0),
+            Fill::Random { .. } => unreachable!("random fills are drawn as bits"),
+        }
+    };
+    let mut bytes = Vec::with_capacity(n * ty.size());
+    for i in 0..n {
+        match (ty, fill) {
+            (ElementType::F32, Fill::Random { seed }) => bytes.extend_from_slice(
+                &rng::uniform_f32_at(*seed, index as u64, i as u64, 0.0, 1.0).to_le_bytes(),
+            ),
+            (ElementType::F64, Fill::Random { seed }) => bytes.extend_from_slice(
+                &rng::uniform_f64(rng::stream_seed(*seed, index as u64), i as u64).to_le_bytes(),
+            ),
+            (_, Fill::Random { seed }) => bytes.extend_from_slice(
+                &(rng::hash64(rng::stream_seed(*seed, index as u64), i as u64) as u32).to_le_bytes(),
+            ),
+            (ElementType::F32, _) => bytes.extend_from_slice(&(value(i) as f32).to_le_bytes()),
+            (ElementType::F64, _) => bytes.extend_from_slice(&value(i).to_le_bytes()),
+            (ElementType::I32, Fill::Iota) => bytes.extend_from_slice(&(i as u32 as i32).to_le_bytes()),
+            (ElementType::U32, Fill::Iota) => bytes.extend_from_slice(&(i as u32).to_le_bytes()),
+            (ElementType::I32, _) => bytes.extend_from_slice(&(value(i) as i32).to_le_bytes()),
+            (ElementType::U32, _) => bytes.extend_from_slice(&(value(i) as u32).to_le_bytes()),
+        }
+    }
+    bytes
+}
+
+fn upload_filled(
+    gpu: &Gpu,
+    ty: ElementType,
+    fill: &Fill,
+    n: usize,
+    index: usize,
+) -> Result<CudaSlice<u8>, GpuError> {
+    if *fill == Fill::Zeros {
+        return gpu.stream.alloc_zeros(n * ty.size()).during("allocating a buffer");
+    }
+    let bytes = filled_bytes(ty, fill, n, index);
+    gpu.stream.clone_htod(&bytes).during("copying a buffer to the GPU")
+}
+
+struct DeviceBuffer {
+    index: usize,
+    ty: ElementType,
+    output: bool,
+    data: CudaSlice<u8>,
+}
+
+/// A scalar argument, held in its C type for the launch.
+enum Scalar {
+    F32(f32),
+    F64(f64),
+    I32(i32),
+    U32(u32),
+}
+
+impl Scalar {
+    fn new(ty: ElementType, value: f64) -> Self {
+        match ty {
+            ElementType::F32 => Scalar::F32(value as f32),
+            ElementType::F64 => Scalar::F64(value),
+            ElementType::I32 => Scalar::I32(value as i32),
+            ElementType::U32 => Scalar::U32(value as u32),
+        }
+    }
+}
+
+struct CustomRun {
+    job: Arc<CustomJob>,
+    function: CudaFunction,
+    /// The buffers, in argument order among themselves.
+    buffers: Vec<DeviceBuffer>,
+    /// The scalars, in argument order among themselves.
+    scalars: Vec<Scalar>,
+    /// Launches so far, the warm-up included: buffers keep what each left.
+    runs: u32,
+}
+
+impl GpuRun for CustomRun {
+    fn step(&mut self, gpu: &Gpu) -> Result<(), GpuError> {
+        let mut launch = gpu.stream.launch_builder(&self.function);
+        let (mut buffers, mut scalars) = (self.buffers.iter_mut(), self.scalars.iter());
+        for arg in &self.job.args {
+            match arg {
+                Arg::Buffer { .. } => {
+                    let buffer = buffers.next().expect("one device buffer per buffer argument");
+                    launch.arg(&mut buffer.data);
+                }
+                Arg::Scalar { .. } => {
+                    match scalars.next().expect("one scalar per scalar argument") {
+                        Scalar::F32(v) => launch.arg(v),
+                        Scalar::F64(v) => launch.arg(v),
+                        Scalar::I32(v) => launch.arg(v),
+                        Scalar::U32(v) => launch.arg(v),
+                    };
+                }
+            }
+        }
+        // SAFETY: not provable: this is the user's kernel. It gets the arguments its job
+        // lists, buffers of n elements of their types and scalars by value, in order. A
+        // kernel that reads or writes past them faults inside this worker's GPU context
+        // alone; the fault comes back as a driver error, the job fails and the worker is
+        // replaced. The process's own memory is out of the kernel's reach.
+        unsafe { launch.launch(self.job.launch_config()) }.during("launching the kernel")?;
+        self.runs += 1;
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, gpu: &mut Gpu) -> Result<RunReport, GpuError> {
+        let mut outputs = Vec::new();
+        let mut all_finite = true;
+        for buffer in self.buffers.iter().filter(|b| b.output) {
+            let bytes = gpu
+                .stream
+                .clone_dtoh(&buffer.data)
+                .during("copying an output buffer from the GPU")?;
+            let summary = summarize(buffer.ty, &bytes);
+            all_finite &= summary.non_finite == 0;
+            outputs.push(json!({
+                "arg": buffer.index,
+                "type": buffer.ty.as_str(),
+                "first": summary.first,
+                "min": summary.min,
+                "max": summary.max,
+                "mean": summary.mean,
+                "non_finite": summary.non_finite,
+                "checksum": format!("{:016x}", fnv1a(&bytes)),
+            }));
+        }
+        let cfg = self.job.launch_config();
+        Ok(RunReport {
+            work: Work::Elements(self.job.n as f64),
+            verification: Verification {
+                passed: all_finite,
+                max_abs_error: 0.0,
+                max_rel_error: 0.0,
+                tolerance: 0.0,
+                method: "A custom kernel has no reference to compare with: the check is only \
+                         that every output buffer holds finite numbers (no NaN or ∞). The \
+                         checksum is FNV-1a (64 bits) of each output buffer's bytes."
+                    .into(),
+            },
+            output: json!({
+                "entry": self.job.entry,
+                "n": self.job.n,
+                "grid": [cfg.grid_dim.0, cfg.grid_dim.1, cfg.grid_dim.2],
+                "block": [cfg.block_dim.0, cfg.block_dim.1, cfg.block_dim.2],
+                "shared_mem_bytes": cfg.shared_mem_bytes,
+                "launches": self.runs,
+                "buffers": outputs,
+                "note": "Buffers are filled once, before the warm-up launch; every launch sees \
+                         what the one before left, and the outputs are read after the last.",
+            }),
+            artifact: None,
+        })
+    }
+}
+
+/// What the result says of an output buffer.
+#[derive(Debug, Clone, PartialEq)]
+struct Summary {
+    first: Vec<Value>,
+    min: Option<f64>,
+    max: Option<f64>,
+    mean: Option<f64>,
+    non_finite: u64,
+}
+
+fn summarize(ty: ElementType, bytes: &[u8]) -> Summary {
+    let values = bytes.chunks_exact(ty.size()).map(|c| match ty {
+        ElementType::F32 => f32::from_le_bytes(c.try_into().expect("4 bytes")) as f64,
+        ElementType::F64 => f64::from_le_bytes(c.try_into().expect("8 bytes")),
+        ElementType::I32 => i32::from_le_bytes(c.try_into().expect("4 bytes")) as f64,
+        ElementType::U32 => u32::from_le_bytes(c.try_into().expect("4 bytes")) as f64,
+    });
+    let mut first = Vec::with_capacity(SHOWN);
+    let (mut min, mut max, mut sum, mut count, mut non_finite) =
+        (f64::INFINITY, f64::NEG_INFINITY, 0.0f64, 0u64, 0u64);
+    for (i, v) in values.enumerate() {
+        if i < SHOWN {
+            // JSON has no NaN or ∞: those are listed as null.
+            first.push(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number));
+        }
+        if v.is_finite() {
+            min = min.min(v);
+            max = max.max(v);
+            sum += v;
+            count += 1;
+        } else {
+            non_finite += 1;
+        }
+    }
+    Summary {
+        first,
+        min: (count > 0).then_some(min),
+        max: (count > 0).then_some(max),
+        mean: (count > 0).then(|| sum / count as f64),
+        non_finite,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(v: Value) -> Params {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn vector_add() -> Value {
+        json!({
+            "source": "extern \"C\" __global__ void vector_add(const float* a, const float* b, float* c, unsigned n) { unsigned i = blockIdx.x * blockDim.x + threadIdx.x; if (i < n) c[i] = a[i] + b[i]; }",
+            "entry": "vector_add",
+            "n": 1000,
+            "grid": null,
+            "block": [256, 1, 1],
+            "shared_mem_bytes": 0,
+            "args": [
+                {"kind": "buffer", "type": "f32", "fill": "iota", "output": false},
+                {"kind": "buffer", "type": "f32", "fill": "ones", "output": false},
+                {"kind": "buffer", "type": "f32", "fill": "zeros", "output": true},
+                {"kind": "scalar", "type": "u32", "value": 1000},
+            ],
+        })
+    }
+
+    #[test]
+    fn the_editors_request_parses() {
+        let job = CustomJob::parse(Some(&params(vector_add()))).unwrap();
+        assert_eq!(job.entry, "vector_add");
+        assert_eq!(job.args.len(), 4);
+        assert_eq!(job.memory_bytes(), 3 * 1000 * 4);
+        let cfg = job.launch_config();
+        // One thread per element: ceil(1000 / 256) blocks.
+        assert_eq!((cfg.grid_dim, cfg.block_dim), ((4, 1, 1), (256, 1, 1)));
+        assert_eq!(
+            job.args[3],
+            Arg::Scalar {
+                ty: ElementType::U32,
+                value: 1000.0
+            }
+        );
+    }
+
+    #[test]
+    fn each_mistake_names_its_field() {
+        let cases: &[(&str, Value, &str)] = &[
+            ("source", json!("a\u{0}b"), "NUL"),
+            ("source", json!("x".repeat(MAX_SOURCE_BYTES + 1)), "64 KiB"),
+            ("entry", json!("not an identifier"), "identifier"),
+            ("n", json!(0), "from 1"),
+            ("block", json!([1024, 2, 1]), "at most 1024 threads"),
+            ("block", json!([1, 1, 65]), "from 1 to 64"),
+            ("grid", json!([0, 1, 1]), "from 1"),
+            ("shared_mem_bytes", json!(1 << 20), "49152"),
+        ];
+        for (field, value, words) in cases {
+            let mut p = vector_add();
+            p[field] = value.clone();
+            let err = CustomJob::parse(Some(&params(p))).unwrap_err();
+            assert_eq!(err.field, *field, "{err:?}");
+            assert!(err.detail.contains(words), "{field}: {}", err.detail);
+        }
+        let mut p = vector_add();
+        p["args"][1]["fill"] = json!("values");
+        p["args"][1]["values"] = json!([1, 2, "three"]);
+        let err = CustomJob::parse(Some(&params(p))).unwrap_err();
+        assert_eq!(err.field, "args.1");
+        let mut p = vector_add();
+        p["args"][3]["value"] = json!(-1);
+        assert_eq!(CustomJob::parse(Some(&params(p))).unwrap_err().field, "args.3");
+        let mut p = vector_add();
+        p["args"][0]["type"] = json!("f16");
+        assert_eq!(CustomJob::parse(Some(&params(p))).unwrap_err().field, "args.0");
+        let mut p = vector_add();
+        p["colour"] = json!("blue");
+        assert_eq!(CustomJob::parse(Some(&params(p))).unwrap_err().field, "colour");
+        let mut p = vector_add();
+        p["args"][0]["fill"] = json!("values");
+        p["args"][0]["values"] = json!(vec![1.0; 1001]);
+        assert!(CustomJob::parse(Some(&params(p))).unwrap_err().detail.contains("1 to n = 1000"));
+    }
+
+    #[test]
+    fn values_of_more_than_a_mebibyte_are_refused() {
+        let mut p = vector_add();
+        p["n"] = json!(1 << 20);
+        p["args"][0]["fill"] = json!("values");
+        p["args"][0]["values"] = json!(vec![0.5; (1 << 18) + 1]);
+        let err = CustomJob::parse(Some(&params(p))).unwrap_err();
+        assert!(err.detail.contains("1 MiB"), "{}", err.detail);
+    }
+
+    #[test]
+    fn fills_write_the_bytes_of_their_type() {
+        let bytes = filled_bytes(ElementType::I32, &Fill::Values(vec![-2.0, 7.0]), 3, 0);
+        assert_eq!(bytes, [(-2i32).to_le_bytes(), 7i32.to_le_bytes(), 0i32.to_le_bytes()].concat());
+        let bytes = filled_bytes(ElementType::F64, &Fill::Iota, 2, 0);
+        assert_eq!(bytes, [0.0f64.to_le_bytes(), 1.0f64.to_le_bytes()].concat());
+        let a = filled_bytes(ElementType::F32, &Fill::Random { seed: 1 }, 100, 0);
+        let b = filled_bytes(ElementType::F32, &Fill::Random { seed: 1 }, 100, 1);
+        assert_ne!(a, b, "each argument draws its own stream");
+        assert_eq!(a, filled_bytes(ElementType::F32, &Fill::Random { seed: 1 }, 100, 0));
+    }
+
+    #[test]
+    fn summaries_count_what_is_not_finite() {
+        let bytes: Vec<u8> = [1.0f32, f32::NAN, 3.0, f32::INFINITY]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let s = summarize(ElementType::F32, &bytes);
+        assert_eq!((s.min, s.max, s.mean, s.non_finite), (Some(1.0), Some(3.0), Some(2.0), 2));
+        assert_eq!(s.first, vec![json!(1.0), Value::Null, json!(3.0), Value::Null]);
+    }
+}

@@ -1,0 +1,349 @@
+//! The CUDA engine of a worker: one device's context and stream, its module cache, cuBLAS,
+//! and event timing.
+//!
+//! Everything here runs inside a worker process (see [`crate::worker`]), which owns one GPU.
+//! A driver error in a job may leave the context unusable (an illegal address poisons it for
+//! good), so every driver error is [`GpuError::Driver`], which tells the worker to report the
+//! job as failed and to be replaced.
+
+pub mod compile;
+pub mod custom;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use cudarc::cublas::CudaBlas;
+use cudarc::driver::sys::CUdevice_attribute_enum as Attr;
+use cudarc::driver::{
+    CudaContext, CudaEvent, CudaFunction, CudaModule, CudaStream, DriverError, LaunchConfig,
+};
+use serde::Serialize;
+
+pub use compile::{CompileError, Image, ImageKind, Options};
+
+/// Why a GPU job could not run.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GpuError {
+    /// The CUDA driver failed: the context may be broken, so the worker is replaced.
+    #[error("{}", describe_driver_error(.0, .1))]
+    Driver(&'static str, DriverError),
+    /// The source did not compile.
+    #[error("{0}")]
+    Compile(#[from] CompileError),
+    /// Anything else, such as a problem too big for the free memory; the worker stays.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl GpuError {
+    /// Whether the worker's CUDA context can no longer be trusted.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, GpuError::Driver(..))
+    }
+}
+
+/// `what` failed with the driver error's name and text, as in
+/// `kernel launch: CUDA_ERROR_ILLEGAL_ADDRESS (an illegal memory access was encountered)`.
+fn describe_driver_error(what: &str, e: &DriverError) -> String {
+    let name = e
+        .error_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| format!("{:?}", e.0));
+    match e.error_string() {
+        Ok(text) => format!("{what}: {name} ({})", text.to_string_lossy()),
+        Err(_) => format!("{what}: {name}"),
+    }
+}
+
+/// Adds what was being done to a driver error.
+pub trait DriverContext<T> {
+    fn during(self, what: &'static str) -> Result<T, GpuError>;
+}
+
+impl<T> DriverContext<T> for Result<T, DriverError> {
+    fn during(self, what: &'static str) -> Result<T, GpuError> {
+        self.map_err(|e| GpuError::Driver(what, e))
+    }
+}
+
+/// How a module was obtained for a job: compiled now, or taken from the worker's cache.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ModuleReport {
+    pub cache_hit: bool,
+    /// NVRTC's time, on a miss.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compile_ms: Option<f64>,
+    /// The time to get a loaded module: the cache lookup on a hit, `cuModuleLoadData` on a
+    /// miss.
+    pub load_ms: f64,
+    /// `cubin` or `ptx`.
+    pub image: &'static str,
+    /// `sm_90` for a CUBIN.
+    pub target: String,
+}
+
+/// A GPU owned by this process.
+pub struct Gpu {
+    pub ctx: Arc<CudaContext>,
+    pub stream: Arc<CudaStream>,
+    /// Compute capability.
+    pub arch: (u32, u32),
+    pub multiprocessors: u32,
+    /// Modules by (source hash, options), loaded in this context.
+    modules: HashMap<(u64, bool), Loaded>,
+    blas: Option<CudaBlas>,
+}
+
+struct Loaded {
+    /// Compared on every hit, so two sources with one hash never share a module.
+    source: String,
+    module: Arc<CudaModule>,
+    image: ImageKind,
+    target: String,
+}
+
+impl Gpu {
+    /// Opens CUDA device `ordinal`: its primary context and one stream for every job.
+    pub fn open(ordinal: usize) -> Result<Self, GpuError> {
+        let ctx = CudaContext::new(ordinal).during("opening the device")?;
+        // One stream does all the work, so cudarc's tracking of buffers across streams only
+        // costs time.
+        // SAFETY: every buffer and launch of this worker uses `stream` alone.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream().during("creating a stream")?;
+        let attr = |a| {
+            ctx.attribute(a)
+                .during("reading a device attribute")
+                .map(|v| v.max(0) as u32)
+        };
+        let arch = (
+            attr(Attr::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?,
+            attr(Attr::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?,
+        );
+        let multiprocessors = attr(Attr::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+        Ok(Gpu {
+            ctx,
+            stream,
+            arch,
+            multiprocessors,
+            modules: HashMap::new(),
+            blas: None,
+        })
+    }
+
+    /// The module built from `source`, compiled and loaded on first use and cached for the
+    /// life of the worker by the source's hash and the options (the architecture is the
+    /// device's, fixed for the worker).
+    pub fn module(
+        &mut self,
+        name: &str,
+        source: &str,
+        options: &Options,
+    ) -> Result<(Arc<CudaModule>, ModuleReport), GpuError> {
+        let started = Instant::now();
+        let key = (fnv1a(source.as_bytes()), options.no_fmad);
+        if let Some(loaded) = self.modules.get(&key).filter(|l| l.source == source) {
+            return Ok((
+                loaded.module.clone(),
+                ModuleReport {
+                    cache_hit: true,
+                    compile_ms: None,
+                    load_ms: started.elapsed().as_secs_f64() * 1e3,
+                    image: loaded.image.as_str(),
+                    target: loaded.target.clone(),
+                },
+            ));
+        }
+        let image = compile::compile(source, name, self.arch, options)?;
+        let loading = Instant::now();
+        let module = self.load(&image)?;
+        let report = ModuleReport {
+            cache_hit: false,
+            compile_ms: Some(image.compile_ms),
+            load_ms: loading.elapsed().as_secs_f64() * 1e3,
+            image: image.kind.as_str(),
+            target: image.target.clone(),
+        };
+        self.modules.insert(
+            key,
+            Loaded {
+                source: source.to_owned(),
+                module: module.clone(),
+                image: image.kind,
+                target: image.target,
+            },
+        );
+        Ok((module, report))
+    }
+
+    fn load(&self, image: &Image) -> Result<Arc<CudaModule>, GpuError> {
+        let ptx = cudarc::nvrtc::Ptx::from_binary(image.bytes.clone());
+        self.ctx.load_module(ptx).map_err(|e| {
+            use cudarc::driver::sys::cudaError_enum as E;
+            match (image.kind, e.0) {
+                (ImageKind::Ptx, E::CUDA_ERROR_UNSUPPORTED_PTX_VERSION)
+                | (ImageKind::Ptx, E::CUDA_ERROR_INVALID_PTX) => GpuError::Other(format!(
+                    "the driver cannot load the PTX that NVRTC built for {} ({}): NVRTC is \
+                     newer than the driver and does not know this GPU's architecture sm_{}{}; \
+                     update the NVIDIA driver",
+                    image.target,
+                    describe_driver_error("loading the module", &e),
+                    self.arch.0,
+                    self.arch.1
+                )),
+                _ => GpuError::Driver("loading the module", e),
+            }
+        })
+    }
+
+    /// The kernel `entry` of `module`.
+    pub fn function(module: &Arc<CudaModule>, entry: &str) -> Result<CudaFunction, GpuError> {
+        module.load_function(entry).map_err(|e| {
+            GpuError::Other(format!(
+                "the module has no kernel `{entry}` ({}): it must be an extern \"C\" \
+                 __global__ function",
+                describe_driver_error("looking up the kernel", &e)
+            ))
+        })
+    }
+
+    /// cuBLAS on this worker's stream, created on first use.
+    pub fn blas(&mut self) -> Result<&CudaBlas, GpuError> {
+        if self.blas.is_none() {
+            // SAFETY: is_culib_present only tries to dlopen cuBLAS under its known names.
+            let present = std::panic::catch_unwind(|| unsafe {
+                cudarc::cublas::sys::is_culib_present()
+            })
+            .unwrap_or(false);
+            if !present {
+                return Err(GpuError::Other(
+                    "cuBLAS (libcublas.so.12 or .13) is not installed on this host: the \
+                     `cublas` variant needs it; the `tiled` variant does not"
+                        .into(),
+                ));
+            }
+            let blas = CudaBlas::new(self.stream.clone())
+                .map_err(|e| GpuError::Other(format!("cuBLAS could not start: {e:?}")))?;
+            // Plain single precision: no TF32 tensor-core shortcut unless asked for.
+            // SAFETY: the handle is live; the math mode is a plain enum value.
+            let status = unsafe {
+                cudarc::cublas::sys::cublasSetMathMode(
+                    *blas.handle(),
+                    cudarc::cublas::sys::cublasMath_t::CUBLAS_DEFAULT_MATH,
+                )
+            };
+            if status != cudarc::cublas::sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+                return Err(GpuError::Other(format!(
+                    "cuBLAS refused its math mode: {status:?}"
+                )));
+            }
+            self.blas = Some(blas);
+        }
+        Ok(self.blas.as_ref().expect("set above"))
+    }
+
+    /// cuBLAS, if [`Gpu::blas`] has started it.
+    pub fn blas_ready(&self) -> Option<&CudaBlas> {
+        self.blas.as_ref()
+    }
+
+    /// Fails unless `bytes` more can be allocated, leaving a margin for the driver.
+    pub fn ensure_fits(&self, bytes: u64, what: &str) -> Result<(), GpuError> {
+        let (free, total) = self.ctx.mem_get_info().during("reading the free memory")?;
+        // cuBLAS workspaces, module code and the allocator's rounding.
+        let margin = 256u64 << 20;
+        if bytes.saturating_add(margin) > free as u64 {
+            return Err(GpuError::Other(format!(
+                "{what} needs {} of GPU memory, but only {} of {} is free",
+                gib(bytes),
+                gib(free as u64),
+                gib(total as u64)
+            )));
+        }
+        Ok(())
+    }
+
+    /// A timing event.
+    pub fn event(&self) -> Result<CudaEvent, GpuError> {
+        self.ctx
+            .new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))
+            .during("creating an event")
+    }
+
+    /// Waits for everything queued on the stream.
+    pub fn sync(&self) -> Result<(), GpuError> {
+        self.stream.synchronize().during("running the kernel")
+    }
+
+    /// A launch of one thread per item for `items` items in blocks of `block` threads, the
+    /// grid capped at the hardware's limit (kernels loop over what a smaller grid leaves).
+    pub fn linear_launch(items: u64, block: u32) -> LaunchConfig {
+        let blocks = items.div_ceil(block as u64).clamp(1, (1 << 31) - 1) as u32;
+        LaunchConfig {
+            grid_dim: (blocks, 1, 1),
+            block_dim: (block, 1, 1),
+            shared_mem_bytes: 0,
+        }
+    }
+}
+
+/// Times `step` with events on the stream: one untimed warm-up, then `repetitions` timed
+/// runs, each bracketed by its own pair of events, `progress(done, total)` after each.
+/// Returns each run's milliseconds.
+pub fn time_on_stream(
+    gpu: &Gpu,
+    repetitions: u32,
+    mut progress: impl FnMut(u32, u32),
+    mut step: impl FnMut(&Gpu) -> Result<(), GpuError>,
+) -> Result<Vec<f64>, GpuError> {
+    let repetitions = repetitions.max(1);
+    step(gpu)?;
+    gpu.sync()?;
+    let (start, end) = (gpu.event()?, gpu.event()?);
+    let mut times = Vec::with_capacity(repetitions as usize);
+    for done in 1..=repetitions {
+        start.record(&gpu.stream).during("recording an event")?;
+        step(gpu)?;
+        end.record(&gpu.stream).during("recording an event")?;
+        let ms = start.elapsed_ms(&end).during("running the kernel")?;
+        times.push(ms as f64);
+        progress(done, repetitions);
+    }
+    Ok(times)
+}
+
+/// FNV-1a, 64 bits: the module cache's key and the custom kernels' output checksum.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for &b in bytes {
+        hash ^= b as u64;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linear_launches_cover_every_item_within_the_grid_limit() {
+        let cfg = Gpu::linear_launch(1000, 256);
+        assert_eq!((cfg.grid_dim.0, cfg.block_dim.0), (4, 256));
+        assert_eq!(Gpu::linear_launch(0, 256).grid_dim.0, 1);
+        assert_eq!(Gpu::linear_launch(1 << 45, 256).grid_dim.0, (1 << 31) - 1);
+    }
+
+    #[test]
+    fn the_cache_key_tells_sources_apart() {
+        assert_ne!(fnv1a(b"a"), fnv1a(b"b"));
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        // The published FNV-1a test vector.
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+}

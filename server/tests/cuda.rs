@@ -1,0 +1,215 @@
+//! The CUDA engine on a real GPU: every built-in kernel verified, custom kernels, and the
+//! recovery after a fault or an endless loop.
+//!
+//! These need a CUDA GPU, so they are ignored by a plain `cargo test`, which lists them as
+//! ignored with that reason. The GPU check (`cargo xtask gpu-bundle`, then `run.sh` on a GPU
+//! machine) runs them with `--include-ignored`; run so on a host without a GPU, each fails
+//! and says why none could be used.
+
+mod support;
+
+use gpulab_shared::{Device, DeviceKind, Health, Job, JobStatus};
+use serde_json::{json, Value};
+use support::{spawn_app, TestApp};
+
+const NEEDS_GPU: &str = "needs a CUDA GPU: the GPU check runs it";
+
+/// A server and its CUDA devices' ids; fails with the server's reason when it has none.
+async fn app_with_gpus() -> (TestApp, Vec<String>) {
+    let app = spawn_app().await;
+    let devices: Vec<Device> = app.get_json("/api/devices").await;
+    let gpus: Vec<String> = devices
+        .into_iter()
+        .filter(|d| d.kind == DeviceKind::Cuda)
+        .map(|d| d.id)
+        .collect();
+    if gpus.is_empty() {
+        let health: Health = app.get_json("/api/health").await;
+        panic!(
+            "no CUDA device, so this GPU test cannot run: {}",
+            health.cuda.reason.unwrap_or_default()
+        );
+    }
+    (app, gpus)
+}
+
+async fn run(app: &TestApp, body: Value) -> Job {
+    let job = app.submit(body).await;
+    app.wait_finished(job.id).await
+}
+
+fn succeeded(job: &Job) {
+    assert_eq!(
+        job.status,
+        JobStatus::Succeeded,
+        "{} on {}: {:?}",
+        job.kernel,
+        job.device,
+        job.error
+    );
+    let result = job.result.as_ref().expect("a succeeded job has a result");
+    assert!(result.verification.passed, "{:?}", result.verification);
+    assert!(result.timing.median_ms > 0.0, "{:?}", result.timing);
+}
+
+#[tokio::test]
+#[ignore = "needs a CUDA GPU: the GPU check runs it"]
+async fn every_builtin_kernel_verifies_on_every_gpu() {
+    let (app, gpus) = app_with_gpus().await;
+    let cases = [
+        json!({"kernel": "vector_add", "params": {"n": 10_000_003}}),
+        json!({"kernel": "saxpy", "params": {"n": 10_000_001, "a": -1.25}}),
+        json!({"kernel": "reduce_sum", "params": {"n": 10_000_002}}),
+        json!({"kernel": "matmul", "params": {"m": 1000, "n": 777, "k": 513, "variant": "cublas"}}),
+        json!({"kernel": "matmul", "params": {"m": 1000, "n": 777, "k": 513, "variant": "tiled"}}),
+        json!({"kernel": "bandwidth", "params": {"size_mib": 64}}),
+        json!({"kernel": "mandelbrot", "params": {"width": 640, "height": 480, "max_iter": 500}}),
+        json!({"kernel": "monte_carlo_pi", "params": {"samples": 100_000_000u64}}),
+    ];
+    for gpu in &gpus {
+        for case in &cases {
+            let mut body = case.clone();
+            body["device"] = json!(gpu);
+            body["repetitions"] = json!(3);
+            let job = run(&app, body).await;
+            succeeded(&job);
+            let output = &job.result.as_ref().unwrap().output;
+            if job.kernel == "monte_carlo_pi" {
+                let prefix = &output["exact_prefix"];
+                assert_eq!(prefix["gpu_hits"], prefix["host_hits"], "{output}");
+            }
+            if job.kernel == "bandwidth" {
+                let sweep = output["sweep"].as_array().unwrap();
+                // 1 KiB to 64 MiB, five directions each.
+                assert_eq!(sweep.len(), 17 * 5, "{output}");
+                assert!(sweep.iter().all(|p| p["gb_per_s"].as_f64().unwrap() > 0.0));
+            }
+            if job.kernel == "mandelbrot" {
+                let png = app.get(&format!("/api/jobs/{}/artifact", job.id)).await;
+                assert_eq!(png.status(), 200);
+                let bytes = png.bytes().await.unwrap();
+                assert!(bytes.starts_with(b"\x89PNG"));
+            }
+            if job.kernel != "matmul" || case["params"]["variant"] == "tiled" {
+                let module = &output["modules"][0];
+                assert!(module["target"].as_str().unwrap().starts_with("sm_"), "{output}");
+            }
+        }
+    }
+}
+
+fn custom(source: &str, entry: &str, n: u64, args: Value) -> Value {
+    json!({
+        "kernel": "custom",
+        "params": {"source": source, "entry": entry, "n": n, "grid": null,
+                   "block": [128, 1, 1], "shared_mem_bytes": 0, "args": args},
+        "repetitions": 2,
+    })
+}
+
+const VECTOR_ADD: &str = r#"extern "C" __global__ void vector_add(const float* a, const float* b, float* c, unsigned n) {
+    unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) c[i] = a[i] + b[i];
+}"#;
+
+fn vector_add(gpu: &str) -> Value {
+    let mut body = custom(
+        VECTOR_ADD,
+        "vector_add",
+        1000,
+        json!([
+            {"kind": "buffer", "type": "f32", "fill": "iota"},
+            {"kind": "buffer", "type": "f32", "fill": "ones"},
+            {"kind": "buffer", "type": "f32", "fill": "zeros", "output": true},
+            {"kind": "scalar", "type": "u32", "value": 1000},
+        ]),
+    );
+    body["device"] = json!(gpu);
+    body
+}
+
+#[tokio::test]
+#[ignore = "needs a CUDA GPU: the GPU check runs it"]
+async fn a_custom_kernel_reports_its_outputs_and_is_cached() {
+    let (app, gpus) = app_with_gpus().await;
+    let first = run(&app, vector_add(&gpus[0])).await;
+    succeeded(&first);
+    let output = &first.result.as_ref().unwrap().output;
+    let c = &output["buffers"][0];
+    assert_eq!(c["arg"], 2);
+    assert_eq!(c["first"][0], 1.0);
+    assert_eq!(c["first"][63], 64.0);
+    assert_eq!(c["min"], 1.0);
+    assert_eq!(c["max"], 1000.0);
+    assert_eq!(c["mean"], 500.5);
+    assert_eq!(output["grid"], json!([8, 1, 1]));
+    assert_eq!(output["modules"][0]["cache_hit"], false);
+    let again = run(&app, vector_add(&gpus[0])).await;
+    succeeded(&again);
+    let module = &again.result.as_ref().unwrap().output["modules"][0];
+    assert_eq!(module["cache_hit"], true, "{module}");
+    assert!(module["load_ms"].as_f64().unwrap() < 1.0, "{module}");
+    assert_eq!(
+        again.result.as_ref().unwrap().output["buffers"][0]["checksum"],
+        c["checksum"]
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs a CUDA GPU: the GPU check runs it"]
+async fn a_compile_error_fails_with_the_log_at_its_line_and_column() {
+    let (app, gpus) = app_with_gpus().await;
+    let source = "extern \"C\" __global__ void broken(float* y, unsigned n) {\n    unsigned i = threadIdx.x;\n    y[i] = undefined_name;\n}\n";
+    let mut body = custom(
+        source,
+        "broken",
+        32,
+        json!([{"kind": "buffer", "type": "f32"}, {"kind": "scalar", "type": "u32", "value": 32}]),
+    );
+    body["device"] = json!(gpus[0]);
+    let job = run(&app, body).await;
+    assert_eq!(job.status, JobStatus::Failed);
+    let error = job.error.unwrap();
+    assert!(error.contains("kernel.cu(3,12): error"), "{error}");
+    assert!(error.contains("undefined_name"), "{error}");
+    // The worker is fine: the next job runs.
+    succeeded(&run(&app, vector_add(&gpus[0])).await);
+}
+
+#[tokio::test]
+#[ignore = "needs a CUDA GPU: the GPU check runs it"]
+async fn a_faulting_kernel_fails_by_name_and_the_next_job_succeeds() {
+    let (app, gpus) = app_with_gpus().await;
+    let source = "extern \"C\" __global__ void wild(float* y) {\n    float* p = (float*)0x10;\n    p[threadIdx.x] = y[0];\n}\n";
+    let mut body = custom(source, "wild", 32, json!([{"kind": "buffer", "type": "f32"}]));
+    body["device"] = json!(gpus[0]);
+    let job = run(&app, body).await;
+    assert_eq!(job.status, JobStatus::Failed);
+    let error = job.error.unwrap();
+    assert!(
+        error.contains("CUDA_ERROR_ILLEGAL_ADDRESS") && error.contains("replaced"),
+        "{error}"
+    );
+    succeeded(&run(&app, vector_add(&gpus[0])).await);
+}
+
+#[tokio::test]
+#[ignore = "needs a CUDA GPU: the GPU check runs it"]
+async fn an_endless_kernel_times_out_and_the_next_job_succeeds() {
+    let (app, gpus) = app_with_gpus().await;
+    let source = "extern \"C\" __global__ void spin(unsigned* flag) {\n    while (atomicAdd(flag, 0u) == 0u) { }\n}\n";
+    let mut body = custom(source, "spin", 1, json!([{"kind": "buffer", "type": "u32"}]));
+    body["device"] = json!(gpus[0]);
+    body["timeout_s"] = json!(3);
+    let job = run(&app, body).await;
+    assert_eq!(job.status, JobStatus::TimedOut, "{:?}", job.error);
+    succeeded(&run(&app, vector_add(&gpus[0])).await);
+}
+
+#[test]
+fn the_reason_for_ignoring_is_the_one_printed() {
+    // `cargo test` prints each ignored test with its reason; keep them saying the same.
+    let text = include_str!("cuda.rs");
+    let marker = format!("#[ignore = \"{NEEDS_GPU}\"]");
+    assert_eq!(text.matches(marker.as_str()).count(), 5);
+}
