@@ -259,6 +259,22 @@ def check_custom(api, device):
     check("after the endless kernel the next job succeeds (new worker)", nxt["status"] == "succeeded",
           f"{nxt['status']} in {time.monotonic() - t0:.2f} s {nxt.get('error') or ''}")
 
+    # Too big for the GPU: refused before anything is allocated, naming the limit.
+    huge = custom(VECTOR_ADD, "vector_add", 2**32 - 1, [{"kind": "buffer", "type": "f64"}] * 32, device)
+    status, problem = api.call("POST", "/api/jobs", huge)
+    check("a job too big for the GPU is a 422 naming the free memory",
+          status == 422 and "GiB free" in str(problem), f"{status} {problem}"[:300])
+
+    # The same job on every GPU, compared.
+    status, group = api.call("POST", "/api/jobs", {"kernel": "saxpy", "device": "all", "params": {"n": 1 << 26}})
+    if check("device all queues one job per GPU", status == 202 and len(group.get("jobs", [])) >= 1, str(group)[:300]):
+        for job in group["jobs"]:
+            api.wait(job["id"])
+        comparison = api.get(group["compare"])
+        FIGURES["device all: saxpy 2^26 comparison"] = comparison["entries"]
+        check("the comparison has every GPU's figure", comparison["complete"]
+              and all(e["throughput"] for e in comparison["entries"]), json.dumps(comparison)[:400])
+
     # A cached module: the same source again on a warm worker.
     api.run(vector_add(device))
     job = api.run(vector_add(device))

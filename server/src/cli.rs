@@ -163,6 +163,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         std::time::Duration::from_secs(1),
         std::time::Duration::from_secs(600),
     );
+    let sampled = telemetry.clone();
+    jobs.watch_free_memory(Box::new(move |device| sampled.free_memory_bytes(device)));
     let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
     let state = AppState {
         telemetry,

@@ -101,6 +101,7 @@ async fn the_catalog_describes_every_kernel_with_defaults() {
     );
     for k in &catalog {
         assert!(k.devices.contains(&DeviceKind::Cpu), "{}", k.name);
+        assert!(k.devices.contains(&DeviceKind::Cuda), "{}", k.name);
         assert!(!k.throughput_formula.is_empty(), "{}", k.name);
         assert!(!k.description.is_empty(), "{}", k.name);
         for p in &k.params {
@@ -601,6 +602,7 @@ async fn the_openapi_document_lists_every_route() {
         ("/api/jobs/{id}", "get"),
         ("/api/jobs/{id}", "delete"),
         ("/api/jobs/{id}/artifact", "get"),
+        ("/api/jobs/compare", "get"),
         ("/api/openapi.json", "get"),
     ];
     let paths = doc["paths"].as_object().unwrap();
@@ -862,4 +864,75 @@ async fn sigterm_ends_the_server_even_with_an_event_stream_open() {
     assert!(exited, "the server still runs 10 s after SIGTERM");
     // The stream ended with the server rather than being cut mid-event.
     while let Ok(Some(_)) = stream.chunk().await {}
+}
+
+#[tokio::test]
+async fn custom_kernels_and_all_devices_are_refused_without_a_gpu_saying_why() {
+    let app = spawn_app().await;
+    let health: Health = app.get_json("/api/health").await;
+    let custom = json!({
+        "kernel": "custom", "device": "cpu",
+        "params": {"source": "extern \"C\" __global__ void k() {}", "entry": "k", "n": 1},
+    });
+    let p = problem(
+        app.post_json("/api/jobs", &custom).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(p.field.as_deref(), Some("device"));
+    assert!(p.detail.contains("CUDA devices only"), "{}", p.detail);
+
+    let all = json!({"kernel": "saxpy", "device": "all"});
+    let resp = app.post_json("/api/jobs", &all).await;
+    if health.cuda.available {
+        // A GPU host queues one job per GPU: the GPU check covers that.
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+        return;
+    }
+    let p = problem(resp, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(p.field.as_deref(), Some("device"));
+    assert!(p.detail.contains("has none"), "{}", p.detail);
+    assert!(
+        p.detail.contains(&health.cuda.reason.unwrap()),
+        "{}",
+        p.detail
+    );
+    // Nothing was queued.
+    let page: JobPage = app.get_json("/api/jobs").await;
+    assert!(page.jobs.is_empty(), "{:?}", page.jobs);
+}
+
+#[tokio::test]
+async fn jobs_compare_side_by_side_and_flag_the_slow_ones() {
+    let app = spawn_app().await;
+    let body = json!({"kernel": "saxpy", "device": "cpu", "params": {"n": 4096}, "repetitions": 2});
+    let a = app.submit(body.clone()).await;
+    let b = app.submit(body).await;
+    app.wait_finished(a.id).await;
+    let b = app.wait_finished(b.id).await;
+    assert_eq!(b.status, JobStatus::Succeeded);
+    let c: gpulab_shared::JobComparison = app
+        .get_json(&format!("/api/jobs/compare?ids={},{}", a.id, b.id))
+        .await;
+    assert!(c.complete);
+    assert_eq!(c.unit.as_deref(), Some("GB/s"));
+    assert_eq!(c.entries.len(), 2);
+    let best = c.best.unwrap();
+    for e in &c.entries {
+        let slower = e.slower_than_best.unwrap();
+        assert!(slower >= 0.0);
+        assert_eq!(e.flagged, slower > c.slow_threshold);
+        assert!((best / e.throughput.unwrap() - 1.0 - slower).abs() < 1e-9);
+    }
+    let p = problem(
+        app.get("/api/jobs/compare?ids=1,x").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(p.field.as_deref(), Some("ids"));
+    problem(
+        app.get("/api/jobs/compare?ids=999999").await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
 }

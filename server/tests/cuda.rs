@@ -8,7 +8,7 @@
 
 mod support;
 
-use gpulab_shared::{Device, DeviceKind, Health, Job, JobStatus};
+use gpulab_shared::{Device, DeviceKind, Health, Job, JobComparison, JobGroup, JobStatus, Problem};
 use serde_json::{json, Value};
 use support::{spawn_app, TestApp};
 
@@ -92,7 +92,10 @@ async fn every_builtin_kernel_verifies_on_every_gpu() {
             }
             if job.kernel != "matmul" || case["params"]["variant"] == "tiled" {
                 let module = &output["modules"][0];
-                assert!(module["target"].as_str().unwrap().starts_with("sm_"), "{output}");
+                assert!(
+                    module["target"].as_str().unwrap().starts_with("sm_"),
+                    "{output}"
+                );
             }
         }
     }
@@ -181,7 +184,12 @@ async fn a_compile_error_fails_with_the_log_at_its_line_and_column() {
 async fn a_faulting_kernel_fails_by_name_and_the_next_job_succeeds() {
     let (app, gpus) = app_with_gpus().await;
     let source = "extern \"C\" __global__ void wild(float* y) {\n    float* p = (float*)0x10;\n    p[threadIdx.x] = y[0];\n}\n";
-    let mut body = custom(source, "wild", 32, json!([{"kind": "buffer", "type": "f32"}]));
+    let mut body = custom(
+        source,
+        "wild",
+        32,
+        json!([{"kind": "buffer", "type": "f32"}]),
+    );
     body["device"] = json!(gpus[0]);
     let job = run(&app, body).await;
     assert_eq!(job.status, JobStatus::Failed);
@@ -198,7 +206,12 @@ async fn a_faulting_kernel_fails_by_name_and_the_next_job_succeeds() {
 async fn an_endless_kernel_times_out_and_the_next_job_succeeds() {
     let (app, gpus) = app_with_gpus().await;
     let source = "extern \"C\" __global__ void spin(unsigned* flag) {\n    while (atomicAdd(flag, 0u) == 0u) { }\n}\n";
-    let mut body = custom(source, "spin", 1, json!([{"kind": "buffer", "type": "u32"}]));
+    let mut body = custom(
+        source,
+        "spin",
+        1,
+        json!([{"kind": "buffer", "type": "u32"}]),
+    );
     body["device"] = json!(gpus[0]);
     body["timeout_s"] = json!(3);
     let job = run(&app, body).await;
@@ -206,10 +219,48 @@ async fn an_endless_kernel_times_out_and_the_next_job_succeeds() {
     succeeded(&run(&app, vector_add(&gpus[0])).await);
 }
 
+#[tokio::test]
+#[ignore = "needs a CUDA GPU: the GPU check runs it"]
+async fn too_big_is_a_422_naming_the_limit_and_all_runs_on_every_gpu() {
+    let (app, gpus) = app_with_gpus().await;
+    // 32 buffers of 2³² − 1 doubles: about 1 TiB, more than any GPU has.
+    let args: Vec<Value> = (0..32)
+        .map(|_| json!({"kind": "buffer", "type": "f64"}))
+        .collect();
+    let mut body = custom(VECTOR_ADD, "vector_add", u32::MAX as u64, json!(args));
+    body["device"] = json!(gpus[0]);
+    let resp = app.post_json("/api/jobs", &body).await;
+    assert_eq!(resp.status(), 422);
+    let problem: Problem = resp.json().await.unwrap();
+    assert!(
+        problem.detail.contains("1024.00 GiB") && problem.detail.contains("GiB free"),
+        "{}",
+        problem.detail
+    );
+
+    let all = json!({"kernel": "saxpy", "device": "all", "params": {"n": 1 << 24}});
+    let resp = app.post_json("/api/jobs", &all).await;
+    assert_eq!(resp.status(), 202);
+    let group: JobGroup = resp.json().await.unwrap();
+    let devices: Vec<&str> = group.jobs.iter().map(|j| j.device.as_str()).collect();
+    assert_eq!(devices, gpus.iter().map(String::as_str).collect::<Vec<_>>());
+    for job in &group.jobs {
+        succeeded(&app.wait_finished(job.id).await);
+    }
+    let comparison: JobComparison = app.get_json(&group.compare).await;
+    assert!(comparison.complete);
+    assert_eq!(comparison.unit.as_deref(), Some("GB/s"));
+    assert_eq!(comparison.entries.len(), gpus.len());
+    assert!(comparison
+        .entries
+        .iter()
+        .any(|e| e.slower_than_best == Some(0.0)));
+}
+
 #[test]
 fn the_reason_for_ignoring_is_the_one_printed() {
     // `cargo test` prints each ignored test with its reason; keep them saying the same.
     let text = include_str!("cuda.rs");
     let marker = format!("#[ignore = \"{NEEDS_GPU}\"]");
-    assert_eq!(text.matches(marker.as_str()).count(), 5);
+    assert_eq!(text.matches(marker.as_str()).count(), 6);
 }

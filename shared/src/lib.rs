@@ -310,6 +310,46 @@ pub struct JobPage {
     pub next_cursor: Option<String>,
 }
 
+/// `POST /api/jobs` with `"device": "all"`: one job per CUDA device, in device order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct JobGroup {
+    pub jobs: Vec<Job>,
+    /// `GET` it for each device's figure once the jobs have finished.
+    pub compare: String,
+}
+
+/// `GET /api/jobs/compare?ids=…`: the same job's figure on several devices.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct JobComparison {
+    /// The throughput unit, when every finished job shares one.
+    pub unit: Option<String>,
+    /// The best throughput among the jobs that succeeded.
+    pub best: Option<f64>,
+    /// How much slower than the best a device may be before it is flagged: 0.10.
+    pub slow_threshold: f64,
+    /// Every job asked for, in the order asked.
+    pub entries: Vec<ComparisonEntry>,
+    /// Whether every job has finished.
+    pub complete: bool,
+}
+
+/// One device's figure in a [`JobComparison`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ComparisonEntry {
+    pub job_id: i64,
+    pub device: String,
+    pub status: JobStatus,
+    pub throughput: Option<f64>,
+    /// `best / throughput − 1`: how much longer this device takes than the best one
+    /// (0.25 = 25 % slower).
+    pub slower_than_best: Option<f64>,
+    /// More than `slow_threshold` slower than the best, as gpu-fryer flags a GPU.
+    pub flagged: bool,
+}
+
 /// An RFC 9457 problem document (`application/problem+json`): every error the API answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]

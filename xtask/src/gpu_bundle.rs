@@ -17,7 +17,14 @@ pub fn bundle_dir() -> PathBuf {
 }
 
 pub fn gpu_bundle() -> Result<()> {
-    run(cargo().args(["build", "--release", "-p", "gpulab-server", "--bin", "gpulab"]))?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "gpulab-server",
+        "--bin",
+        "gpulab",
+    ]))?;
     let tests = cuda_test_binary()?;
     let dir = bundle_dir();
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -33,7 +40,10 @@ pub fn gpu_bundle() -> Result<()> {
     // The test binary's debug information is most of its size; the bundle travels.
     let tests = dir.join("cuda-tests");
     if let Err(e) = run(crate::process::command("strip").arg(&tests)) {
-        println!("note: {} keeps its debug information: {e:#}", tests.display());
+        println!(
+            "note: {} keeps its debug information: {e:#}",
+            tests.display()
+        );
     }
     println!(
         "built {}: copy it to a GPU machine and run `{}/run.sh REPORT_DIR` there",

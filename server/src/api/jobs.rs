@@ -5,7 +5,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use gpulab_shared::{Job, JobPage, JobRequest, JobStatus, Problem};
+use gpulab_shared::{Job, JobComparison, JobGroup, JobPage, JobRequest, JobStatus, Problem};
 use serde::Deserialize;
 
 use super::error::{ApiError, ApiJson};
@@ -16,10 +16,12 @@ use crate::store::JobFilter;
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;
 
-/// Queues a job. Only `kernel` and `device` are required.
+/// Queues a job. Only `kernel` and `device` are required. `kernel: "custom"` runs CUDA C
+/// (see the README); `device: "all"` queues the job on every CUDA device and answers a
+/// [`JobGroup`] whose `compare` link gives each device's figure.
 #[utoipa::path(post, path = "/api/jobs", tag = "jobs", request_body = JobRequest,
     responses(
-        (status = 202, description = "Queued; `Location` names the job", body = Job),
+        (status = 202, description = "Queued; `Location` names the job. With `device: \"all\"`, a JobGroup", body = Submitted),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "A token is set and missing or wrong", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown device", body = Problem, content_type = "application/problem+json"),
@@ -30,6 +32,15 @@ pub async fn create(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<JobRequest>,
 ) -> Result<Response, ApiError> {
+    if req.device == ALL_DEVICES {
+        let jobs = state.jobs.submit_all(req).await?;
+        let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
+        let group = JobGroup {
+            compare: format!("/api/jobs/compare?ids={}", ids.join(",")),
+            jobs,
+        };
+        return Ok((StatusCode::ACCEPTED, Json(group)).into_response());
+    }
     let job = state.jobs.submit(req).await?;
     let location = HeaderValue::try_from(format!("/api/jobs/{}", job.id))
         .map_err(|e| ApiError::Internal(e.into()))?;
@@ -39,6 +50,59 @@ pub async fn create(
         Json(job),
     )
         .into_response())
+}
+
+/// The `device` that means every CUDA device.
+pub const ALL_DEVICES: &str = "all";
+
+/// What `POST /api/jobs` answers: one job, or a group for `device: "all"`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Only its schema is used: the handler answers either type itself.
+pub enum Submitted {
+    Job(Box<Job>),
+    Group(JobGroup),
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct CompareQuery {
+    /// Job ids, separated by commas (at most 64).
+    ids: String,
+}
+
+/// The same job's figure on several devices: each job's throughput, how much slower than
+/// the best it is, and a flag on any more than 10 % slower.
+#[utoipa::path(get, path = "/api/jobs/compare", tag = "jobs", params(CompareQuery),
+    responses(
+        (status = 200, description = "The comparison", body = JobComparison),
+        (status = 404, description = "An id names no job", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The ids are not a list of job ids", body = Problem, content_type = "application/problem+json")))]
+pub async fn compare(
+    State(state): State<AppState>,
+    query: Result<Query<CompareQuery>, QueryRejection>,
+) -> Result<Json<JobComparison>, ApiError> {
+    let Query(q) = query?;
+    let ids = q
+        .ids
+        .split(',')
+        .map(|id| id.trim().parse::<i64>())
+        .collect::<Result<Vec<i64>, _>>()
+        .ok()
+        .filter(|ids| (1..=64).contains(&ids.len()))
+        .ok_or_else(|| ApiError::Unprocessable {
+            field: Some("ids".into()),
+            detail: format!(
+                "`ids` must be 1 to 64 job ids separated by commas, got {:?}",
+                q.ids
+            ),
+        })?;
+    let mut jobs = Vec::with_capacity(ids.len());
+    for id in ids {
+        match state.jobs.get(id).await? {
+            Some(job) => jobs.push(job),
+            None => return Err(ApiError::NotFound(format!("there is no job {id}"))),
+        }
+    }
+    Ok(Json(crate::jobs::compare::compare(&jobs)))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

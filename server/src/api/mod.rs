@@ -68,6 +68,7 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(events::stream))
         .routes(routes!(kernels::list))
         .routes(routes!(jobs::create, jobs::list))
+        .routes(routes!(jobs::compare))
         .routes(routes!(jobs::get, jobs::cancel))
         .routes(routes!(jobs::artifact))
         .routes(routes!(metrics::metrics))

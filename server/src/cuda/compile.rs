@@ -176,8 +176,8 @@ impl Program {
 
     fn ptx(&self) -> Result<Vec<u8>, String> {
         // SAFETY: the program is live and compiled.
-        let raw = unsafe { nvrtc::get_ptx(self.0) }
-            .map_err(|e| format!("nvrtcGetPTX failed: {e:?}"))?;
+        let raw =
+            unsafe { nvrtc::get_ptx(self.0) }.map_err(|e| format!("nvrtcGetPTX failed: {e:?}"))?;
         Ok(raw.into_iter().map(|c| c as u8).collect())
     }
 }
@@ -276,12 +276,16 @@ mod tests {
 
     #[test]
     fn columns_come_from_the_caret_under_the_echoed_line() {
-        let source = "extern \"C\" __global__ void k(float* y) {\n    int i = 0;\n    y[i] = x;\n}\n";
+        let source =
+            "extern \"C\" __global__ void k(float* y) {\n    int i = 0;\n    y[i] = x;\n}\n";
         let log = "kernel.cu(3): error: identifier \"x\" is undefined\n      y[i] = x;\n             ^\n\n1 error detected in the compilation of \"kernel.cu\".";
         let annotated = with_columns(log, source);
         let first = annotated.lines().next().unwrap();
         // `x` is the 12th character of `    y[i] = x;`.
-        assert_eq!(first, "kernel.cu(3,12): error: identifier \"x\" is undefined");
+        assert_eq!(
+            first,
+            "kernel.cu(3,12): error: identifier \"x\" is undefined"
+        );
         // Everything else is kept as NVRTC wrote it.
         assert_eq!(annotated.lines().count(), log.lines().count());
         assert!(annotated.ends_with("compilation of \"kernel.cu\"."));
@@ -322,8 +326,13 @@ mod tests {
     #[test]
     fn a_nul_byte_is_refused_before_nvrtc_is_touched() {
         // No NVRTC library is needed for this refusal, so it holds on any host.
-        let err = compile("__global__ void k() {}\0", "k.cu", (9, 0), &Options::default())
-            .unwrap_err();
+        let err = compile(
+            "__global__ void k() {}\0",
+            "k.cu",
+            (9, 0),
+            &Options::default(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("NUL"), "{err}");
     }
 }

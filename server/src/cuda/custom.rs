@@ -104,7 +104,9 @@ pub enum Fill {
     /// 0, 1, 2, … (wrapping for the integer types; exact up to 2²⁴ in f32).
     Iota,
     /// Uniform in [0, 1) for floats, any value for integers, from a seed.
-    Random { seed: u64 },
+    Random {
+        seed: u64,
+    },
     /// The listed values, then zeros.
     Values(Vec<f64>),
 }
@@ -149,7 +151,12 @@ impl CustomJob {
 
         let source = match params.get("source") {
             Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-            _ => return Err(invalid("source", "`source` must be the kernel's CUDA C, as a non-empty string")),
+            _ => {
+                return Err(invalid(
+                    "source",
+                    "`source` must be the kernel's CUDA C, as a non-empty string",
+                ))
+            }
         };
         if source.len() > MAX_SOURCE_BYTES {
             return Err(invalid(
@@ -168,12 +175,10 @@ impl CustomJob {
         }
         let entry = match params.get("entry") {
             Some(Value::String(s)) if is_identifier(s) => s.clone(),
-            _ => {
-                return Err(invalid(
-                    "entry",
-                    "`entry` must name the kernel's extern \"C\" __global__ function, a C identifier",
-                ))
-            }
+            _ => return Err(invalid(
+                "entry",
+                "`entry` must name the kernel's extern \"C\" __global__ function, a C identifier",
+            )),
         };
         let n = whole(params.get("n"), "n", 1, u32::MAX as u64)?;
         let block = dims(params.get("block"), "block", MAX_BLOCK)?.unwrap_or([256, 1, 1]);
@@ -181,12 +186,17 @@ impl CustomJob {
         if threads > MAX_BLOCK_THREADS {
             return Err(invalid(
                 "block",
-                format!("a block holds at most {MAX_BLOCK_THREADS} threads; x × y × z is {threads}"),
+                format!(
+                    "a block holds at most {MAX_BLOCK_THREADS} threads; x × y × z is {threads}"
+                ),
             ));
         }
         let grid = dims(params.get("grid"), "grid", MAX_GRID)?;
         if grid.is_none() && n.div_ceil(block[0] as u64) > MAX_GRID[0] as u64 {
-            return Err(invalid("grid", "n / block.x blocks exceed the grid's limit: give a grid"));
+            return Err(invalid(
+                "grid",
+                "n / block.x blocks exceed the grid's limit: give a grid",
+            ));
         }
         let shared_mem_bytes = match params.get("shared_mem_bytes") {
             None | Some(Value::Null) => 0,
@@ -207,7 +217,12 @@ impl CustomJob {
                     .map(|(i, item)| parse_arg(item, i, n))
                     .collect::<Result<_, _>>()?
             }
-            Some(_) => return Err(invalid("args", "`args` must be a list of buffers and scalars")),
+            Some(_) => {
+                return Err(invalid(
+                    "args",
+                    "`args` must be a list of buffers and scalars",
+                ))
+            }
         };
         Ok(CustomJob {
             source,
@@ -233,11 +248,9 @@ impl CustomJob {
 
     /// The launch: the grid given, or one thread per element.
     pub fn launch_config(&self) -> LaunchConfig {
-        let grid = self.grid.unwrap_or([
-            self.n.div_ceil(self.block[0] as u64).max(1) as u32,
-            1,
-            1,
-        ]);
+        let grid = self
+            .grid
+            .unwrap_or([self.n.div_ceil(self.block[0] as u64).max(1) as u32, 1, 1]);
         LaunchConfig {
             grid_dim: (grid[0], grid[1], grid[2]),
             block_dim: (self.block[0], self.block[1], self.block[2]),
@@ -279,27 +292,55 @@ impl CustomJob {
 fn parse_arg(item: &Value, index: usize, n: u64) -> Result<Arg, FieldError> {
     let field = format!("args.{index}");
     let Some(obj) = item.as_object() else {
-        return Err(invalid(&field, format!("argument {index} must be an object with a `kind`")));
+        return Err(invalid(
+            &field,
+            format!("argument {index} must be an object with a `kind`"),
+        ));
     };
     let ty = match obj.get("type").and_then(Value::as_str) {
         Some(t) => ElementType::ALL
             .into_iter()
             .find(|e| e.as_str() == t)
-            .ok_or_else(|| invalid(&field, format!("argument {index}: `type` must be f32, f64, i32 or u32, not `{t}`")))?,
-        None => return Err(invalid(&field, format!("argument {index}: `type` (f32, f64, i32 or u32) is missing"))),
+            .ok_or_else(|| {
+                invalid(
+                    &field,
+                    format!("argument {index}: `type` must be f32, f64, i32 or u32, not `{t}`"),
+                )
+            })?,
+        None => {
+            return Err(invalid(
+                &field,
+                format!("argument {index}: `type` (f32, f64, i32 or u32) is missing"),
+            ))
+        }
     };
     match obj.get("kind").and_then(Value::as_str) {
         Some("scalar") => {
-            let value = obj.get("value").and_then(Value::as_f64).filter(|&v| ty.holds(v)).ok_or_else(|| {
-                invalid(&field, format!("argument {index}: a scalar needs a `value` that is a {} number", ty.as_str()))
-            })?;
+            let value = obj
+                .get("value")
+                .and_then(Value::as_f64)
+                .filter(|&v| ty.holds(v))
+                .ok_or_else(|| {
+                    invalid(
+                        &field,
+                        format!(
+                            "argument {index}: a scalar needs a `value` that is a {} number",
+                            ty.as_str()
+                        ),
+                    )
+                })?;
             Ok(Arg::Scalar { ty, value })
         }
         Some("buffer") => {
             let output = match obj.get("output") {
                 None | Some(Value::Null) => false,
                 Some(Value::Bool(b)) => *b,
-                Some(_) => return Err(invalid(&field, format!("argument {index}: `output` must be true or false"))),
+                Some(_) => {
+                    return Err(invalid(
+                        &field,
+                        format!("argument {index}: `output` must be true or false"),
+                    ))
+                }
             };
             let fill = match obj.get("fill").and_then(Value::as_str).unwrap_or("zeros") {
                 "zeros" => Fill::Zeros,
@@ -343,16 +384,30 @@ fn parse_arg(item: &Value, index: usize, n: u64) -> Result<Arg, FieldError> {
             };
             Ok(Arg::Buffer { ty, fill, output })
         }
-        _ => Err(invalid(&field, format!("argument {index}: `kind` must be buffer or scalar"))),
+        _ => Err(invalid(
+            &field,
+            format!("argument {index}: `kind` must be buffer or scalar"),
+        )),
     }
 }
 
 /// A whole number from `min` to `max`.
 fn whole(value: Option<&Value>, field: &str, min: u64, max: u64) -> Result<u64, FieldError> {
     value
-        .and_then(|v| v.as_u64().or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64)))
+        .and_then(|v| {
+            v.as_u64().or_else(|| {
+                v.as_f64()
+                    .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+                    .map(|f| f as u64)
+            })
+        })
         .filter(|v| (min..=max).contains(v))
-        .ok_or_else(|| invalid(field, format!("`{field}` must be a whole number from {min} to {max}")))
+        .ok_or_else(|| {
+            invalid(
+                field,
+                format!("`{field}` must be a whole number from {min} to {max}"),
+            )
+        })
 }
 
 /// `[x, y, z]` (or `[x]`, `[x, y]`), each from 1 to its limit; `None` when absent or null.
@@ -369,15 +424,24 @@ fn dims(value: Option<&Value>, field: &str, max: [u32; 3]) -> Result<Option<[u32
         out[axis] = item
             .as_u64()
             .filter(|&d| d >= 1 && d <= max[axis] as u64)
-            .ok_or_else(|| invalid(field, format!("`{field}`.{name} must be a whole number from 1 to {}", max[axis])))?
-            as u32;
+            .ok_or_else(|| {
+                invalid(
+                    field,
+                    format!(
+                        "`{field}`.{name} must be a whole number from 1 to {}",
+                        max[axis]
+                    ),
+                )
+            })? as u32;
     }
     Ok(Some(out))
 }
 
 fn is_identifier(text: &str) -> bool {
     let mut chars = text.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -402,11 +466,14 @@ fn filled_bytes(ty: ElementType, fill: &Fill, n: usize, index: usize) -> Vec<u8>
                 &rng::uniform_f64(rng::stream_seed(*seed, index as u64), i as u64).to_le_bytes(),
             ),
             (_, Fill::Random { seed }) => bytes.extend_from_slice(
-                &(rng::hash64(rng::stream_seed(*seed, index as u64), i as u64) as u32).to_le_bytes(),
+                &(rng::hash64(rng::stream_seed(*seed, index as u64), i as u64) as u32)
+                    .to_le_bytes(),
             ),
             (ElementType::F32, _) => bytes.extend_from_slice(&(value(i) as f32).to_le_bytes()),
             (ElementType::F64, _) => bytes.extend_from_slice(&value(i).to_le_bytes()),
-            (ElementType::I32, Fill::Iota) => bytes.extend_from_slice(&(i as u32 as i32).to_le_bytes()),
+            (ElementType::I32, Fill::Iota) => {
+                bytes.extend_from_slice(&(i as u32 as i32).to_le_bytes())
+            }
             (ElementType::U32, Fill::Iota) => bytes.extend_from_slice(&(i as u32).to_le_bytes()),
             (ElementType::I32, _) => bytes.extend_from_slice(&(value(i) as i32).to_le_bytes()),
             (ElementType::U32, _) => bytes.extend_from_slice(&(value(i) as u32).to_le_bytes()),
@@ -423,10 +490,15 @@ fn upload_filled(
     index: usize,
 ) -> Result<CudaSlice<u8>, GpuError> {
     if *fill == Fill::Zeros {
-        return gpu.stream.alloc_zeros(n * ty.size()).during("allocating a buffer");
+        return gpu
+            .stream
+            .alloc_zeros(n * ty.size())
+            .during("allocating a buffer");
     }
     let bytes = filled_bytes(ty, fill, n, index);
-    gpu.stream.clone_htod(&bytes).during("copying a buffer to the GPU")
+    gpu.stream
+        .clone_htod(&bytes)
+        .during("copying a buffer to the GPU")
 }
 
 struct DeviceBuffer {
@@ -473,7 +545,9 @@ impl GpuRun for CustomRun {
         for arg in &self.job.args {
             match arg {
                 Arg::Buffer { .. } => {
-                    let buffer = buffers.next().expect("one device buffer per buffer argument");
+                    let buffer = buffers
+                        .next()
+                        .expect("one device buffer per buffer argument");
                     launch.arg(&mut buffer.data);
                 }
                 Arg::Scalar { .. } => {
@@ -658,17 +732,29 @@ mod tests {
         assert_eq!(err.field, "args.1");
         let mut p = vector_add();
         p["args"][3]["value"] = json!(-1);
-        assert_eq!(CustomJob::parse(Some(&params(p))).unwrap_err().field, "args.3");
+        assert_eq!(
+            CustomJob::parse(Some(&params(p))).unwrap_err().field,
+            "args.3"
+        );
         let mut p = vector_add();
         p["args"][0]["type"] = json!("f16");
-        assert_eq!(CustomJob::parse(Some(&params(p))).unwrap_err().field, "args.0");
+        assert_eq!(
+            CustomJob::parse(Some(&params(p))).unwrap_err().field,
+            "args.0"
+        );
         let mut p = vector_add();
         p["colour"] = json!("blue");
-        assert_eq!(CustomJob::parse(Some(&params(p))).unwrap_err().field, "colour");
+        assert_eq!(
+            CustomJob::parse(Some(&params(p))).unwrap_err().field,
+            "colour"
+        );
         let mut p = vector_add();
         p["args"][0]["fill"] = json!("values");
         p["args"][0]["values"] = json!(vec![1.0; 1001]);
-        assert!(CustomJob::parse(Some(&params(p))).unwrap_err().detail.contains("1 to n = 1000"));
+        assert!(CustomJob::parse(Some(&params(p)))
+            .unwrap_err()
+            .detail
+            .contains("1 to n = 1000"));
     }
 
     #[test]
@@ -684,13 +770,24 @@ mod tests {
     #[test]
     fn fills_write_the_bytes_of_their_type() {
         let bytes = filled_bytes(ElementType::I32, &Fill::Values(vec![-2.0, 7.0]), 3, 0);
-        assert_eq!(bytes, [(-2i32).to_le_bytes(), 7i32.to_le_bytes(), 0i32.to_le_bytes()].concat());
+        assert_eq!(
+            bytes,
+            [
+                (-2i32).to_le_bytes(),
+                7i32.to_le_bytes(),
+                0i32.to_le_bytes()
+            ]
+            .concat()
+        );
         let bytes = filled_bytes(ElementType::F64, &Fill::Iota, 2, 0);
         assert_eq!(bytes, [0.0f64.to_le_bytes(), 1.0f64.to_le_bytes()].concat());
         let a = filled_bytes(ElementType::F32, &Fill::Random { seed: 1 }, 100, 0);
         let b = filled_bytes(ElementType::F32, &Fill::Random { seed: 1 }, 100, 1);
         assert_ne!(a, b, "each argument draws its own stream");
-        assert_eq!(a, filled_bytes(ElementType::F32, &Fill::Random { seed: 1 }, 100, 0));
+        assert_eq!(
+            a,
+            filled_bytes(ElementType::F32, &Fill::Random { seed: 1 }, 100, 0)
+        );
     }
 
     #[test]
@@ -700,7 +797,13 @@ mod tests {
             .flat_map(|v| v.to_le_bytes())
             .collect();
         let s = summarize(ElementType::F32, &bytes);
-        assert_eq!((s.min, s.max, s.mean, s.non_finite), (Some(1.0), Some(3.0), Some(2.0), 2));
-        assert_eq!(s.first, vec![json!(1.0), Value::Null, json!(3.0), Value::Null]);
+        assert_eq!(
+            (s.min, s.max, s.mean, s.non_finite),
+            (Some(1.0), Some(3.0), Some(2.0), 2)
+        );
+        assert_eq!(
+            s.first,
+            vec![json!(1.0), Value::Null, json!(3.0), Value::Null]
+        );
     }
 }

@@ -212,10 +212,9 @@ impl Gpu {
     pub fn blas(&mut self) -> Result<&CudaBlas, GpuError> {
         if self.blas.is_none() {
             // SAFETY: is_culib_present only tries to dlopen cuBLAS under its known names.
-            let present = std::panic::catch_unwind(|| unsafe {
-                cudarc::cublas::sys::is_culib_present()
-            })
-            .unwrap_or(false);
+            let present =
+                std::panic::catch_unwind(|| unsafe { cudarc::cublas::sys::is_culib_present() })
+                    .unwrap_or(false);
             if !present {
                 return Err(GpuError::Other(
                     "cuBLAS (libcublas.so.12 or .13) is not installed on this host: the \
@@ -306,11 +305,45 @@ pub fn time_on_stream(
         start.record(&gpu.stream).during("recording an event")?;
         step(gpu)?;
         end.record(&gpu.stream).during("recording an event")?;
-        let ms = start.elapsed_ms(&end).during("running the kernel")?;
+        end.synchronize().during("running the kernel")?;
+        let ms = elapsed_ms(&start, &end).during("reading the event timer")?;
         times.push(ms as f64);
         progress(done, repetitions);
     }
     Ok(times)
+}
+
+/// The milliseconds between two completed events. Drivers from CUDA 12.8 on have
+/// `cuEventElapsedTime_v2`, which cudarc's CUDA 13 bindings call; older ones only the
+/// first version, which then serves (the two differ only in the precision documented).
+fn elapsed_ms(start: &CudaEvent, end: &CudaEvent) -> Result<f32, DriverError> {
+    use cudarc::driver::sys;
+    type Elapsed = unsafe extern "C" fn(*mut f32, sys::CUevent, sys::CUevent) -> sys::CUresult;
+    static V1: std::sync::OnceLock<Option<Elapsed>> = std::sync::OnceLock::new();
+    let v1 = *V1.get_or_init(|| {
+        // SAFETY: the first version has this signature in every driver that exports it, and
+        // the library stays loaded for the life of the process (cudarc keeps it in a static).
+        unsafe {
+            let has_v2 = sys::culib()
+                .get::<Elapsed>(b"cuEventElapsedTime_v2\0")
+                .is_ok();
+            (!has_v2)
+                .then(|| sys::culib().get::<Elapsed>(b"cuEventElapsedTime\0").ok())
+                .flatten()
+                .map(|symbol| *symbol)
+        }
+    });
+    let mut ms = 0.0f32;
+    // SAFETY: both events are live, recorded on this context's stream and completed; `ms`
+    // is a live f32 for the driver to write.
+    let status = unsafe {
+        match v1 {
+            Some(v1) => v1(&mut ms, start.cu_event(), end.cu_event()),
+            None => sys::cuEventElapsedTime_v2(&mut ms, start.cu_event(), end.cu_event()),
+        }
+    };
+    status.result()?;
+    Ok(ms)
 }
 
 /// FNV-1a, 64 bits: the module cache's key and the custom kernels' output checksum.

@@ -1,6 +1,7 @@
 //! Jobs: checked requests become queued jobs, one FIFO queue per device, each drained by a
 //! runner that feeds a supervised worker process. Different devices run at the same time.
 
+pub mod compare;
 mod queue;
 mod request;
 mod supervisor;
@@ -13,7 +14,7 @@ use tokio::sync::broadcast;
 
 use crate::devices::DeviceInventory;
 use crate::kernels::Artifact;
-use crate::store::{Ending, JobFilter, JobStore};
+use crate::store::{Ending, JobFilter, JobStore, NewJob};
 use queue::{Cancel, DeviceQueue, QueuedJob};
 pub use request::{RequestError, TEST_FAULT_SPEC};
 use supervisor::blocking;
@@ -63,7 +64,12 @@ struct Inner {
     inventory: Arc<DeviceInventory>,
     queues: BTreeMap<String, Arc<DeviceQueue>>,
     settings: JobSettings,
+    /// The free memory of a device now, where something measures it (the telemetry).
+    free_memory: std::sync::OnceLock<FreeMemory>,
 }
+
+/// Reads a device's free memory in bytes now, or `None` where it is not known.
+pub type FreeMemory = Box<dyn Fn(&str) -> Option<u64> + Send + Sync>;
 
 impl JobService {
     /// Marks the jobs a previous server left unfinished as `interrupted`, then starts one
@@ -100,8 +106,19 @@ impl JobService {
                 inventory,
                 queues,
                 settings,
+                free_memory: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Sizes are checked against what `free` reads from now on, rather than against the
+    /// free memory the inventory saw at start. Only the first call counts.
+    pub fn watch_free_memory(&self, free: FreeMemory) {
+        let _ = self.inner.free_memory.set(free);
+    }
+
+    fn free_memory_of(&self, device: &str) -> Option<u64> {
+        self.inner.free_memory.get().and_then(|free| free(device))
     }
 
     /// The public catalog.
@@ -122,17 +139,96 @@ impl JobService {
     /// Checks a request and queues it.
     pub async fn submit(&self, req: JobRequest) -> Result<Job, SubmitError> {
         let inner = &self.inner;
-        let new = request::check(&req, &inner.inventory, &inner.settings)?;
+        let free = self.free_memory_of(&req.device);
+        let new = request::check(&req, &inner.inventory, &inner.settings, free)?;
+        let queue = self.reserve(&new.device)?;
+        self.insert_reserved(queue, new).await
+    }
+
+    /// `device: "all"`: checks the request for every CUDA device and queues it on each, or
+    /// on none when any check fails or any queue is full.
+    pub async fn submit_all(&self, req: JobRequest) -> Result<Vec<Job>, SubmitError> {
+        let inner = &self.inner;
+        let gpus: Vec<&str> = inner
+            .inventory
+            .devices
+            .iter()
+            .filter(|d| d.kind == gpulab_shared::DeviceKind::Cuda)
+            .map(|d| d.id.as_str())
+            .collect();
+        if gpus.is_empty() {
+            return Err(RequestError::Invalid {
+                field: "device".into(),
+                detail: format!(
+                    "`all` runs the job on every CUDA device, and this host has none: {}",
+                    inner
+                        .inventory
+                        .cuda
+                        .reason
+                        .as_deref()
+                        .unwrap_or("no GPU was found")
+                ),
+            }
+            .into());
+        }
+        let news = gpus
+            .iter()
+            .map(|id| {
+                let one = JobRequest {
+                    device: (*id).to_owned(),
+                    ..req.clone()
+                };
+                let free = self.free_memory_of(id);
+                request::check(&one, &inner.inventory, &inner.settings, free)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut queues = Vec::with_capacity(news.len());
+        for new in &news {
+            match self.reserve(&new.device) {
+                Ok(queue) => queues.push(queue),
+                Err(e) => {
+                    queues.iter().for_each(|q| q.unreserve());
+                    return Err(e);
+                }
+            }
+        }
+        let mut jobs = Vec::with_capacity(news.len());
+        let mut pairs = queues.into_iter().zip(news).collect::<Vec<_>>().into_iter();
+        while let Some((queue, new)) = pairs.next() {
+            match self.insert_reserved(queue, new).await {
+                Ok(job) => jobs.push(job),
+                Err(e) => {
+                    pairs.for_each(|(q, _)| q.unreserve());
+                    return Err(e);
+                }
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// A place in `device`'s queue, or why there is none.
+    fn reserve(&self, device: &str) -> Result<Arc<DeviceQueue>, SubmitError> {
+        let inner = &self.inner;
         let queue = inner
             .queues
-            .get(&new.device)
-            .ok_or_else(|| RequestError::unknown_device(&new.device, &inner.inventory))?;
+            .get(device)
+            .ok_or_else(|| RequestError::unknown_device(device, &inner.inventory))?;
         if !queue.reserve() {
             return Err(SubmitError::QueueFull {
-                device: new.device,
+                device: device.to_owned(),
                 capacity: inner.settings.queue_capacity,
             });
         }
+        Ok(queue.clone())
+    }
+
+    /// Stores a checked job and queues it in the place reserved for it.
+    async fn insert_reserved(
+        &self,
+        queue: Arc<DeviceQueue>,
+        new: NewJob,
+    ) -> Result<Job, SubmitError> {
+        let inner = &self.inner;
         let job = match blocking(&inner.store, move |s| s.insert(new)).await {
             Ok(job) => job,
             Err(e) => {

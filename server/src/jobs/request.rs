@@ -68,10 +68,13 @@ pub fn catalog_specs(with_test_kernel: bool) -> Vec<KernelSpec> {
 }
 
 /// Checks every field of `req` and fills in the defaults.
+/// `free_now` is the device's free memory as last measured, if anything measures it; the
+/// inventory's reading at start stands in otherwise.
 pub fn check(
     req: &JobRequest,
     inventory: &DeviceInventory,
     settings: &JobSettings,
+    free_now: Option<u64>,
 ) -> Result<NewJob, RequestError> {
     let device = inventory
         .find(&req.device)
@@ -96,7 +99,7 @@ pub fn check(
         ));
     }
     if req.kernel == custom::KERNEL {
-        return check_custom(req, device, repetitions, timeout_s);
+        return check_custom(req, device, free_now, repetitions, timeout_s);
     }
     let test_kernel = settings.worker.test_faults && req.kernel == TEST_FAULT_KERNEL;
     let found = if test_kernel {
@@ -139,7 +142,7 @@ pub fn check(
         }
     })?;
     if let Some(k) = kernel {
-        check_memory(&spec.name, k.memory_bytes(&params), device)?;
+        check_memory(&spec.name, k.memory_bytes(&params), device, free_now)?;
     }
     Ok(NewJob {
         kernel: spec.name,
@@ -155,6 +158,7 @@ pub fn check(
 fn check_custom(
     req: &JobRequest,
     device: &Device,
+    free_now: Option<u64>,
     repetitions: u32,
     timeout_s: f64,
 ) -> Result<NewJob, RequestError> {
@@ -171,7 +175,7 @@ fn check_custom(
         field: e.field,
         detail: e.detail,
     })?;
-    check_memory(custom::KERNEL, job.memory_bytes(), device)?;
+    check_memory(custom::KERNEL, job.memory_bytes(), device, free_now)?;
     Ok(NewJob {
         kernel: custom::KERNEL.to_owned(),
         device: device.id.clone(),
@@ -181,8 +185,16 @@ fn check_custom(
     })
 }
 
-fn check_memory(kernel: &str, needed: u64, device: &Device) -> Result<(), RequestError> {
-    let Some(limit) = device.free_memory_bytes.or(device.total_memory_bytes) else {
+fn check_memory(
+    kernel: &str,
+    needed: u64,
+    device: &Device,
+    free_now: Option<u64>,
+) -> Result<(), RequestError> {
+    let Some(limit) = free_now
+        .or(device.free_memory_bytes)
+        .or(device.total_memory_bytes)
+    else {
         return Ok(());
     };
     if needed > limit {

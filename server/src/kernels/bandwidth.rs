@@ -8,8 +8,8 @@ use gpulab_shared::{DeviceKind, KernelSpec, Verification};
 use rayon::prelude::*;
 use serde_json::json;
 
-use super::params::spec;
 use super::gpu::{self, source, BLOCK};
+use super::params::spec;
 use super::{rng, CpuRun, GpuRun, Kernel, PreparedGpu, ResolvedParams, RunReport, Work};
 use crate::cuda::{DriverContext, Gpu, GpuError, Options};
 use cudarc::driver::{CudaFunction, CudaSlice, PinnedHostSlice, PushKernelArg};
@@ -69,7 +69,8 @@ impl Kernel for Bandwidth {
         gpu: &mut Gpu,
     ) -> Result<PreparedGpu, GpuError> {
         gpu.ensure_fits(self.memory_bytes(params), "bandwidth")?;
-        let (module, report) = gpu.module("bandwidth.cu", source::BANDWIDTH, &Options::default())?;
+        let (module, report) =
+            gpu.module("bandwidth.cu", source::BANDWIDTH, &Options::default())?;
         let bytes = params.u64("size_mib") as usize * (1 << 20);
         let words = bytes / WORD;
         let mut src = vec![0u64; words];
@@ -162,33 +163,41 @@ impl BandwidthGpu {
         let src_host = &self.src[..words];
         let src_device = &self.src_device;
         let dst_device = &mut self.dst_device;
-        let times = crate::cuda::time_on_stream(gpu, repetitions, |_, _| {}, |gpu| {
-            let stream = &gpu.stream;
-            let what = "copying in the bandwidth sweep";
-            match direction {
-                Direction::HostToDevicePinned => {
-                    let pinned = pinned.as_slice().during(what)?;
-                    stream
-                        .memcpy_htod(&pinned[..words], &mut dst_device.slice_mut(..words))
-                        .during(what)
+        let times = crate::cuda::time_on_stream(
+            gpu,
+            repetitions,
+            |_, _| {},
+            |gpu| {
+                let stream = &gpu.stream;
+                let what = "copying in the bandwidth sweep";
+                match direction {
+                    Direction::HostToDevicePinned => {
+                        let pinned = pinned.as_slice().during(what)?;
+                        stream
+                            .memcpy_htod(&pinned[..words], &mut dst_device.slice_mut(..words))
+                            .during(what)
+                    }
+                    Direction::HostToDevicePageable => stream
+                        .memcpy_htod(src_host, &mut dst_device.slice_mut(..words))
+                        .during(what),
+                    Direction::DeviceToHostPinned => {
+                        let pinned = pinned.as_mut_slice().during(what)?;
+                        stream
+                            .memcpy_dtoh(&src_device.slice(..words), &mut pinned[..words])
+                            .during(what)
+                    }
+                    Direction::DeviceToHostPageable => stream
+                        .memcpy_dtoh(&src_device.slice(..words), &mut pageable[..words])
+                        .during(what),
+                    Direction::DeviceToDevice => stream
+                        .memcpy_dtod(
+                            &src_device.slice(..words),
+                            &mut dst_device.slice_mut(..words),
+                        )
+                        .during(what),
                 }
-                Direction::HostToDevicePageable => stream
-                    .memcpy_htod(src_host, &mut dst_device.slice_mut(..words))
-                    .during(what),
-                Direction::DeviceToHostPinned => {
-                    let pinned = pinned.as_mut_slice().during(what)?;
-                    stream
-                        .memcpy_dtoh(&src_device.slice(..words), &mut pinned[..words])
-                        .during(what)
-                }
-                Direction::DeviceToHostPageable => stream
-                    .memcpy_dtoh(&src_device.slice(..words), &mut pageable[..words])
-                    .during(what),
-                Direction::DeviceToDevice => stream
-                    .memcpy_dtod(&src_device.slice(..words), &mut dst_device.slice_mut(..words))
-                    .during(what),
-            }
-        })?;
+            },
+        )?;
         let median_s = super::harness::timing(&times).median_ms / 1e3;
         Ok(direction.bytes_factor() * size as f64 / median_s / 1e9)
     }
@@ -198,15 +207,20 @@ impl BandwidthGpu {
         let words16 = (self.src.len() * WORD / 16) as u64;
         let function = self.copy_kernel.clone();
         let (src, dst) = (&self.src_device, &mut self.dst_device);
-        let times = crate::cuda::time_on_stream(gpu, 10, |_, _| {}, |gpu| {
-            let mut launch = gpu.stream.launch_builder(&function);
-            launch.arg(src).arg(&mut *dst).arg(&words16);
-            // SAFETY: copy_kernel(const uint4*, uint4*, unsigned long long) copies `words16`
-            // 16-byte words, which both buffers (size_mib MiB each) hold.
-            unsafe { launch.launch(Gpu::linear_launch(words16, BLOCK)) }
-                .during("launching copy_kernel")?;
-            Ok(())
-        })?;
+        let times = crate::cuda::time_on_stream(
+            gpu,
+            10,
+            |_, _| {},
+            |gpu| {
+                let mut launch = gpu.stream.launch_builder(&function);
+                launch.arg(src).arg(&mut *dst).arg(&words16);
+                // SAFETY: copy_kernel(const uint4*, uint4*, unsigned long long) copies `words16`
+                // 16-byte words, which both buffers (size_mib MiB each) hold.
+                unsafe { launch.launch(Gpu::linear_launch(words16, BLOCK)) }
+                    .during("launching copy_kernel")?;
+                Ok(())
+            },
+        )?;
         let median_s = super::harness::timing(&times).median_ms / 1e3;
         Ok(2.0 * (words16 * 16) as f64 / median_s / 1e9)
     }
@@ -224,9 +238,9 @@ impl GpuRun for BandwidthGpu {
         let verification = verify(&self.src, &dst[..self.src.len()]);
         let bytes = self.src.len() * WORD;
         let kernel_gb_per_s = self.measure_kernel(gpu)?;
+        let sweep_max = bytes.min(SWEEP_MAX);
         // SAFETY: the pinned buffer is only read after the sweep's device-to-host copies
         // have filled it, or is the source of host-to-device copies, whose bytes don't matter.
-        let sweep_max = bytes.min(SWEEP_MAX);
         let mut pinned = unsafe { gpu.ctx.alloc_pinned_with_flags::<u64>(sweep_max / WORD, 0) }
             .during("allocating pinned host memory")?;
         let mut pageable = vec![0u64; sweep_max / WORD];

@@ -7,11 +7,9 @@ use gpulab_shared::{DeviceKind, KernelSpec, Verification};
 use rayon::prelude::*;
 use serde_json::json;
 
-use super::params::spec;
 use super::gpu::{self, source};
-use super::{
-    rng, Artifact, CpuRun, GpuRun, Kernel, PreparedGpu, ResolvedParams, RunReport, Work,
-};
+use super::params::spec;
+use super::{rng, Artifact, CpuRun, GpuRun, Kernel, PreparedGpu, ResolvedParams, RunReport, Work};
 use crate::cuda::{DriverContext, Gpu, GpuError, Options};
 use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
 

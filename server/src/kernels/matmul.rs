@@ -5,8 +5,8 @@
 use gpulab_shared::{DeviceKind, KernelSpec, Verification};
 use serde_json::json;
 
-use super::params::spec;
 use super::gpu::{self, source};
+use super::params::spec;
 use super::{rng, CpuRun, GpuRun, Kernel, PreparedGpu, ResolvedParams, RunReport, Work};
 use crate::cuda::{DriverContext, Gpu, GpuError, Options};
 use cudarc::cublas::{sys::cublasOperation_t, Gemm, GemmConfig};

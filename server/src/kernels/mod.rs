@@ -41,11 +41,8 @@ pub trait Kernel: Send + Sync + 'static {
 
     /// Compiles (or takes from the cache) the kernel's module, allocates and fills the inputs
     /// on the GPU, ready for the timed runs.
-    fn prepare_cuda(
-        &self,
-        params: &ResolvedParams,
-        gpu: &mut Gpu,
-    ) -> Result<PreparedGpu, GpuError>;
+    fn prepare_cuda(&self, params: &ResolvedParams, gpu: &mut Gpu)
+        -> Result<PreparedGpu, GpuError>;
 }
 
 /// A prepared GPU run: [`GpuRun::step`] queues one repetition on the GPU's stream (the
@@ -206,7 +203,10 @@ mod tests {
                 )
             });
             assert!(!spec.description.is_empty() && !spec.throughput_formula.is_empty());
-            for kind in [gpulab_shared::DeviceKind::Cpu, gpulab_shared::DeviceKind::Cuda] {
+            for kind in [
+                gpulab_shared::DeviceKind::Cpu,
+                gpulab_shared::DeviceKind::Cuda,
+            ] {
                 assert!(spec.devices.contains(&kind), "{} on {kind:?}", spec.name);
             }
             // Only the π estimate needs no buffers.

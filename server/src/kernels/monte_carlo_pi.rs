@@ -13,8 +13,8 @@ use gpulab_shared::{DeviceKind, KernelSpec, Verification};
 use rayon::prelude::*;
 use serde_json::json;
 
-use super::params::spec;
 use super::gpu::{self, source, BLOCK};
+use super::params::spec;
 use super::{rng, CpuRun, GpuRun, Kernel, PreparedGpu, ResolvedParams, RunReport, Work};
 use crate::cuda::{DriverContext, Gpu, GpuError, Options};
 use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
@@ -73,8 +73,11 @@ impl Kernel for MonteCarloPi {
         params: &ResolvedParams,
         gpu: &mut Gpu,
     ) -> Result<PreparedGpu, GpuError> {
-        let (module, report) =
-            gpu.module("monte_carlo_pi.cu", source::MONTE_CARLO_PI, &Options::default())?;
+        let (module, report) = gpu.module(
+            "monte_carlo_pi.cu",
+            source::MONTE_CARLO_PI,
+            &Options::default(),
+        )?;
         let samples = params.u64("samples");
         // Many samples per thread amortise the block's reduction and its one atomic.
         let blocks = samples

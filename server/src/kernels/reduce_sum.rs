@@ -10,8 +10,8 @@ use gpulab_shared::{DeviceKind, KernelSpec, Verification};
 use rayon::prelude::*;
 use serde_json::json;
 
-use super::params::spec;
 use super::gpu::{self, source, BLOCK};
+use super::params::spec;
 use super::{rng, CpuRun, GpuRun, Kernel, PreparedGpu, ResolvedParams, RunReport, Work};
 use crate::cuda::{DriverContext, Gpu, GpuError, Options};
 use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
@@ -126,7 +126,10 @@ impl GpuRun for ReduceSumGpu {
         // and writes one partial sum per block, `blocks` of which `partial` holds.
         unsafe { first.launch(cfg) }.during("launching reduce_partial")?;
         let mut second = gpu.stream.launch_builder(&self.final_fn);
-        second.arg(&self.partial).arg(&self.blocks).arg(&mut self.sum);
+        second
+            .arg(&self.partial)
+            .arg(&self.blocks)
+            .arg(&mut self.sum);
         let cfg = LaunchConfig {
             grid_dim: (1, 1, 1),
             block_dim: (FINAL_BLOCK, 1, 1),

@@ -4,8 +4,8 @@ use gpulab_shared::{DeviceKind, KernelSpec, Verification};
 use rayon::prelude::*;
 use serde_json::json;
 
-use super::params::spec;
 use super::gpu::{self, source, BLOCK};
+use super::params::spec;
 use super::{rng, CpuRun, GpuRun, Kernel, PreparedGpu, ResolvedParams, RunReport, Work};
 use crate::cuda::{DriverContext, Gpu, GpuError, Options};
 use cudarc::driver::{CudaFunction, CudaSlice, PushKernelArg};
@@ -69,7 +69,8 @@ impl Kernel for VectorAdd {
         gpu: &mut Gpu,
     ) -> Result<PreparedGpu, GpuError> {
         gpu.ensure_fits(self.memory_bytes(params), "vector_add")?;
-        let (module, report) = gpu.module("vector_add.cu", source::VECTOR_ADD, &Options::default())?;
+        let (module, report) =
+            gpu.module("vector_add.cu", source::VECTOR_ADD, &Options::default())?;
         let n = params.u64("n") as usize;
         let seed = params.u64("seed");
         let (mut a, mut b) = (vec![0.0; n], vec![0.0; n]);
@@ -103,7 +104,8 @@ impl GpuRun for VectorAddGpu {
         launch.arg(&self.a).arg(&self.b).arg(&mut self.c).arg(&n);
         // SAFETY: vector_add(const float*, const float*, float*, unsigned long long) gets
         // three buffers of n floats and n; it touches no index at or past n.
-        unsafe { launch.launch(Gpu::linear_launch(n / 4, BLOCK)) }.during("launching vector_add")?;
+        unsafe { launch.launch(Gpu::linear_launch(n / 4, BLOCK)) }
+            .during("launching vector_add")?;
         Ok(())
     }
 

@@ -99,6 +99,22 @@ impl TelemetryHub {
         })
     }
 
+    /// A device's free memory in its latest sample: NVML's for a GPU, total less used for
+    /// the CPU.
+    pub fn free_memory_bytes(&self, device: &str) -> Option<u64> {
+        let records = self.inner.devices();
+        let record = records.iter().find(|r| r.id == device)?;
+        let latest = record.history.latest()?;
+        match (&latest.gpu, &latest.cpu) {
+            (Some(gpu), _) => gpu.memory_free_bytes,
+            (None, Some(cpu)) => cpu
+                .memory_total_bytes
+                .zip(cpu.memory_used_bytes)
+                .map(|(total, used)| total.saturating_sub(used)),
+            (None, None) => None,
+        }
+    }
+
     /// The latest sample of every device that has one.
     pub fn latest_all(&self) -> Vec<TelemetrySample> {
         self.inner

@@ -75,19 +75,27 @@ impl Device {
 /// since cudarc panics when it is missing.
 fn open_gpu(ordinal: usize) -> Result<Gpu, String> {
     // SAFETY: is_culib_present only tries to dlopen the driver library under its names.
-    let present = catch_unwind(|| unsafe { cudarc::driver::sys::is_culib_present() }).unwrap_or(false);
+    let present =
+        catch_unwind(|| unsafe { cudarc::driver::sys::is_culib_present() }).unwrap_or(false);
     if !present {
         return Err(crate::devices::NO_DRIVER_REASON.to_owned());
     }
     // SAFETY: as above, for NVRTC.
     let nvrtc = catch_unwind(|| unsafe { cudarc::nvrtc::sys::is_culib_present() }).unwrap_or(false);
     if !nvrtc {
-        return Err("NVRTC (libnvrtc.so.12 or .13) is not installed: CUDA kernels are compiled \
+        return Err(
+            "NVRTC (libnvrtc.so.12 or .13) is not installed: CUDA kernels are compiled \
                     at run time with it; the nvidia/cuda runtime images include it"
-            .to_owned());
+                .to_owned(),
+        );
     }
     catch_unwind(|| Gpu::open(ordinal))
-        .map_err(|panic| format!("the CUDA driver could not be used: {}", panic_message(&panic)))?
+        .map_err(|panic| {
+            format!(
+                "the CUDA driver could not be used: {}",
+                panic_message(&panic)
+            )
+        })?
         .map_err(|e| e.to_string())
 }
 
@@ -182,9 +190,15 @@ pub fn execute(
             .map_err(|e| JobError::new(format!("{}: {}", e.field, e.detail)))?;
         let gpu = gpu_of(device, kernel)?;
         let prepared = job.prepare(gpu)?;
-        return Ok(kernels::harness::time_gpu_run(prepared, gpu, repetitions, progress)?);
+        return Ok(kernels::harness::time_gpu_run(
+            prepared,
+            gpu,
+            repetitions,
+            progress,
+        )?);
     }
-    let k = kernels::find(kernel).ok_or_else(|| JobError::new(format!("unknown kernel `{kernel}`")))?;
+    let k =
+        kernels::find(kernel).ok_or_else(|| JobError::new(format!("unknown kernel `{kernel}`")))?;
     let params = ResolvedParams::trusted(params);
     match device {
         Device::Cpu => {
@@ -194,7 +208,12 @@ pub fn execute(
         Device::Cuda(_) => {
             let gpu = gpu_of(device, kernel)?;
             let prepared = k.prepare_cuda(&params, gpu)?;
-            Ok(kernels::harness::time_gpu_run(prepared, gpu, repetitions, progress)?)
+            Ok(kernels::harness::time_gpu_run(
+                prepared,
+                gpu,
+                repetitions,
+                progress,
+            )?)
         }
     }
 }
@@ -202,8 +221,12 @@ pub fn execute(
 fn gpu_of<'d>(device: &'d mut Device, kernel: &str) -> Result<&'d mut Gpu, JobError> {
     match device {
         Device::Cuda(Ok(gpu)) => Ok(gpu),
-        Device::Cuda(Err(reason)) => Err(JobError::new(format!("the GPU cannot be used: {reason}"))),
-        Device::Cpu => Err(JobError::new(format!("`{kernel}` runs on CUDA devices only"))),
+        Device::Cuda(Err(reason)) => {
+            Err(JobError::new(format!("the GPU cannot be used: {reason}")))
+        }
+        Device::Cpu => Err(JobError::new(format!(
+            "`{kernel}` runs on CUDA devices only"
+        ))),
     }
 }
 
