@@ -756,8 +756,8 @@ async fn the_ui_is_compressed_for_a_browser_that_accepts_it() {
 
 #[test]
 fn the_command_line_runs_a_job_and_prints_devices() {
-    let exe = env!("CARGO_BIN_EXE_gpulab");
-    let out = std::process::Command::new(exe)
+    let exe = support::gpulab_exe();
+    let out = std::process::Command::new(&exe)
         .args([
             "run",
             "saxpy",
@@ -780,7 +780,7 @@ fn the_command_line_runs_a_job_and_prints_devices() {
     assert_eq!(body["result"]["timing"]["repetitions"], 3);
     assert_eq!(body["params"]["n"], 5000);
 
-    let out = std::process::Command::new(exe)
+    let out = std::process::Command::new(&exe)
         .args(["run", "saxpy", "--param", "n=0"])
         .output()
         .unwrap();

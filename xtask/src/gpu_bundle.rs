@@ -1,15 +1,20 @@
 //! `cargo xtask gpu-bundle`: the folder to copy to a GPU machine for the GPU check.
 //!
-//! The machine needs no Rust and no network: the bundle holds the release server, the CUDA
-//! integration tests (a test binary that starts that server) and the check scripts of
-//! gpu-check/. There, `gpu-bundle/run.sh REPORT_DIR` runs everything in a few minutes.
+//! The machine needs no Rust and no network: the bundle holds the release server, the
+//! server's integration tests (test binaries that start that server: the CUDA tests, and the
+//! API, metrics and telemetry tests, which take their GPU branches there) and the check
+//! scripts of gpu-check/. There, `gpu-bundle/run.sh REPORT_DIR` runs everything in a few
+//! minutes.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::process::{cargo, run, workspace_root};
+use crate::process::{cargo, command, run, workspace_root};
+
+/// The server's integration tests that the bundle carries.
+const TESTS: [&str; 4] = ["cuda", "api", "metrics", "telemetry"];
 
 /// The bundle's folder (ignored by git).
 pub fn bundle_dir() -> PathBuf {
@@ -25,25 +30,24 @@ pub fn gpu_bundle() -> Result<()> {
         "--bin",
         "gpulab",
     ]))?;
-    let tests = cuda_test_binary()?;
+    let tests = test_binaries()?;
     let dir = bundle_dir();
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let copies = [
         (crate::target_dir().join("release/gpulab"), "gpulab"),
-        (tests, "cuda-tests"),
         (workspace_root().join("gpu-check/run.sh"), "run.sh"),
         (workspace_root().join("gpu-check/check.py"), "check.py"),
     ];
     for (from, name) in copies {
         copy(&from, &dir.join(name))?;
     }
-    // The test binary's debug information is most of its size; the bundle travels.
-    let tests = dir.join("cuda-tests");
-    if let Err(e) = run(crate::process::command("strip").arg(&tests)) {
-        println!(
-            "note: {} keeps its debug information: {e:#}",
-            tests.display()
-        );
+    for (name, from) in tests {
+        let to = dir.join(format!("{name}-tests"));
+        copy(&from, &to)?;
+        // A test binary's debug information is most of its size, and the bundle travels.
+        if let Err(e) = run(command("strip").arg(&to)) {
+            println!("note: {} keeps its debug information: {e:#}", to.display());
+        }
     }
     println!(
         "built {}: copy it to a GPU machine and run `{}/run.sh REPORT_DIR` there",
@@ -53,33 +57,45 @@ pub fn gpu_bundle() -> Result<()> {
     Ok(())
 }
 
-/// Builds server/tests/cuda.rs and returns the test binary's path, which cargo prints in
-/// its JSON messages.
-fn cuda_test_binary() -> Result<PathBuf> {
+/// Builds the integration tests of [`TESTS`] and returns each one's binary, whose path
+/// cargo prints in its JSON messages.
+fn test_binaries() -> Result<Vec<(&'static str, PathBuf)>> {
+    let mut args = vec![
+        "test",
+        "--no-run",
+        "-p",
+        "gpulab-server",
+        "--message-format=json",
+    ];
+    for name in TESTS {
+        args.extend(["--test", name]);
+    }
     let output = cargo()
-        .args([
-            "test",
-            "--no-run",
-            "-p",
-            "gpulab-server",
-            "--test",
-            "cuda",
-            "--message-format=json",
-        ])
+        .args(&args)
         .output()
         .context("could not run cargo")?;
     if !output.status.success() {
         bail!(
-            "building the CUDA tests failed:\n{}",
+            "building the integration tests failed:\n{}",
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    String::from_utf8_lossy(&output.stdout)
+    let messages: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
         .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|msg| msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "cuda")
-        .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
-        .context("cargo named no executable for the `cuda` test")
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .filter(|msg: &serde_json::Value| msg["reason"] == "compiler-artifact")
+        .collect();
+    TESTS
+        .iter()
+        .map(|&name| {
+            messages
+                .iter()
+                .filter(|msg| msg["target"]["name"] == name)
+                .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
+                .map(|path| (name, path))
+                .with_context(|| format!("cargo named no executable for the `{name}` test"))
+        })
+        .collect()
 }
 
 fn copy(from: &Path, to: &Path) -> Result<()> {

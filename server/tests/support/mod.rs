@@ -38,6 +38,14 @@ pub async fn spawn_app() -> TestApp {
     .await
 }
 
+/// The `gpulab` binary: cargo's, or the one GPULAB_BIN names (the GPU check runs these
+/// tests on a machine without the build tree).
+pub fn gpulab_exe() -> PathBuf {
+    std::env::var_os("GPULAB_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_gpulab")))
+}
+
 pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
     let data_dir = opts
         .data_dir
@@ -45,12 +53,7 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
     let static_dir = opts
         .static_dir
         .unwrap_or_else(|| data_dir.path().join("no-ui"));
-    // The GPU check runs these tests on a machine without the build tree: GPULAB_BIN names
-    // the server binary there.
-    let exe = std::env::var_os("GPULAB_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_gpulab")));
-    let mut cmd = Command::new(exe);
+    let mut cmd = Command::new(gpulab_exe());
     cmd.args(["serve", "--addr", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(data_dir.path())
