@@ -290,18 +290,29 @@ async fn bad_input_gets_a_problem_naming_what_was_wrong() {
     .await;
     assert_eq!(p.field.as_deref(), Some("timeout_s"));
 
-    // 2 × 16 GiB is more than any of our machines has.
-    let p = problem(
-        app.post_json(
-            "/api/jobs",
-            &json!({"kernel": "bandwidth", "device": "cpu", "params": {"size_mib": 16384}}),
+    // The largest job of the catalog, a copy of 16 GiB into 16 more, is too big for a host
+    // with less memory than that: our build machines. A bigger host (the GPU machine has
+    // 128 GiB) would run it, so there the check is left to the GPU tests' too-big custom job.
+    let cpu: Device = app.get_json("/api/devices/cpu").await;
+    let largest = 2 * (16384u64 << 20);
+    if cpu.total_memory_bytes.unwrap() < largest {
+        let p = problem(
+            app.post_json(
+                "/api/jobs",
+                &json!({"kernel": "bandwidth", "device": "cpu", "params": {"size_mib": 16384}}),
+            )
+            .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
         )
-        .await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-    )
-    .await;
-    assert_eq!(p.field.as_deref(), Some("params"));
-    assert!(p.detail.contains("GiB"), "{}", p.detail);
+        .await;
+        assert_eq!(p.field.as_deref(), Some("params"));
+        assert!(p.detail.contains("GiB free"), "{}", p.detail);
+    } else {
+        eprintln!(
+            "skipped the too-big CPU job: this host's {} bytes hold the catalog's largest",
+            cpu.total_memory_bytes.unwrap()
+        );
+    }
 
     problem(
         app.post_json("/api/jobs", &json!({"kernel": "saxpy", "device": "cuda:7"}))
