@@ -289,6 +289,21 @@ def check_custom(api, device):
         FIGURES["module images"] = sorted({f"{m['image']} {m['target']}" for m in first})
 
 
+def check_ptx_fallback(gpulab, device):
+    """The PTX path, which a GPU that NVRTC knows never takes by itself."""
+    out = subprocess.run([gpulab, "run", "saxpy", "--device", device, "--param", "n=1000003",
+                          "--repetitions", "3"], capture_output=True, text=True,
+                         env={**os.environ, "GPULAB_NVRTC_PTX": "1", "GPULAB_LOG": "warn"})
+    try:
+        body = json.loads(out.stdout)
+        module = body["result"]["output"]["modules"][0]
+        ok = body["status"] == "succeeded" and module["image"] == "ptx" and module["target"].startswith("compute_")
+        detail = f"{body['status']}, {module['image']} {module['target']}, {body['result']['throughput']}"
+    except (ValueError, KeyError, TypeError, IndexError) as e:
+        ok, detail = False, f"{e}: {out.stdout[-300:]} {out.stderr[-300:]}"
+    check("PTX fallback (GPULAB_NVRTC_PTX=1): the driver JIT-compiles it and saxpy verifies", ok, detail)
+
+
 def measure_latency(api, device, count=200):
     body = {"kernel": "vector_add", "device": device, "params": {"n": 1}, "repetitions": 1}
     for _ in range(20):
@@ -428,6 +443,7 @@ def main():
             check_telemetry(api, devices)
             check_kernels(api, devices)
             check_custom(api, devices[0]["id"])
+            check_ptx_fallback(args.gpulab, devices[0]["id"])
             measure_latency(api, devices[0]["id"])
             if not args.skip_torch:
                 measure_against_torch(api, devices[0]["id"], devices[0]["cuda"]["ordinal"])

@@ -95,7 +95,10 @@ pub fn compile(
     }
     let wanted = (arch.0 * 10 + arch.1) as i32;
     let supported = supported_archs().map_err(CompileError::Nvrtc)?;
-    let (kind, target) = if supported.contains(&wanted) {
+    // GPULAB_NVRTC_PTX=1 asks for PTX even where a CUBIN could be built: a diagnostic, and
+    // how the GPU check exercises the fallback on a GPU that NVRTC knows.
+    let force_ptx = std::env::var_os("GPULAB_NVRTC_PTX").is_some_and(|v| v == "1");
+    let (kind, target) = if supported.contains(&wanted) && !force_ptx {
         (ImageKind::Cubin, format!("sm_{wanted}"))
     } else {
         let best = supported
