@@ -373,6 +373,23 @@ mod tests {
     }
 
     #[test]
+    fn only_driver_errors_cost_the_worker() {
+        use cudarc::driver::sys::cudaError_enum as E;
+        let fault = GpuError::Driver(
+            "running the kernel",
+            DriverError(E::CUDA_ERROR_ILLEGAL_ADDRESS),
+        );
+        assert!(fault.is_fatal());
+        let compile = GpuError::Compile(CompileError::Source {
+            status: "NVRTC_ERROR_COMPILATION".into(),
+            log: "kernel.cu(1): error: x".into(),
+        });
+        assert!(!compile.is_fatal());
+        assert!(!GpuError::Other("too big".into()).is_fatal());
+        assert!(compile.to_string().contains("kernel.cu(1): error: x"));
+    }
+
+    #[test]
     fn the_cache_key_tells_sources_apart() {
         assert_ne!(fnv1a(b"a"), fnv1a(b"b"));
         assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);

@@ -295,6 +295,85 @@ fn verify_with(x: &[f32], sum: f32, k: u32, method: String) -> Verification {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The GPU's order of additions, replayed on the host: each thread's four accumulators
+    /// over its grid-stride share, joined, then pairwise levels as the shuffles do.
+    fn gpu_order_sum(x: &[f32], blocks: u32) -> (f32, u32) {
+        let threads = (blocks * BLOCK) as usize;
+        let n4 = x.len() / 4;
+        let mut thread_sums = Vec::with_capacity(threads);
+        let mut longest = 0u32;
+        for t in 0..threads {
+            let mut acc = [0.0f32; 4];
+            let mut adds = 0;
+            let mut i = t;
+            while i < n4 {
+                for (lane, a) in acc.iter_mut().enumerate() {
+                    *a += x[4 * i + lane];
+                }
+                adds += 1;
+                i += threads;
+            }
+            let mut j = 4 * n4 + t;
+            while j < x.len() {
+                acc[0] += x[j];
+                adds += 1;
+                j += threads;
+            }
+            longest = longest.max(adds + 2);
+            thread_sums.push((acc[0] + acc[1]) + (acc[2] + acc[3]));
+        }
+        let tree = |values: &mut Vec<f32>| {
+            while values.len() > 1 {
+                let half = values.len().div_ceil(2);
+                for i in 0..values.len() / 2 {
+                    values[i] = values[2 * i] + values[2 * i + 1];
+                }
+                if values.len() % 2 == 1 {
+                    values[half - 1] = values[values.len() - 1];
+                }
+                values.truncate(half);
+            }
+        };
+        let mut partials: Vec<f32> = thread_sums
+            .chunks(BLOCK as usize)
+            .map(|block| {
+                let mut b = block.to_vec();
+                tree(&mut b);
+                b[0]
+            })
+            .collect();
+        tree(&mut partials);
+        (partials[0], longest)
+    }
+
+    #[test]
+    fn the_gpu_tree_stays_within_its_chain_bound() {
+        // Uneven: a tail of 3 elements, threads with one more float4 than others.
+        for (n, blocks) in [(100_003usize, 8u32), (4 * 256 * 3 + 1, 3), (5, 1)] {
+            let mut x = vec![0.0; n];
+            rng::fill_uniform_f32(9, STREAM_X, &mut x, 0.0, 1.0);
+            let (sum, longest) = gpu_order_sum(&x, blocks);
+            let k = gpu_chain_length(n, blocks);
+            // The deepest chain: a thread's own additions, then the block's tree and the
+            // tree of the blocks' partial sums.
+            let depth = longest + BLOCK.ilog2() + blocks.next_power_of_two().ilog2();
+            assert!(depth <= k, "n={n}: depth {depth} past the bound {k}");
+            let v = verify_with(&x, sum, k, String::new());
+            assert!(v.passed, "n={n}: {v:?}");
+        }
+        // A sum off by far more than the tree's rounding fails.
+        let x = vec![1.0f32; 1 << 16];
+        assert!(
+            !verify_with(
+                &x,
+                65536.0 * 1.001,
+                gpu_chain_length(1 << 16, 4),
+                String::new()
+            )
+            .passed
+        );
+    }
     use crate::kernels::harness;
 
     fn run(params: serde_json::Value) -> harness::Outcome {
