@@ -1,7 +1,7 @@
 use gpulab_shared::JobResult;
 use leptos::prelude::*;
 
-use super::{SweepChart, TimingChart};
+use super::{CudaOutput, SweepChart, TimingChart};
 use crate::api;
 use crate::format;
 
@@ -18,6 +18,7 @@ pub fn JobResultView(job_id: i64, result: JobResult) -> impl IntoView {
         has_artifact,
     } = result;
     let sweep = output.get("sweep").cloned();
+    let cuda = output.clone();
     let output = serde_json::to_string_pretty(&output).unwrap_or_else(|_| output.to_string());
     let passed = verification.passed;
     view! {
@@ -58,6 +59,7 @@ pub fn JobResultView(job_id: i64, result: JobResult) -> impl IntoView {
                 <dd>{format::scientific(verification.tolerance)}</dd>
             </dl>
         </section>
+        <CudaOutput output=cuda />
         {sweep.map(|sweep| view! { <SweepChart sweep /> })}
         <section class="card" aria-labelledby="output-heading">
             <h2 id="output-heading">"Output"</h2>

@@ -2,6 +2,7 @@
 
 mod code_editor;
 mod copy_curl;
+mod cuda_output;
 mod device_card;
 mod error_notice;
 mod job_result;
@@ -17,6 +18,7 @@ mod timing_chart;
 
 pub use code_editor::CodeEditor;
 pub use copy_curl::CopyAsCurl;
+pub use cuda_output::CudaOutput;
 pub use device_card::DeviceCard;
 pub use error_notice::{error_list, ErrorNotice};
 pub use job_result::JobResultView;
