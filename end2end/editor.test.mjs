@@ -41,6 +41,19 @@ test('the editor shows a CUDA template with line numbers and highlighting', asyn
       (await editor.locator('.cm-line span[class]').count()) > 5,
       'the source is highlighted',
     );
+    // CUDA's own words are coloured like C's keywords; names the kernel declares are not.
+    const colorOf = (word) =>
+      page.evaluate((word) => {
+        const span = [...document.querySelectorAll('[data-testid="code-editor"] .cm-line span')].find(
+          (s) => s.textContent === word,
+        );
+        return span ? getComputedStyle(span).color : null;
+      }, word);
+    const keyword = await colorOf('if');
+    assert.ok(keyword, 'a keyword is highlighted');
+    for (const word of ['__global__', 'threadIdx', 'blockIdx']) {
+      assert.equal(await colorOf(word), keyword, `${word} is coloured as a keyword`);
+    }
     assert.equal(
       requests.filter((r) => r === `GET ${EDITOR_BUNDLE}`).length,
       1,

@@ -11,20 +11,29 @@
 // GPULAB_BIN (the gpulab binary) and GPULAB_STATIC_DIR (the built UI), which the xtask sets.
 
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
 
-import { ARTIFACTS, BASE_URL, DESKTOP, PHONE, api, withPage } from './browser.mjs';
+import {
+  ARTIFACTS,
+  BASE_URL,
+  DESKTOP,
+  GPULAB_BIN,
+  GPULAB_STATIC_DIR,
+  PHONE,
+  api,
+  freePort,
+  killed,
+  startServer,
+  withPage,
+} from './browser.mjs';
 
 // How long a small job may take from launch to its final status.
 const JOB_TIMEOUT_MS = 60_000;
-const GPULAB_BIN = process.env.GPULAB_BIN;
-const GPULAB_STATIC_DIR = process.env.GPULAB_STATIC_DIR;
 
 // Queues a job through the API, as another user of the server would.
 async function postJob(request) {
@@ -657,6 +666,104 @@ test('a failed job shows the compiler log line for line, and its curl command su
   });
 });
 
+test("a custom kernel's compile errors are marked on its source, errors apart from warnings", async () => {
+  const source = [
+    '__global__ void scale(float *out, const float *in, unsigned n) {',
+    '\tunsigned i = blockIdx.x * blockDim.x + threadIdx.x;',
+    '\tint unused;',
+    '\tif (i < n) out[i] = factor * in[i];',
+    '}',
+  ].join('\n');
+  const log = [
+    'kernel.cu(4,22): error: identifier "factor" is undefined',
+    '\tif (i < n) out[i] = factor * in[i];',
+    '\t                    ^',
+    '',
+    'kernel.cu(3): warning #177-D: variable "unused" was declared but never referenced',
+    'cuda_fp16.h(12): error: a problem in a header',
+    '2 errors detected in the compilation of "kernel.cu".',
+  ].join('\n');
+  const job = fakeJob(990004, {
+    kernel: 'custom',
+    params: { source, entry: 'scale', grid: [4, 1, 1], block: [256, 1, 1], shared_mem_bytes: 0 },
+    status: 'failed',
+    error: `compiling the kernel failed:\n${log}`,
+  });
+  for (const [name, options] of [
+    ['job-compile-errors', {}],
+    ['job-compile-errors-phone-dark', { context: { viewport: PHONE, colorScheme: 'dark' } }],
+  ]) {
+    await withPage(name, async (page) => {
+      await serveFakeJob(page, job);
+      await page.goto(`${BASE_URL}/jobs/${job.id}`);
+      const card = page.getByTestId('job-source');
+      await card.waitFor();
+      assert.equal(
+        (await page.getByTestId('source-summary').innerText()).trim(),
+        'The compiler reported 2 errors and 1 warning.',
+      );
+      // Every line of the source, numbered, as it was sent (tabs and all).
+      const lines = await card.locator('.src-line').evaluateAll((rows) =>
+        rows.map((row) => ({
+          number: row.querySelector('.src-gutter').textContent,
+          text: row.querySelector('.src-text').textContent,
+          severity: row.dataset.severity ?? null,
+        })),
+      );
+      assert.deepEqual(
+        lines,
+        source.split('\n').map((text, i) => ({
+          number: String(i + 1),
+          text,
+          severity: { 3: 'warning', 4: 'error' }[i + 1] ?? null,
+        })),
+      );
+      // Each message right under its line, with where it points.
+      const notes = await card.locator('[data-testid="source-note"]').evaluateAll((notes) =>
+        notes.map((note) => ({
+          line: note.dataset.line,
+          column: note.dataset.column ?? null,
+          severity: note.dataset.severity,
+          after: note.previousElementSibling.dataset.line,
+          text: note.querySelector('.src-message').textContent,
+        })),
+      );
+      assert.deepEqual(notes, [
+        { line: '3', column: null, severity: 'warning', after: '3', text: 'warning (line 3): variable "unused" was declared but never referenced' },
+        { line: '4', column: '22', severity: 'error', after: '4', text: 'error (line 4, column 22): identifier "factor" is undefined' },
+      ]);
+      // The column: the name it points at is marked.
+      const marked = card.locator('.src-line[data-line="4"] mark.src-at');
+      assert.deepEqual(await marked.allInnerTexts(), ['factor']);
+      assert.equal(await marked.getAttribute('data-severity'), 'error');
+      // An error's line does not look like a warning's, nor like a line without a message.
+      const look = (selector) =>
+        card.locator(selector).evaluate((el) => {
+          const style = getComputedStyle(el);
+          return `${style.backgroundColor} ${style.color}`;
+        });
+      const [error, warning, plain] = await Promise.all(
+        ['.src-line[data-line="4"]', '.src-line[data-line="3"]', '.src-line[data-line="1"]'].map(look),
+      );
+      assert.notEqual(error, warning);
+      assert.notEqual(error, plain);
+      assert.notEqual(warning, plain);
+      assert.notEqual(
+        await look('[data-testid="source-note"][data-severity="error"]'),
+        await look('[data-testid="source-note"][data-severity="warning"]'),
+      );
+      // A message about another file is listed apart, not put on a line of this one.
+      assert.equal(
+        (await page.getByTestId('source-elsewhere').innerText()).trim(),
+        'cuda_fp16.h(12): error: a problem in a header',
+      );
+      // The facts list does not repeat the source.
+      assert.match(await page.locator('.facts').innerText(), /source\s+5 lines, shown below/);
+      await assertNoSideScroll(page);
+    }, options);
+  }
+});
+
 // Fails when the page is wider than the window: on a phone, that is a page to pan sideways.
 async function assertNoSideScroll(page) {
   const { scroll, width } = await page.evaluate(() => ({
@@ -703,43 +810,6 @@ test('the launch form is labelled and can be filled and sent with the keyboard a
     await page.waitForURL(/\/jobs\/\d+$/);
   });
 });
-
-// Starts `gpulab serve` on `port`, resolving once it listens; the process is returned.
-async function startServer(port, dataDir) {
-  const child = spawn(
-    GPULAB_BIN,
-    ['serve', '--addr', `127.0.0.1:${port}`, '--static-dir', GPULAB_STATIC_DIR, '--data-dir', dataDir],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
-  );
-  await new Promise((resolve, reject) => {
-    let out = '';
-    child.stdout.on('data', (chunk) => {
-      out += chunk;
-      if (out.includes('gpulab listening on ')) resolve();
-    });
-    child.on('exit', (code, signal) => reject(new Error(`gpulab exited (${code ?? signal}) before listening:\n${out}`)));
-  });
-  return child;
-}
-
-// A TCP port that was free a moment ago.
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-function killed(child, signal) {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  child.kill(signal);
-  return exited;
-}
 
 test(
   'the event stream comes back after the server restarts, and the jobs list follows again',

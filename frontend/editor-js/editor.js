@@ -1,19 +1,22 @@
 // The code editor of gpulab's CUDA page: CodeMirror 6 with C/C++ highlighting (which reads
-// CUDA C well), line numbers and inline error markers. `cargo xtask ui` bundles this file
+// CUDA C well), line numbers and inline error markers. The highlighting is the C++ mode of
+// @codemirror/legacy-modes (a stream tokenizer, about a tenth of the size of the Lezer C++
+// grammar of @codemirror/lang-cpp), with CUDA's built-in variables added. `cargo xtask ui` bundles this file
 // into frontend/vendor/codemirror.js, which the editor page imports when it is opened, so
 // no other page downloads it.
 //
 // The page (Rust) sees only the small API below: `create` and the handle it returns.
 
 import { defaultKeymap, history, historyKeymap, indentWithTab } from '@codemirror/commands';
-import { cpp } from '@codemirror/lang-cpp';
 import {
   bracketMatching,
   HighlightStyle,
   indentOnInput,
   indentUnit,
+  StreamLanguage,
   syntaxHighlighting,
 } from '@codemirror/language';
+import { cpp } from '@codemirror/legacy-modes/mode/clike';
 import { lintGutter, setDiagnostics } from '@codemirror/lint';
 import { EditorState } from '@codemirror/state';
 import {
@@ -27,16 +30,34 @@ import {
 } from '@codemirror/view';
 import { tags } from '@lezer/highlight';
 
+// C++ as the legacy mode reads it (`__global__`, `__shared__`, `__syncthreads` are already
+// built-ins there: names that start with `__` are the compiler's), plus the variables CUDA
+// gives every kernel.
+const cudaBuiltins = new Set(['threadIdx', 'blockIdx', 'blockDim', 'gridDim', 'warpSize']);
+const cuda = StreamLanguage.define({
+  ...cpp,
+  name: 'cuda',
+  token(stream, state) {
+    const style = cpp.token(stream, state);
+    return style === 'variable' && cudaBuiltins.has(stream.current()) ? 'builtin' : style;
+  },
+});
+
 // Colours are the page's CSS variables (style.css), so the editor follows its light and
 // dark schemes without a second theme.
 const highlightStyle = HighlightStyle.define([
-  { tag: [tags.keyword, tags.controlKeyword, tags.modifier, tags.operatorKeyword], color: 'var(--code-keyword)' },
+  // The legacy mode's `builtin`: `__global__`, `__shared__`, `threadIdx`, `__syncthreads`.
+  {
+    tag: [tags.keyword, tags.controlKeyword, tags.modifier, tags.operatorKeyword, tags.standard(tags.variableName)],
+    color: 'var(--code-keyword)',
+  },
   { tag: [tags.typeName, tags.standard(tags.typeName)], color: 'var(--code-type)' },
   { tag: [tags.string, tags.character], color: 'var(--code-string)' },
-  { tag: [tags.number, tags.bool, tags.null], color: 'var(--code-number)' },
+  { tag: [tags.number, tags.bool, tags.null, tags.atom], color: 'var(--code-number)' },
   { tag: [tags.comment, tags.lineComment, tags.blockComment], color: 'var(--code-comment)', fontStyle: 'italic' },
-  { tag: [tags.processingInstruction, tags.macroName], color: 'var(--code-macro)' },
-  { tag: [tags.function(tags.variableName), tags.function(tags.definition(tags.variableName))], color: 'var(--code-function)' },
+  { tag: [tags.meta, tags.processingInstruction, tags.macroName], color: 'var(--code-macro)' },
+  // The name a declaration introduces, such as the kernel's.
+  { tag: tags.definition(tags.variableName), color: 'var(--code-function)' },
 ]);
 
 const theme = EditorView.theme({
@@ -105,7 +126,7 @@ export function create(parent, doc, onChange) {
         indentUnit.of('    '),
         bracketMatching(),
         highlightActiveLine(),
-        cpp(),
+        cuda,
         syntaxHighlighting(highlightStyle),
         lintGutter(),
         keymap.of([...defaultKeymap, ...historyKeymap, indentWithTab]),

@@ -2,15 +2,18 @@
 //!
 //! The API is served from the same origin as the UI, so every URL is a path. Error answers
 //! are `application/problem+json` documents, handed to the caller as [`ApiError::Problem`] so
-//! the UI can show `detail` beside the form field that `field` names.
+//! the UI can show `detail` beside the form field that `field` names. Every change (POST,
+//! DELETE) carries the API token the user set, for a server started with `--token`.
 
 use std::fmt;
 
-use gloo_net::http::{Request, Response};
+use gloo_net::http::{Request, RequestBuilder, Response};
 use gpulab_shared::{
     Device, DeviceTelemetry, Health, Job, JobPage, JobRequest, JobStatus, KernelSpec, Problem,
 };
 use serde::de::DeserializeOwned;
+
+use crate::token;
 
 /// Why an API call gave no answer the UI can use.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,11 +32,23 @@ impl ApiError {
             ApiError::Transport(_) => None,
         }
     }
+
+    /// Whether the server refused the change for want of the right API token (401).
+    pub fn is_unauthorized(&self) -> bool {
+        self.problem().is_some_and(|p| p.status == 401)
+    }
 }
+
+/// What to do about a 401, after the server's own words.
+pub const UNAUTHORIZED_HINT: &str =
+    "Enter the server's API token under “API token” at the top of the page, then try again.";
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            ApiError::Problem(p) if self.is_unauthorized() => {
+                write!(f, "{}: {}. {UNAUTHORIZED_HINT}", p.title, p.detail)
+            }
             ApiError::Problem(p) => write!(f, "{}: {}", p.title, p.detail),
             ApiError::Transport(message) => write!(f, "{message}"),
         }
@@ -114,7 +129,13 @@ pub async fn kernels() -> ApiResult<Vec<KernelSpec>> {
 
 /// `POST /api/jobs`: queues a job and answers it as it was accepted.
 pub async fn create_job(request: JobRequest) -> ApiResult<Job> {
-    read_json(Request::post("/api/jobs").json(&request)?.send().await?).await
+    read_json(
+        authorized(Request::post("/api/jobs"))
+            .json(&request)?
+            .send()
+            .await?,
+    )
+    .await
 }
 
 /// `GET /api/jobs`: one page of jobs, newest first, starting after `cursor`.
@@ -142,7 +163,25 @@ pub async fn job(id: i64) -> ApiResult<Job> {
 
 /// `DELETE /api/jobs/{id}`: cancels a queued or running job.
 pub async fn cancel_job(id: i64) -> ApiResult<Job> {
-    read_json(Request::delete(&format!("/api/jobs/{id}")).send().await?).await
+    read_json(
+        authorized(Request::delete(&format!("/api/jobs/{id}")))
+            .send()
+            .await?,
+    )
+    .await
+}
+
+/// `request` with the user's API token, when one is set.
+fn authorized(request: RequestBuilder) -> RequestBuilder {
+    match token::current() {
+        Some(token) => request.header("Authorization", &bearer(&token)),
+        None => request,
+    }
+}
+
+/// The value of the `Authorization` header that carries `token`.
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
 }
 
 /// Where the image a job produced (the Mandelbrot set) is served.
@@ -151,12 +190,20 @@ pub fn artifact_url(id: i64) -> String {
 }
 
 /// The shell command that makes the `POST /api/jobs` call `request` with curl, against the
-/// server at `origin` (such as `http://127.0.0.1:8080`).
-pub fn curl_create_job(origin: &str, request: &JobRequest) -> String {
+/// server at `origin` (such as `http://127.0.0.1:8080`), with the API token when one is set.
+pub fn curl_create_job(origin: &str, request: &JobRequest, token: Option<&str>) -> String {
     // JobRequest always serializes.
     let body = serde_json::to_string(request).unwrap_or_default();
+    let authorization = token
+        .map(|token| {
+            format!(
+                " -H {}",
+                shell_quote(&format!("Authorization: {}", bearer(token)))
+            )
+        })
+        .unwrap_or_default();
     format!(
-        "curl -X POST {} -H 'content-type: application/json' -d {}",
+        "curl -X POST {}{authorization} -H 'content-type: application/json' -d {}",
         shell_word(&format!("{origin}/api/jobs")),
         shell_quote(&body)
     )
@@ -219,11 +266,48 @@ mod tests {
             timeout_s: Some(30.0),
         };
         assert_eq!(
-            curl_create_job("http://127.0.0.1:8080", &request),
+            curl_create_job("http://127.0.0.1:8080", &request, None),
             "curl -X POST http://127.0.0.1:8080/api/jobs -H 'content-type: application/json' \
              -d '{\"kernel\":\"saxpy\",\"device\":\"cpu\",\"params\":{\"n\":3000},\
              \"repetitions\":2,\"timeout_s\":30.0}'"
         );
+    }
+
+    #[test]
+    fn the_curl_command_carries_the_token_quoted_for_the_shell() {
+        let request = JobRequest {
+            kernel: "pi".to_owned(),
+            device: "cpu".to_owned(),
+            params: None,
+            repetitions: None,
+            timeout_s: None,
+        };
+        assert!(
+            curl_create_job("http://gpu-box:8080", &request, Some("s3cret")).starts_with(
+                "curl -X POST http://gpu-box:8080/api/jobs -H 'Authorization: Bearer s3cret' \
+                 -H 'content-type: application/json' -d '{\"kernel\":\"pi\","
+            )
+        );
+        // A token with a quote or a `$` stays literal.
+        assert!(curl_create_job("http://h", &request, Some("it's $x"))
+            .contains(r"-H 'Authorization: Bearer it'\''s $x' "));
+    }
+
+    #[test]
+    fn a_401_is_told_apart_and_says_what_to_do() {
+        let problem = |status| {
+            ApiError::Problem(Problem {
+                type_uri: "about:blank".to_owned(),
+                title: "Unauthorized".to_owned(),
+                status,
+                detail: "this server needs a token".to_owned(),
+                field: None,
+            })
+        };
+        assert!(problem(401).is_unauthorized());
+        assert!(problem(401).to_string().ends_with(UNAUTHORIZED_HINT));
+        assert!(!problem(403).is_unauthorized());
+        assert!(!ApiError::Transport("down".to_owned()).is_unauthorized());
     }
 
     #[test]

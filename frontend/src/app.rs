@@ -9,12 +9,14 @@ use crate::live::provide_live_events;
 use crate::pages::{
     ComparePage, DevicesPage, EditorPage, JobPage, JobsPage, LaunchPage, NotFoundPage,
 };
+use crate::token::provide_api_token;
 
 /// The whole UI: the header on every page, and below it the page the path names. Every page
-/// shares the one stream of server events.
+/// shares the one stream of server events and the API token.
 #[component]
 pub fn App() -> impl IntoView {
     provide_live_events();
+    provide_api_token();
     view! {
         <Router>
             <SiteHeader />

@@ -9,6 +9,7 @@ mod format;
 mod hooks;
 mod live;
 mod pages;
+mod token;
 mod validate;
 mod watched_jobs;
 

@@ -765,6 +765,44 @@ async fn the_ui_is_compressed_for_a_browser_that_accepts_it() {
     assert_eq!(plain.bytes().await.unwrap(), wasm);
 }
 
+#[tokio::test]
+async fn a_copy_compressed_at_build_time_is_sent_instead_of_compressing_again() {
+    let dist = tempfile::tempdir().unwrap();
+    std::fs::write(dist.path().join("index.html"), "<!doctype html>").unwrap();
+    let js = "export const x = 1;\n".repeat(1000);
+    std::fs::write(dist.path().join("app.js"), &js).unwrap();
+    // Not real brotli or gzip: only the file itself could answer with these bytes.
+    std::fs::write(dist.path().join("app.js.br"), b"brotli copy").unwrap();
+    std::fs::write(dist.path().join("app.js.gz"), b"gzip copy").unwrap();
+    let app = spawn_app_with(AppOptions {
+        static_dir: Some(dist.path().into()),
+        ..Default::default()
+    })
+    .await;
+    for (accept, encoding, body) in [
+        ("gzip, deflate, br", "br", &b"brotli copy"[..]),
+        ("gzip", "gzip", &b"gzip copy"[..]),
+    ] {
+        let resp = app
+            .client
+            .get(app.url("/app.js"))
+            .header("accept-encoding", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["content-encoding"], encoding, "{accept}");
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .contains("javascript"));
+        assert_eq!(resp.bytes().await.unwrap(), body, "{accept}");
+    }
+    let plain = app.client.get(app.url("/app.js")).send().await.unwrap();
+    assert!(plain.headers().get("content-encoding").is_none());
+    assert_eq!(plain.text().await.unwrap(), js);
+}
+
 #[test]
 fn the_command_line_runs_a_job_and_prints_devices() {
     let exe = support::gpulab_exe();

@@ -3,6 +3,7 @@
 //! Every task prints the commands it runs, so anything it does can be repeated by hand.
 
 mod bench_ui;
+mod compress;
 mod gpu_bundle;
 mod process;
 mod setup;
@@ -26,14 +27,16 @@ tasks:
                      wasm-bindgen and wasm-opt; with --browser also Chromium, chromedriver
                      and the npm packages of end2end/
   ui                 build the browser UI into dist/: bundle the CUDA editor's CodeMirror
-                     (npm ci, esbuild in frontend/editor-js), then trunk build --release
+                     (npm ci, esbuild in frontend/editor-js), trunk build --release, then
+                     brotli and gzip copies of its files for the server to send
   serve [args...]    setup, ui, then run the release server on http://127.0.0.1:8080;
                      the arguments go to `gpulab serve` (see `gpulab serve --help`)
   dist               setup, ui and the release build of the server (used by the Dockerfile)
   bench              the benchmark: job latency, GET /api/devices requests/s, CPU saxpy and
                      reduce_sum GB/s beside a memory copy (prints figures)
-  bench-ui           the UI benchmark: compressed bytes and load time of the devices page in
-                     headless Chromium, jobs table paging with 1,000 jobs (prints figures)
+  bench-ui           the UI benchmark: compressed bytes of every page and load time of the
+                     devices page in headless Chromium, jobs table paging with 1,000 jobs
+                     (prints figures)
   gpu-bundle         build gpu-bundle/: the release server, the CUDA integration tests and
                      the GPU check (gpu-check/run.sh, check.py), to copy to a GPU machine
                      and run there as `gpu-bundle/run.sh REPORT_DIR`
@@ -117,7 +120,8 @@ fn no_arguments(task: &str, rest: &[String]) -> Result<()> {
     }
 }
 
-/// Builds the Leptos UI into dist/ with the root Trunk.toml.
+/// Builds the Leptos UI into dist/ with the root Trunk.toml, then compresses it ahead of
+/// time for the server to send.
 pub fn build_ui() -> Result<()> {
     if !workspace_root().join("Trunk.toml").is_file() {
         bail!("Trunk.toml is missing from the workspace root: it tells trunk to build frontend/ into dist/");
@@ -126,25 +130,19 @@ pub fn build_ui() -> Result<()> {
     // trunk otherwise asks the network for a newer trunk on every build.
     run(command("trunk")
         .args(["build", "--release"])
-        .env("TRUNK_SKIP_VERSION_CHECK", "true"))
+        .env("TRUNK_SKIP_VERSION_CHECK", "true"))?;
+    compress::precompress(&workspace_root().join("dist"))
 }
 
 /// Bundles the CUDA editor's CodeMirror (frontend/editor-js/, exact versions in its
-/// package-lock.json) into frontend/vendor/codemirror.js, which trunk copies into dist/.
+/// package-lock.json) into frontend/vendor/codemirror.js, which trunk copies into dist/:
+/// esbuild, minified, run by frontend/editor-js/build.mjs.
 fn code_editor_bundle() -> Result<()> {
     const FOLDER: &str = "frontend/editor-js";
     setup::npm_ci(FOLDER)?;
-    let folder = workspace_root().join(FOLDER);
-    let esbuild = folder.join("node_modules/.bin/esbuild");
-    run(command(&esbuild.to_string_lossy())
-        .args([
-            "editor.js",
-            "--bundle",
-            "--format=esm",
-            "--minify",
-            "--outfile=../vendor/codemirror.js",
-        ])
-        .current_dir(&folder))
+    run(command("node")
+        .arg("build.mjs")
+        .current_dir(workspace_root().join(FOLDER)))
 }
 
 /// Builds everything and replaces this process with the release server, so that Ctrl-C

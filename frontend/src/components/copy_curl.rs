@@ -13,15 +13,23 @@ enum Copied {
 }
 
 /// "Copy as curl": copies a curl command to the clipboard, then shows the command, so the
-/// user sees what was copied, or can copy it by hand where the browser refuses.
+/// user sees what was copied, or can copy it by hand where the browser refuses. The command
+/// may change (the API token is set): what is shown is always what a click copies.
 #[component]
-pub fn CopyAsCurl(command: String) -> impl IntoView {
+pub fn CopyAsCurl(#[prop(into)] command: Signal<String>) -> impl IntoView {
     let copied = RwSignal::new(Copied::Not);
     let shown = NodeRef::<leptos::html::Pre>::new();
-    let command = StoredValue::new(command);
+    // A changed command was not copied yet.
+    Effect::new(move |first_run: Option<()>| {
+        command.track();
+        if first_run.is_some() {
+            copied.set(Copied::Not);
+        }
+    });
     let on_click = move |_| {
+        let text = command.get_untracked();
         leptos::task::spawn_local(async move {
-            let outcome = match write_to_clipboard(&command.get_value()).await {
+            let outcome = match write_to_clipboard(&text).await {
                 Ok(()) => Copied::Yes,
                 Err(()) => Copied::Refused,
             };
@@ -49,7 +57,7 @@ pub fn CopyAsCurl(command: String) -> impl IntoView {
                 node_ref=shown
                 hidden=move || copied.get() == Copied::Not
             >
-                {command.get_value()}
+                {move || command.get()}
             </pre>
         </div>
     }

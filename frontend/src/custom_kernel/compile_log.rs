@@ -14,6 +14,9 @@ pub enum Severity {
 /// `setDiagnostics` takes it: lines and columns count from 1.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CompileDiagnostic {
+    /// The file the compiler names, such as `kernel.cu`, or a header it included.
+    #[serde(skip)]
+    pub file: String,
     pub line: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub column: Option<u32>,
@@ -61,6 +64,7 @@ fn parse_line(line: &str) -> Option<CompileDiagnostic> {
         };
         let message = message.trim();
         (line_number > 0 && !message.is_empty()).then(|| CompileDiagnostic {
+            file: line[..open].trim().to_owned(),
             line: line_number,
             column: column.filter(|&c| c > 0),
             severity,
@@ -83,6 +87,7 @@ mod tests {
 
     fn error(line: u32, column: Option<u32>, message: &str) -> CompileDiagnostic {
         CompileDiagnostic {
+            file: "kernel.cu".to_owned(),
             line,
             column,
             severity: Severity::Error,
@@ -109,6 +114,7 @@ Remark: The warnings can be suppressed with "-diag-suppress <warning-number>"
             [
                 error(12, None, "identifier \"x\" is undefined"),
                 CompileDiagnostic {
+                    file: "kernel.cu".to_owned(),
                     line: 14,
                     column: None,
                     severity: Severity::Warning,
@@ -134,8 +140,14 @@ Remark: The warnings can be suppressed with "-diag-suppress <warning-number>"
                  my kernel (copy).cu(30): error #20: identifier \"blockIdx\" is undefined"
             ),
             [
-                error(1, None, "cannot open source file \"x.h\""),
-                error(30, None, "identifier \"blockIdx\" is undefined"),
+                CompileDiagnostic {
+                    file: "default_program".to_owned(),
+                    ..error(1, None, "cannot open source file \"x.h\"")
+                },
+                CompileDiagnostic {
+                    file: "my kernel (copy).cu".to_owned(),
+                    ..error(30, None, "identifier \"blockIdx\" is undefined")
+                },
             ]
         );
     }

@@ -4,6 +4,7 @@
 //!
 //! Nothing here touches the browser, so the checks are unit-tested on the host.
 
+pub mod annotate;
 pub mod compile_log;
 
 use std::collections::BTreeMap;

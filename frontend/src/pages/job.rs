@@ -4,9 +4,13 @@ use leptos_router::hooks::use_params_map;
 
 use crate::api::{self, ApiError, ApiResult};
 use crate::components::{CopyAsCurl, ErrorNotice, JobResultView, StatusBadge};
+use crate::custom_kernel::annotate::{annotate, Segment, SourceLine};
+use crate::custom_kernel::compile_log::{self, CompileDiagnostic, Severity};
+use crate::custom_kernel::KERNEL as CUSTOM_KERNEL;
 use crate::format;
 use crate::hooks::use_title;
 use crate::live::{fresher, use_live_events};
+use crate::token::use_api_token;
 
 /// `/jobs/:id`: one job, followed live through the server's `job` events until it ends.
 #[component]
@@ -143,23 +147,36 @@ fn JobDetails(
         (Some(start), Some(end)) => format::elapsed(&start, &end),
         _ => format::UNKNOWN.to_owned(),
     };
-    // The same job again, from a shell: what it ran with, defaults filled in.
-    let curl = api::curl_create_job(
-        &window().location().origin().unwrap_or_default(),
-        &JobRequest {
-            kernel: kernel.clone(),
-            device: device.clone(),
-            params: Some(params.clone()),
-            repetitions: Some(repetitions),
-            timeout_s: Some(timeout_s),
-        },
-    );
+    // The same job again, from a shell: what it ran with, defaults filled in, and the API
+    // token once one is set.
+    let token = use_api_token();
+    let origin = window().location().origin().unwrap_or_default();
+    let request = JobRequest {
+        kernel: kernel.clone(),
+        device: device.clone(),
+        params: Some(params.clone()),
+        repetitions: Some(repetitions),
+        timeout_s: Some(timeout_s),
+    };
+    let curl =
+        Signal::derive(move || api::curl_create_job(&origin, &request, token.get().as_deref()));
+    // A custom kernel's source is shown in a card of its own, with the compiler's messages.
+    let source = (kernel == CUSTOM_KERNEL)
+        .then(|| params.get("source")?.as_str().map(str::to_owned))
+        .flatten();
     let params = params
         .iter()
         .map(|(name, value)| {
+            let shown = match (name.as_str(), &source) {
+                ("source", Some(source)) => match source.lines().count() {
+                    1 => "1 line, shown below".to_owned(),
+                    n => format!("{n} lines, shown below"),
+                },
+                _ => format::json_value(value),
+            };
             view! {
                 <dt>{name.clone()}</dt>
-                <dd>{format::json_value(value)}</dd>
+                <dd>{shown}</dd>
             }
         })
         .collect_view();
@@ -239,7 +256,119 @@ fn JobDetails(
             </section>
             {move || result.get().map(|result| view! { <JobResultView job_id=id result /> })}
         </div>
+        {source.map(|source| view! { <SourceListing source error /> })}
     }
+}
+
+/// A custom kernel's source with line numbers, each compiler message of the job's error
+/// under the line it is about, the column it names marked.
+#[component]
+fn SourceListing(source: String, #[prop(into)] error: Signal<Option<String>>) -> impl IntoView {
+    let annotated = Memo::new(move |_| {
+        let diagnostics = error.with(|e| e.as_deref().map(compile_log::parse).unwrap_or_default());
+        annotate(&source, &diagnostics)
+    });
+    let summary = move || {
+        let (errors, warnings) = annotated.with(|a| a.counts());
+        let count = |n: usize, what: &str| match n {
+            1 => format!("1 {what}"),
+            n => format!("{n} {what}s"),
+        };
+        let reported = match (errors, warnings) {
+            (0, 0) => return None,
+            (e, 0) => count(e, "error"),
+            (0, w) => count(w, "warning"),
+            (e, w) => format!("{} and {}", count(e, "error"), count(w, "warning")),
+        };
+        Some(format!("The compiler reported {reported}."))
+    };
+    view! {
+        <section class="card source-card" aria-labelledby="source-heading" data-testid="job-source">
+            <h2 id="source-heading">"Source"</h2>
+            {move || summary().map(|text| view! { <p class="help" data-testid="source-summary">{text}</p> })}
+            <div class="source-listing" role="group" aria-label="The kernel's source, line by line">
+                {move || annotated.with(|a| a.lines.iter().map(source_line).collect_view())}
+            </div>
+            {move || {
+                let elsewhere = annotated.with(|a| a.elsewhere.clone());
+                (!elsewhere.is_empty()).then(|| view! {
+                    <p class="help">"About no line of this source:"</p>
+                    <ul class="source-elsewhere" data-testid="source-elsewhere">
+                        {elsewhere.into_iter().map(|d| view! { <li>{elsewhere_text(&d)}</li> }).collect_view()}
+                    </ul>
+                })
+            }}
+        </section>
+    }
+}
+
+/// One line of the listing and the messages under it.
+fn source_line(line: &SourceLine) -> impl IntoView {
+    let number = line.number;
+    let severity = line.severity().map(severity_name);
+    let segments = line
+        .segments
+        .iter()
+        .map(|Segment { text, mark }| match mark {
+            Some(severity) => view! {
+                <mark class="src-at" data-severity=severity_name(*severity)>{text.clone()}</mark>
+            }
+            .into_any(),
+            None => text.clone().into_any(),
+        })
+        .collect_view();
+    let notes = line
+        .notes
+        .iter()
+        .map(|note| {
+            let name = severity_name(note.severity);
+            let at = note
+                .column
+                .map(|c| format!("line {number}, column {c}"))
+                .unwrap_or_else(|| format!("line {number}"));
+            view! {
+                <div
+                    class="src-note"
+                    data-severity=name
+                    data-testid="source-note"
+                    data-line=number
+                    data-column=note.column
+                >
+                    <span class="src-gutter" aria-hidden="true">
+                        {if note.severity == Severity::Error { "✖" } else { "⚠" }}
+                    </span>
+                    <span class="src-message">
+                        <strong>{name}</strong>
+                        <span class="src-where">{format!(" ({at}): ")}</span>
+                        {note.message.clone()}
+                    </span>
+                </div>
+            }
+        })
+        .collect_view();
+    view! {
+        <div class="src-line" data-line=number data-severity=severity>
+            <span class="src-gutter">{number}</span>
+            <code class="src-text">{segments}</code>
+        </div>
+        {notes}
+    }
+}
+
+fn severity_name(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+    }
+}
+
+/// A message about no line of the source, as the compiler put it.
+fn elsewhere_text(d: &CompileDiagnostic) -> String {
+    let at = match d.column {
+        Some(column) => format!("{}({}, {column})", d.file, d.line),
+        None => format!("{}({})", d.file, d.line),
+    };
+    format!("{at}: {}: {}", severity_name(d.severity), d.message)
 }
 
 /// Why a job failed, line for line as the server wrote it (a compiler's log keeps its

@@ -93,7 +93,9 @@ fn openapi_path_item() -> utoipa::openapi::PathItem {
 
 /// The whole application: the API under `/api`, the UI from `static_dir` for every other
 /// path (with `index.html` for the UI's own routes), compressed with brotli or gzip when the
-/// browser takes it: the UI's WebAssembly shrinks to a third.
+/// browser takes it: the UI's WebAssembly shrinks to a third. Where the build left a
+/// compressed copy beside a file (`app.wasm.br`, `app.wasm.gz`: brotli 11 and gzip 9, made
+/// by `cargo xtask ui`) that copy is sent; other files are compressed on the fly.
 pub fn app(state: AppState, static_dir: Option<PathBuf>) -> Router {
     let (api, doc) = api_routes();
     let doc = Arc::new(doc);
@@ -108,7 +110,12 @@ pub fn app(state: AppState, static_dir: Option<PathBuf>) -> Router {
         .with_state(state);
     let ui = match static_dir {
         Some(dir) if dir.join("index.html").is_file() => Router::new()
-            .fallback_service(ServeDir::new(&dir).fallback(ServeFile::new(dir.join("index.html"))))
+            .fallback_service(
+                ServeDir::new(&dir)
+                    .precompressed_br()
+                    .precompressed_gzip()
+                    .fallback(ServeFile::new(dir.join("index.html"))),
+            )
             .layer(CompressionLayer::new().br(true).gzip(true)),
         _ => Router::new().fallback(ui_missing),
     };
