@@ -545,6 +545,60 @@ async function serveFakeJob(page, job) {
   );
 }
 
+test('a custom CUDA job shows its module and its output buffers (a GPU result faked in)', async () => {
+  // The shape of the server's custom-kernel result, as the GPU check saw it on an H200.
+  const job = fakeJob(990002, {
+    kernel: 'custom',
+    params: { entry: 'vector_add', n: 4096 },
+    result: {
+      timing: { repetitions: 2, min_ms: 0.0061, median_ms: 0.0064, max_ms: 0.0067 },
+      throughput: { value: 0.64, unit: 'Gelements/s' },
+      verification: {
+        passed: true,
+        max_abs_error: 0,
+        max_rel_error: 0,
+        tolerance: 0,
+        method: 'A custom kernel has no reference to compare with: the check is only that every output buffer holds finite numbers (no NaN or ∞).',
+      },
+      output: {
+        entry: 'vector_add',
+        n: 4096,
+        grid: [32, 1, 1],
+        block: [128, 1, 1],
+        shared_mem_bytes: 0,
+        launches: 3,
+        modules: [{ cache_hit: false, compile_ms: 16.04, load_ms: 0.093, image: 'cubin', target: 'sm_90' }],
+        buffers: [
+          {
+            arg: 2,
+            type: 'f32',
+            first: [1, 2, null, 4],
+            min: 1,
+            max: 4096,
+            mean: 2048.5,
+            non_finite: 1,
+            checksum: '8c2f0d5a1b3e4f60',
+          },
+        ],
+      },
+      has_artifact: false,
+    },
+  });
+  await withPage('job-cuda-output', async (page) => {
+    await serveFakeJob(page, job);
+    await page.goto(`${BASE_URL}/jobs/${job.id}`);
+    const cuda = page.getByTestId('job-cuda');
+    await cuda.waitFor();
+    const text = await cuda.innerText();
+    assert.match(text, /cubin sm_90: compiled by NVRTC in 16\.0 ms, loaded in 0\.093 ms/);
+    assert.match(text, /grid \[32,1,1\], block \[128,1,1\], 3 launches/);
+    const cells = await page.getByTestId('job-buffers').locator('tbody td').allInnerTexts();
+    assert.deepEqual(cells, ['2', 'f32', '1.00', '4096', '2048', '1', '8c2f0d5a1b3e4f60']);
+    await cuda.locator('summary').click();
+    assert.match(await cuda.locator('.buffer-values p').innerText(), /^1\.00, 2\.00, —, 4\.00$/);
+  });
+});
+
 test('a job page draws a bandwidth sweep on a log2 axis (a CUDA sweep faked in)', async () => {
   const sizes = Array.from({ length: 17 }, (_, i) => 2 ** (10 + i)); // 1 KiB to 64 MiB
   const curve = (peak, half) => sizes.map((bytes) => ({ bytes, gb_per_s: (peak * bytes) / (bytes + half) }));
