@@ -549,16 +549,18 @@ test('a custom CUDA job shows its module and its output buffers (a GPU result fa
   // The shape of the server's custom-kernel result, as the GPU check saw it on an H200.
   const job = fakeJob(990002, {
     kernel: 'custom',
+    status: 'failed',
+    error: 'verification failed: max relative error 2.441e-4 exceeds the tolerance 0.000e0 (A custom kernel has no reference to compare with)',
     params: { entry: 'vector_add', n: 4096 },
     result: {
       timing: { repetitions: 2, min_ms: 0.0061, median_ms: 0.0064, max_ms: 0.0067 },
       throughput: { value: 0.64, unit: 'Gelements/s' },
       verification: {
-        passed: true,
-        max_abs_error: 0,
-        max_rel_error: 0,
+        passed: false,
+        max_abs_error: 1,
+        max_rel_error: 1 / 4096,
         tolerance: 0,
-        method: 'A custom kernel has no reference to compare with: the check is only that every output buffer holds finite numbers (no NaN or ∞).',
+        method: 'A custom kernel has no reference to compare with: the check is only that every output buffer holds finite numbers. The error is the number (absolute) and the fraction (relative) of output elements that are NaN or ∞, and must be 0.',
       },
       output: {
         entry: 'vector_add',
@@ -591,7 +593,7 @@ test('a custom CUDA job shows its module and its output buffers (a GPU result fa
     await cuda.waitFor();
     const text = await cuda.innerText();
     assert.match(text, /cubin sm_90: compiled by NVRTC in 16\.0 ms, loaded in 0\.093 ms/);
-    assert.match(text, /grid \[32,1,1\], block \[128,1,1\], 3 launches/);
+    assert.match(text, /32 × 1 × 1 blocks of 128 × 1 × 1 threads, 3 launches/);
     const cells = await page.getByTestId('job-buffers').locator('tbody td').allInnerTexts();
     assert.deepEqual(cells, ['2', 'f32', '1.00', '4096', '2048', '1', '8c2f0d5a1b3e4f60']);
     await cuda.locator('summary').click();
@@ -682,6 +684,8 @@ test('a failed job shows the compiler log line for line, and its curl command su
   ].join('\n');
   const job = fakeJob(990002, {
     kernel: 'custom',
+    status: 'failed',
+    error: 'verification failed: max relative error 2.441e-4 exceeds the tolerance 0.000e0 (A custom kernel has no reference to compare with)',
     params: { source: "__global__ void k() { printf(\"it's $HOME\\n\"); }", name: "it's" },
     status: 'failed',
     error: `NVRTC could not compile the kernel:\n${log}`,

@@ -73,6 +73,19 @@ pub fn buffer_rows(output: &Value) -> Vec<BufferRow> {
         .collect()
 }
 
+/// `[32, 1, 1]` as `32 × 1 × 1`.
+fn dims(value: &Value) -> String {
+    value
+        .as_array()
+        .map(|d| {
+            d.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(" × ")
+        })
+        .unwrap_or_else(|| value.to_string())
+}
+
 fn figure(x: Option<f64>) -> String {
     x.map(format::number).unwrap_or_else(|| "—".to_owned())
 }
@@ -94,7 +107,7 @@ pub fn CudaOutput(output: Value) -> impl IntoView {
         });
     (!modules.is_empty() || !buffers.is_empty()).then(|| {
         view! {
-            <section class="card" aria-labelledby="cuda-heading" data-testid="job-cuda">
+            <section class="card cuda" aria-labelledby="cuda-heading" data-testid="job-cuda">
                 <h2 id="cuda-heading">"CUDA"</h2>
                 <ul class="module-lines">
                     {modules.into_iter().map(|line| view! { <li>{line}</li> }).collect_view()}
@@ -184,6 +197,7 @@ mod tests {
         assert_eq!(rows[0].first, vec![Some(1.0), None, Some(3.0)]);
         assert_eq!(rows[0].non_finite, 1);
         assert_eq!(figure(None), "—");
+        assert_eq!(dims(&json!([32, 1, 1])), "32 × 1 × 1");
         assert!(buffer_rows(&json!({})).is_empty());
     }
 }
