@@ -101,7 +101,9 @@ pub fn CudaOutput(output: Value) -> impl IntoView {
         .zip(output.get("block"))
         .map(|(grid, block)| {
             format!(
-                "grid {grid}, block {block}, {} launches",
+                "{} blocks of {} threads, {} launches (the warm-up among them)",
+                dims(grid),
+                dims(block),
                 output["launches"].as_u64().unwrap_or_default()
             )
         });
