@@ -400,6 +400,10 @@ test('a GPU card shows NVML telemetry (a GPU stubbed in, as CI has none)', async
     await page.goto(`${BASE_URL}/`);
     const telemetry = page.getByTestId('telemetry-cuda:0');
     await telemetry.waitFor();
+    // The panel is drawn before the stubbed history arrives: wait for its first value.
+    await page.waitForFunction(
+      () => document.querySelector('[data-testid="telemetry-cuda:0"] [data-testid="value-utilization"]')?.innerText !== '—',
+    );
     const latest = history.at(-1).gpu;
     const value = (metric) => telemetry.getByTestId(`value-${metric}`).innerText();
     assert.equal(await value('utilization'), `${Math.round(latest.utilization_ratio * 100)} %`);
