@@ -4,8 +4,6 @@
 //! [`CustomJob::parse`] checks the job's `params` on submission, so every mistake is a 422
 //! that names its field; the worker runs the parsed job ([`CustomJob::prepare`]).
 
-use std::sync::Arc;
-
 use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
 use gpulab_shared::{Params, Verification};
 use serde_json::{json, Value};
@@ -278,7 +276,7 @@ impl CustomJob {
         }
         Ok(PreparedGpu::new(
             CustomRun {
-                job: Arc::new(self.clone()),
+                job: self.clone(),
                 function,
                 buffers,
                 scalars,
@@ -528,7 +526,7 @@ impl Scalar {
 }
 
 struct CustomRun {
-    job: Arc<CustomJob>,
+    job: CustomJob,
     function: CudaFunction,
     /// The buffers, in argument order among themselves.
     buffers: Vec<DeviceBuffer>,

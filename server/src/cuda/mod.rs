@@ -56,6 +56,41 @@ fn describe_driver_error(what: &str, e: &DriverError) -> String {
     }
 }
 
+/// A CUDA library that cudarc loads at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Library {
+    /// `libcuda.so.1`, the driver.
+    Driver,
+    Nvrtc,
+    Cublas,
+}
+
+/// Whether `library` can be loaded. cudarc panics at the first call into a library it
+/// cannot find, so every path asks this first.
+pub fn library_present(library: Library) -> bool {
+    std::panic::catch_unwind(|| {
+        // SAFETY: each is_culib_present only tries to dlopen its library under the names
+        // cudarc knows and closes it again; loading a CUDA library runs no code of ours.
+        unsafe {
+            match library {
+                Library::Driver => cudarc::driver::sys::is_culib_present(),
+                Library::Nvrtc => cudarc::nvrtc::sys::is_culib_present(),
+                Library::Cublas => cudarc::cublas::sys::is_culib_present(),
+            }
+        }
+    })
+    .unwrap_or(false)
+}
+
+/// The text of a caught panic.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}
+
 /// Adds what was being done to a driver error.
 pub trait DriverContext<T> {
     fn during(self, what: &'static str) -> Result<T, GpuError>;
@@ -211,11 +246,7 @@ impl Gpu {
     /// cuBLAS on this worker's stream, created on first use.
     pub fn blas(&mut self) -> Result<&CudaBlas, GpuError> {
         if self.blas.is_none() {
-            // SAFETY: is_culib_present only tries to dlopen cuBLAS under its known names.
-            let present =
-                std::panic::catch_unwind(|| unsafe { cudarc::cublas::sys::is_culib_present() })
-                    .unwrap_or(false);
-            if !present {
+            if !library_present(Library::Cublas) {
                 return Err(GpuError::Other(
                     "cuBLAS (libcublas.so.12 or .13) is not installed on this host: the \
                      `cublas` variant needs it; the `tiled` variant does not"

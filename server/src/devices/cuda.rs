@@ -4,7 +4,6 @@
 //! whether the library is present at all, and runs every driver call inside
 //! [`std::panic::catch_unwind`] in case a symbol is missing from an old driver.
 
-use std::any::Any;
 use std::ffi::{c_char, c_int};
 use std::marker::PhantomData;
 use std::panic::{self, AssertUnwindSafe};
@@ -22,10 +21,7 @@ pub const NO_DRIVER_REASON: &str = "libcuda.so.1 not found: start the container 
 /// each GPU's primary context for a moment (up to a few hundred milliseconds per GPU); every
 /// context is released again before this returns.
 pub(super) fn detect() -> (Vec<Device>, CudaStatus) {
-    // SAFETY: is_culib_present only tries to dlopen the driver library under its known
-    // names and closes it again; loading libcuda runs no code that needs anything from us.
-    let present = panic::catch_unwind(|| unsafe { sys::is_culib_present() }).unwrap_or(false);
-    if !present {
+    if !crate::cuda::library_present(crate::cuda::Library::Driver) {
         return (Vec::new(), unavailable(None, NO_DRIVER_REASON.to_owned()));
     }
     // The driver calls below leave no state behind that a panic could break: the context
@@ -38,7 +34,7 @@ pub(super) fn detect() -> (Vec<Device>, CudaStatus) {
                 None,
                 format!(
                     "the NVIDIA driver library could not be used: {}",
-                    panic_message(payload.as_ref())
+                    crate::cuda::panic_message(payload.as_ref())
                 ),
             ),
         ),
@@ -340,14 +336,6 @@ fn string_from_c_chars(buf: &[c_char]) -> Option<String> {
 
 fn khz_to_mhz(khz: u32) -> u32 {
     khz / 1000
-}
-
-fn panic_message(payload: &(dyn Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "it panicked".to_owned())
 }
 
 #[cfg(test)]

@@ -193,7 +193,7 @@ impl JobService {
             }
         }
         let mut jobs = Vec::with_capacity(news.len());
-        let mut pairs = queues.into_iter().zip(news).collect::<Vec<_>>().into_iter();
+        let mut pairs = queues.into_iter().zip(news);
         while let Some((queue, new)) = pairs.next() {
             match self.insert_reserved(queue, new).await {
                 Ok(job) => jobs.push(job),

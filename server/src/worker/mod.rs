@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use gpulab_shared::{DeviceKind, Params};
 
-use crate::cuda::{custom, Gpu, GpuError};
+use crate::cuda::{custom, library_present, panic_message, Gpu, GpuError, Library};
 use crate::kernels::{self, harness::Outcome, ResolvedParams};
 use protocol::{Event, Request, WireArtifact};
 
@@ -74,15 +74,10 @@ impl Device {
 /// Opens GPU `ordinal`, or says why it cannot be: the driver library is checked first,
 /// since cudarc panics when it is missing.
 fn open_gpu(ordinal: usize) -> Result<Gpu, String> {
-    // SAFETY: is_culib_present only tries to dlopen the driver library under its names.
-    let present =
-        catch_unwind(|| unsafe { cudarc::driver::sys::is_culib_present() }).unwrap_or(false);
-    if !present {
+    if !library_present(Library::Driver) {
         return Err(crate::devices::NO_DRIVER_REASON.to_owned());
     }
-    // SAFETY: as above, for NVRTC.
-    let nvrtc = catch_unwind(|| unsafe { cudarc::nvrtc::sys::is_culib_present() }).unwrap_or(false);
-    if !nvrtc {
+    if !library_present(Library::Nvrtc) {
         return Err(
             "NVRTC (libnvrtc.so.12 or .13) is not installed: CUDA kernels are compiled \
                     at run time with it; the nvidia/cuda runtime images include it"
@@ -93,7 +88,7 @@ fn open_gpu(ordinal: usize) -> Result<Gpu, String> {
         .map_err(|panic| {
             format!(
                 "the CUDA driver could not be used: {}",
-                panic_message(&panic)
+                panic_message(panic.as_ref())
             )
         })?
         .map_err(|e| e.to_string())
@@ -148,7 +143,7 @@ pub fn run(device: &str, test_faults: bool) -> anyhow::Result<()> {
         }))
         .unwrap_or_else(|panic| {
             Err(JobError {
-                message: format!("the kernel panicked: {}", panic_message(&panic)),
+                message: format!("the kernel panicked: {}", panic_message(panic.as_ref())),
                 // A panic in the middle of GPU work leaves its state unknown.
                 fatal: matches!(owned, Device::Cuda(_)),
             })
@@ -265,14 +260,6 @@ fn inject_fault(params: &Params) {
         Some("crash") => std::process::abort(),
         _ => {}
     }
-}
-
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_string())
 }
 
 #[cfg(test)]
