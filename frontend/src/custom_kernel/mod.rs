@@ -598,23 +598,13 @@ mod tests {
         let job = form.params(source, &args).unwrap();
         assert_eq!(job.repetitions, 10);
         let params = Value::Object(job.params.into_iter().collect());
-        assert_eq!(
-            params,
-            json!({
-                "source": source,
-                "entry": "vector_add",
-                "n": 1_048_576,
-                "grid": null,
-                "block": [256, 1, 1],
-                "shared_mem_bytes": 0,
-                "args": [
-                    {"kind": "buffer", "type": "f32", "fill": "iota", "output": false},
-                    {"kind": "buffer", "type": "f32", "fill": "ones", "output": false},
-                    {"kind": "buffer", "type": "f32", "fill": "zeros", "output": true},
-                    {"kind": "scalar", "type": "u32", "value": 1_048_576},
-                ],
-            })
-        );
+        // The same request the server's parser is tested with (server/src/cuda/custom.rs).
+        let mut expected: Value = serde_json::from_str(include_str!(
+            "../../../shared/fixtures/custom_vector_add.json"
+        ))
+        .unwrap();
+        expected["source"] = json!(source);
+        assert_eq!(params, expected);
     }
 
     #[test]

@@ -672,21 +672,17 @@ mod tests {
         serde_json::from_value(v).unwrap()
     }
 
+    /// What the editor page sends for its vector-add template: the frontend's test checks
+    /// that it builds exactly this request.
     fn vector_add() -> Value {
-        json!({
-            "source": "extern \"C\" __global__ void vector_add(const float* a, const float* b, float* c, unsigned n) { unsigned i = blockIdx.x * blockDim.x + threadIdx.x; if (i < n) c[i] = a[i] + b[i]; }",
-            "entry": "vector_add",
-            "n": 1000,
-            "grid": null,
-            "block": [256, 1, 1],
-            "shared_mem_bytes": 0,
-            "args": [
-                {"kind": "buffer", "type": "f32", "fill": "iota", "output": false},
-                {"kind": "buffer", "type": "f32", "fill": "ones", "output": false},
-                {"kind": "buffer", "type": "f32", "fill": "zeros", "output": true},
-                {"kind": "scalar", "type": "u32", "value": 1000},
-            ],
-        })
+        let mut params: Value = serde_json::from_str(include_str!(
+            "../../../shared/fixtures/custom_vector_add.json"
+        ))
+        .unwrap();
+        params["source"] = json!(include_str!(
+            "../../../frontend/src/custom_kernel/templates/vector_add.cu"
+        ));
+        params
     }
 
     #[test]
@@ -694,17 +690,21 @@ mod tests {
         let job = CustomJob::parse(Some(&params(vector_add()))).unwrap();
         assert_eq!(job.entry, "vector_add");
         assert_eq!(job.args.len(), 4);
-        assert_eq!(job.memory_bytes(), 3 * 1000 * 4);
+        assert_eq!(job.memory_bytes(), 3 * (1 << 20) * 4);
         let cfg = job.launch_config();
-        // One thread per element: ceil(1000 / 256) blocks.
-        assert_eq!((cfg.grid_dim, cfg.block_dim), ((4, 1, 1), (256, 1, 1)));
+        // One thread per element: ceil(n / 256) blocks.
+        assert_eq!((cfg.grid_dim, cfg.block_dim), ((4096, 1, 1), (256, 1, 1)));
         assert_eq!(
             job.args[3],
             Arg::Scalar {
                 ty: ElementType::U32,
-                value: 1000.0
+                value: (1 << 20) as f64
             }
         );
+        let mut p = vector_add();
+        p["n"] = json!(1000);
+        let cfg = CustomJob::parse(Some(&params(p))).unwrap().launch_config();
+        assert_eq!(cfg.grid_dim, (4, 1, 1));
     }
 
     #[test]
@@ -750,6 +750,7 @@ mod tests {
             "colour"
         );
         let mut p = vector_add();
+        p["n"] = json!(1000);
         p["args"][0]["fill"] = json!("values");
         p["args"][0]["values"] = json!(vec![1.0; 1001]);
         assert!(CustomJob::parse(Some(&params(p)))
