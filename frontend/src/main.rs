@@ -7,6 +7,7 @@ mod components;
 mod custom_kernel;
 mod format;
 mod hooks;
+mod kernel_form;
 mod live;
 mod pages;
 mod token;

@@ -9,9 +9,10 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use crate::api::{self, ApiError};
-use crate::components::{error_list, FieldError, ParamField};
+use crate::components::{error_list, FieldError};
 use crate::format;
 use crate::hooks::use_title;
+use crate::kernel_form::{eligible, KernelChoice, KernelSelect, ParamFields};
 use crate::validate;
 use crate::watched_jobs::WatchedJobs;
 
@@ -85,39 +86,16 @@ fn CompareForm(kernels: Vec<KernelSpec>, devices: Vec<Device>, cuda: CudaStatus)
         return Either::Left(view! { <p class="notice warn">"The server offers no kernels."</p> });
     };
     let has_gpu = devices.iter().any(|d| d.kind == DeviceKind::Cuda);
-    let catalog = StoredValue::new((kernels, devices));
-
-    let kernel = RwSignal::new(first.name.clone());
-    let values = RwSignal::new(defaults(&first));
-    let ticked = RwSignal::new(catalog.with_value(|(_, devices)| eligible_ids(&first, devices)));
+    let ticked = RwSignal::new(eligible_ids(&first, &devices));
+    let choice = KernelChoice::new(kernels, devices, &first);
+    let KernelChoice { choices, .. } = choice;
     let repetitions = RwSignal::new("10".to_owned());
     let refused = RwSignal::new(false);
     let comparison = RwSignal::new(None::<Comparison>);
     let watched = WatchedJobs::new();
 
-    let spec = Memo::new(move |_| {
-        let name = kernel.get();
-        catalog.with_value(|(kernels, _)| kernels.iter().find(|k| k.name == name).cloned())
-    });
-    let choices = Memo::new(move |_| {
-        let spec = spec.get();
-        catalog.with_value(|(_, devices)| match &spec {
-            Some(spec) => eligible(spec, devices).cloned().collect::<Vec<_>>(),
-            None => Vec::new(),
-        })
-    });
     let errors = Memo::new(move |_| {
-        let mut errors = BTreeMap::new();
-        if let Some(spec) = spec.get() {
-            values.with(|values| {
-                for param in &spec.params {
-                    let text = values.get(&param.name).map_or("", String::as_str);
-                    if let Err(message) = validate::param_value(param, text) {
-                        errors.insert(param.name.clone(), message);
-                    }
-                }
-            });
-        }
+        let mut errors = choice.param_errors();
         if choices.with(Vec::is_empty) {
             errors.insert(
                 DEVICES.to_owned(),
@@ -137,15 +115,10 @@ fn CompareForm(kernels: Vec<KernelSpec>, devices: Vec<Device>, cuda: CudaStatus)
     };
     let edited = move || refused.set(false);
 
-    let on_kernel = move |ev| {
-        let name = event_target_value(&ev);
-        catalog.with_value(|(kernels, devices)| {
-            if let Some(spec) = kernels.iter().find(|k| k.name == name) {
-                values.set(defaults(spec));
-                ticked.set(eligible_ids(spec, devices));
-            }
+    let on_kernel = move |name: String| {
+        choice.choose(name, |spec, devices| {
+            ticked.set(eligible_ids(spec, devices))
         });
-        kernel.set(name);
         edited();
     };
     let on_submit = move |ev: SubmitEvent| {
@@ -154,21 +127,12 @@ fn CompareForm(kernels: Vec<KernelSpec>, devices: Vec<Device>, cuda: CudaStatus)
             refused.set(true);
             return;
         }
-        let (Some(spec), Ok(repetitions)) = (
-            spec.get_untracked(),
+        let (Some((spec, params)), Ok(repetitions)) = (
+            choice.request_untracked(),
             validate::repetitions(&repetitions.get_untracked()),
         ) else {
             return;
         };
-        let params: Params = values.with_untracked(|values| {
-            spec.params
-                .iter()
-                .filter_map(|p| {
-                    let text = values.get(&p.name).map_or("", String::as_str);
-                    Some((p.name.clone(), validate::param_value(p, text).ok()?))
-                })
-                .collect()
-        });
         let number = comparison.with_untracked(|c| c.as_ref().map_or(0, |c| c.number + 1));
         let ticked = ticked.get_untracked();
         let runs: Vec<Run> = choices
@@ -218,19 +182,6 @@ fn CompareForm(kernels: Vec<KernelSpec>, devices: Vec<Device>, cuda: CudaStatus)
         }));
     };
 
-    let kernel_options = catalog.with_value(|(kernels, _)| {
-        kernels
-            .iter()
-            .map(|k| {
-                let name = k.name.clone();
-                let is_selected = {
-                    let name = name.clone();
-                    move || kernel.get() == name
-                };
-                view! { <option value=name.clone() prop:selected=is_selected>{name.clone()}</option> }
-            })
-            .collect_view()
-    });
     let sending = move || {
         comparison.with(|c| {
             c.as_ref()
@@ -252,43 +203,11 @@ fn CompareForm(kernels: Vec<KernelSpec>, devices: Vec<Device>, cuda: CudaStatus)
             }}
             <fieldset>
                 <legend>"Kernel"</legend>
-                <div class="field">
-                    <label for="kernel">"Kernel"</label>
-                    <select
-                        id="kernel"
-                        name="kernel"
-                        aria-describedby="kernel-about"
-                        on:change=on_kernel
-                    >
-                        {kernel_options}
-                    </select>
-                    <small class="help" id="kernel-about">
-                        {move || spec.get().map(|k| view! {
-                            {k.description}
-                            <br />
-                            "Throughput: " {k.throughput_formula}
-                        })}
-                    </small>
-                </div>
-                // Keyed by kernel too: another kernel's fields start afresh at their defaults.
-                <For
-                    each=move || {
-                        spec.get()
-                            .map(|k| k.params.into_iter().map(|p| (k.name.clone(), p)).collect())
-                            .unwrap_or_else(Vec::new)
-                    }
-                    key=|(kernel, param)| (kernel.clone(), param.name.clone())
-                    children=move |(_, param)| {
-                        let name = param.name.clone();
-                        let on_input = Callback::new(move |text: String| {
-                            values.update(|values| {
-                                values.insert(name.clone(), text);
-                            });
-                            edited();
-                        });
-                        let error = field_error(&param.name);
-                        view! { <ParamField spec=param error on_input /> }
-                    }
+                <KernelSelect choice on_change=on_kernel />
+                <ParamFields
+                    choice
+                    field_error=Callback::new(move |name: String| field_error(&name))
+                    edited=move |()| edited()
                 />
                 <div class="field">
                     <label for="repetitions">"Repetitions"</label>
@@ -587,22 +506,9 @@ fn speedup_label(device: &str, value: f64, base_id: &str, base_value: f64) -> St
     format!("{}× {base}", format::number(value / base_value))
 }
 
-/// The devices of a kind the kernel runs on.
-fn eligible<'a>(spec: &'a KernelSpec, devices: &'a [Device]) -> impl Iterator<Item = &'a Device> {
-    devices.iter().filter(|d| spec.devices.contains(&d.kind))
-}
-
 /// Every device that can run the kernel: a comparison starts with all of them ticked.
 fn eligible_ids(spec: &KernelSpec, devices: &[Device]) -> BTreeSet<String> {
     eligible(spec, devices).map(|d| d.id.clone()).collect()
-}
-
-/// Every parameter's control text at its default.
-fn defaults(spec: &KernelSpec) -> BTreeMap<String, String> {
-    spec.params
-        .iter()
-        .map(|p| (p.name.clone(), validate::initial_text(p)))
-        .collect()
 }
 
 #[cfg(test)]

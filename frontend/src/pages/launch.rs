@@ -1,13 +1,14 @@
 use std::collections::BTreeMap;
 
-use gpulab_shared::{Device, JobRequest, KernelSpec, Params};
+use gpulab_shared::{Device, JobRequest, KernelSpec};
 use leptos::ev::SubmitEvent;
 use leptos::prelude::*;
 use leptos_router::hooks::{use_navigate, use_query_map};
 
 use crate::api::{self, ApiError};
-use crate::components::{error_list, ErrorNotice, FieldError, ParamField};
+use crate::components::{error_list, ErrorNotice, FieldError};
 use crate::hooks::use_title;
+use crate::kernel_form::{eligible, KernelChoice, KernelSelect, ParamFields};
 use crate::validate;
 
 /// The fields outside `params` that the launcher shows, by the name the API's problem
@@ -57,39 +58,18 @@ fn LaunchForm(kernels: Vec<KernelSpec>, devices: Vec<Device>) -> impl IntoView {
         .or_else(|| eligible(&first, &devices).next())
         .map(|d| d.id.clone())
         .unwrap_or_default();
-    let catalog = StoredValue::new((kernels, devices));
-
-    let kernel = RwSignal::new(first.name.clone());
+    let choice = KernelChoice::new(kernels, devices, &first);
+    let KernelChoice { spec, choices, .. } = choice;
     let device = RwSignal::new(first_device);
-    let values = RwSignal::new(defaults(&first));
     let repetitions = RwSignal::new("10".to_owned());
     let timeout_s = RwSignal::new("60".to_owned());
     // Set when the user submits while a field is wrong, so the top of the form says why
     // nothing happened.
     let refused = RwSignal::new(false);
 
-    let spec = Memo::new(move |_| {
-        let name = kernel.get();
-        catalog.with_value(|(kernels, _)| kernels.iter().find(|k| k.name == name).cloned())
-    });
-    let choices = Memo::new(move |_| {
-        let spec = spec.get();
-        catalog.with_value(|(_, devices)| match &spec {
-            Some(spec) => eligible(spec, devices).cloned().collect::<Vec<_>>(),
-            None => Vec::new(),
-        })
-    });
     let client_errors = Memo::new(move |_| {
-        let mut errors = BTreeMap::new();
+        let mut errors = choice.param_errors();
         if let Some(spec) = spec.get() {
-            values.with(|values| {
-                for param in &spec.params {
-                    let text = values.get(&param.name).map_or("", String::as_str);
-                    if let Err(message) = validate::param_value(param, text) {
-                        errors.insert(param.name.clone(), message);
-                    }
-                }
-            });
             if choices.with(Vec::is_empty) {
                 let kinds: Vec<&str> = spec.devices.iter().map(|k| k.as_str()).collect();
                 errors.insert(
@@ -160,22 +140,17 @@ fn LaunchForm(kernels: Vec<KernelSpec>, devices: Vec<Device>) -> impl IntoView {
         refused.set(false);
     };
 
-    let on_kernel = move |ev| {
-        let name = event_target_value(&ev);
-        catalog.with_value(|(kernels, devices)| {
-            if let Some(spec) = kernels.iter().find(|k| k.name == name) {
-                values.set(defaults(spec));
-                if !eligible(spec, devices).any(|d| d.id == device.get_untracked()) {
-                    device.set(
-                        eligible(spec, devices)
-                            .next()
-                            .map(|d| d.id.clone())
-                            .unwrap_or_default(),
-                    );
-                }
+    let on_kernel = move |name: String| {
+        choice.choose(name, |spec, devices| {
+            if !eligible(spec, devices).any(|d| d.id == device.get_untracked()) {
+                device.set(
+                    eligible(spec, devices)
+                        .next()
+                        .map(|d| d.id.clone())
+                        .unwrap_or_default(),
+                );
             }
         });
-        kernel.set(name);
         edited();
     };
     let on_submit = move |ev: SubmitEvent| {
@@ -187,18 +162,9 @@ fn LaunchForm(kernels: Vec<KernelSpec>, devices: Vec<Device>) -> impl IntoView {
             refused.set(true);
             return;
         }
-        let Some(spec) = spec.get_untracked() else {
+        let Some((spec, params)) = choice.request_untracked() else {
             return;
         };
-        let params: Params = values.with_untracked(|values| {
-            spec.params
-                .iter()
-                .filter_map(|p| {
-                    let text = values.get(&p.name).map_or("", String::as_str);
-                    Some((p.name.clone(), validate::param_value(p, text).ok()?))
-                })
-                .collect()
-        });
         launch.dispatch(JobRequest {
             kernel: spec.name,
             device: device.get_untracked(),
@@ -207,20 +173,6 @@ fn LaunchForm(kernels: Vec<KernelSpec>, devices: Vec<Device>) -> impl IntoView {
             timeout_s: validate::timeout_s(&timeout_s.get_untracked()).ok(),
         });
     };
-
-    let kernel_options = catalog.with_value(|(kernels, _)| {
-        kernels
-            .iter()
-            .map(|k| {
-                let name = k.name.clone();
-                let is_selected = {
-                    let name = name.clone();
-                    move || kernel.get() == name
-                };
-                view! { <option value=name.clone() prop:selected=is_selected>{name.clone()}</option> }
-            })
-            .collect_view()
-    });
 
     view! {
         <form class="launch-form" data-testid="launch-form" novalidate on:submit=on_submit>
@@ -236,20 +188,9 @@ fn LaunchForm(kernels: Vec<KernelSpec>, devices: Vec<Device>) -> impl IntoView {
             {move || top_error().map(|error| view! { <ErrorNotice error /> })}
             <fieldset>
                 <legend>"What to run"</legend>
-                <div class="field">
-                    <label for="kernel">"Kernel"</label>
-                    <select id="kernel" name="kernel" aria-describedby="kernel-about error-kernel" on:change=on_kernel>
-                        {kernel_options}
-                    </select>
-                    <small class="help" id="kernel-about">
-                        {move || spec.get().map(|k| view! {
-                            {k.description}
-                            <br />
-                            "Throughput: " {k.throughput_formula}
-                        })}
-                    </small>
+                <KernelSelect choice described_by="error-kernel" on_change=on_kernel>
                     <FieldError name=KERNEL.to_owned() error=field_error(KERNEL.to_owned()) />
-                </div>
+                </KernelSelect>
                 <div class="field">
                     <label for="device">"Device"</label>
                     <select
@@ -282,27 +223,7 @@ fn LaunchForm(kernels: Vec<KernelSpec>, devices: Vec<Device>) -> impl IntoView {
             </fieldset>
             <fieldset>
                 <legend>"Parameters"</legend>
-                // Keyed by kernel too: another kernel's fields start afresh at their defaults
-                // instead of keeping what was typed into the field before.
-                <For
-                    each=move || {
-                        spec.get()
-                            .map(|k| k.params.into_iter().map(|p| (k.name.clone(), p)).collect())
-                            .unwrap_or_else(Vec::new)
-                    }
-                    key=|(kernel, param)| (kernel.clone(), param.name.clone())
-                    children=move |(_, param)| {
-                        let name = param.name.clone();
-                        let on_input = Callback::new(move |text: String| {
-                            values.update(|values| {
-                                values.insert(name.clone(), text);
-                            });
-                            edited();
-                        });
-                        let error = field_error(param.name.clone());
-                        view! { <ParamField spec=param error on_input /> }
-                    }
-                />
+                <ParamFields choice field_error=Callback::new(field_error) edited=move |()| edited() />
             </fieldset>
             <fieldset>
                 <legend>"Measurement"</legend>
@@ -376,19 +297,6 @@ fn initial_kernel(
         .or_else(|| kernels.iter().find(runs_on_wanted_device))
         .or_else(|| kernels.first())
         .cloned()
-}
-
-/// The devices of a kind the kernel runs on.
-fn eligible<'a>(spec: &'a KernelSpec, devices: &'a [Device]) -> impl Iterator<Item = &'a Device> {
-    devices.iter().filter(|d| spec.devices.contains(&d.kind))
-}
-
-/// Every parameter's control text at its default.
-fn defaults(spec: &KernelSpec) -> BTreeMap<String, String> {
-    spec.params
-        .iter()
-        .map(|p| (p.name.clone(), validate::initial_text(p)))
-        .collect()
 }
 
 /// The form field a problem's `field` names: `params.n` is the parameter `n`.
