@@ -41,6 +41,9 @@ pub enum Command {
     Worker {
         #[arg(long)]
         device: String,
+        /// The server that started this worker: the worker exits when it dies.
+        #[arg(long)]
+        server_pid: u32,
         #[arg(long)]
         enable_test_faults: bool,
     },
@@ -108,10 +111,11 @@ pub fn main() -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Command::Worker {
             device,
+            server_pid,
             enable_test_faults,
         } => {
             init_logging();
-            worker::run(&device, enable_test_faults)?;
+            worker::run(&device, server_pid, enable_test_faults)?;
         }
         Command::Serve(args) => {
             init_logging();

@@ -39,7 +39,12 @@ struct WorkerProcess {
 impl WorkerProcess {
     async fn spawn(cmd: &WorkerCommand, device: &str) -> anyhow::Result<Self> {
         let mut command = Command::new(&cmd.exe);
-        command.arg("worker").arg("--device").arg(device);
+        command
+            .arg("worker")
+            .arg("--device")
+            .arg(device)
+            .arg("--server-pid")
+            .arg(std::process::id().to_string());
         if cmd.test_faults {
             command.arg("--enable-test-faults");
         }

@@ -94,9 +94,10 @@ fn open_gpu(ordinal: usize) -> Result<Gpu, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Runs the worker loop on stdin and stdout until stdin closes.
-pub fn run(device: &str, test_faults: bool) -> anyhow::Result<()> {
-    die_with_parent();
+/// Runs the worker loop on stdin and stdout until stdin closes. `server_pid` is the process
+/// that started this worker: the worker dies with it.
+pub fn run(device: &str, server_pid: u32, test_faults: bool) -> anyhow::Result<()> {
+    die_with_server(server_pid);
     let mut owned = Device::open(device)?;
     if let Device::Cuda(Err(reason)) = &owned {
         tracing::warn!(%device, "the GPU cannot be used: {reason}");
@@ -239,14 +240,24 @@ pub fn device_kind(device: &str) -> Option<DeviceKind> {
 
 /// Has the kernel kill this process when the server dies, even by `kill -9`, so that no
 /// worker (a hung one least of all) outlives it.
-fn die_with_parent() {
+///
+/// The server names itself (`--server-pid`): a worker cannot tell its server by "my parent
+/// is not init", since in a container the server *is* PID 1, and under a subreaper a dead
+/// server's orphans are not re-parented to 1 either.
+fn die_with_server(server_pid: u32) {
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and touches no memory of ours.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
     }
-    // The parent may have died before the call: then we were re-parented already.
+    // The server may have died before the call: then we were re-parented already, and the
+    // death signal will never come.
     // SAFETY: getppid has no preconditions.
-    if unsafe { libc::getppid() } == 1 {
+    let parent = unsafe { libc::getppid() };
+    if u32::try_from(parent).ok() != Some(server_pid) {
+        eprintln!(
+            "gpulab worker: started by process {server_pid}, but the parent is now {parent}: \
+             the server is gone, so this worker exits"
+        );
         std::process::exit(1);
     }
 }
