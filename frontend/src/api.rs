@@ -91,17 +91,17 @@ impl JobFilter {
 
 /// `GET /api/health`.
 pub async fn health() -> ApiResult<Health> {
-    read_json(Request::get("/api/health").send().await?).await
+    read_json(get("/api/health").send().await?).await
 }
 
 /// `GET /api/devices`.
 pub async fn devices() -> ApiResult<Vec<Device>> {
-    read_json(Request::get("/api/devices").send().await?).await
+    read_json(get("/api/devices").send().await?).await
 }
 
 /// `GET /api/devices?format=text`: the plain-text summary, one device per line.
 pub async fn devices_text() -> ApiResult<String> {
-    let response = Request::get("/api/devices")
+    let response = get("/api/devices")
         .query([("format", "text")])
         .send()
         .await?;
@@ -114,17 +114,12 @@ pub async fn devices_text() -> ApiResult<String> {
 /// `GET /api/devices/{id}/telemetry`: the latest sample of a device and its recent history.
 pub async fn device_telemetry(id: &str) -> ApiResult<DeviceTelemetry> {
     let id = String::from(js_sys::encode_uri_component(id));
-    read_json(
-        Request::get(&format!("/api/devices/{id}/telemetry"))
-            .send()
-            .await?,
-    )
-    .await
+    read_json(get(&format!("/api/devices/{id}/telemetry")).send().await?).await
 }
 
 /// `GET /api/kernels`.
 pub async fn kernels() -> ApiResult<Vec<KernelSpec>> {
-    read_json(Request::get("/api/kernels").send().await?).await
+    read_json(get("/api/kernels").send().await?).await
 }
 
 /// `POST /api/jobs`: queues a job and answers it as it was accepted.
@@ -153,12 +148,12 @@ pub async fn jobs(filter: JobFilter, cursor: Option<String>, limit: u32) -> ApiR
     if let Some(cursor) = cursor {
         query.push(("cursor", cursor));
     }
-    read_json(Request::get("/api/jobs").query(query).send().await?).await
+    read_json(get("/api/jobs").query(query).send().await?).await
 }
 
 /// `GET /api/jobs/{id}`.
 pub async fn job(id: i64) -> ApiResult<Job> {
-    read_json(Request::get(&format!("/api/jobs/{id}")).send().await?).await
+    read_json(get(&format!("/api/jobs/{id}")).send().await?).await
 }
 
 /// `DELETE /api/jobs/{id}`: cancels a queued or running job.
@@ -169,6 +164,11 @@ pub async fn cancel_job(id: i64) -> ApiResult<Job> {
             .await?,
     )
     .await
+}
+
+/// A `GET` of `url` with the user's API token, for a server that protects reads.
+fn get(url: &str) -> RequestBuilder {
+    authorized(Request::get(url))
 }
 
 /// `request` with the user's API token, when one is set.

@@ -1,7 +1,11 @@
-//! The API token: what a server started with `--token` (or `GPULAB_TOKEN`) asks for in
-//! `Authorization: Bearer <token>` on every change (POST and DELETE). The user enters it
-//! once in the header's "API token" panel; it is kept in this browser's localStorage and
-//! sent by [`crate::api`] with every mutating request.
+//! The API token: what a server with a token (given, or made up at start and printed to its
+//! log) asks for in `Authorization: Bearer <token>` on every change (POST and DELETE), and
+//! on reads where it protects them. The user enters it once in the header's "API token"
+//! panel, or opens the link the server's log prints (`/?token=…`, which the page takes and
+//! then removes from the address bar); it is kept in this browser's localStorage and sent
+//! by [`crate::api`] with every request. It is also kept in a cookie that only this site
+//! gets (`SameSite=Strict`), for what the browser fetches by itself (the event stream,
+//! images); the server takes the cookie for reads only.
 
 use std::cell::RefCell;
 
@@ -10,6 +14,8 @@ use leptos::prelude::*;
 
 /// The localStorage key.
 const STORAGE_KEY: &str = "gpulab.apiToken";
+/// The cookie the server reads for protected reads (`server/src/api/security.rs`).
+const COOKIE: &str = "gpulab_token";
 
 thread_local! {
     /// The token the API calls send; localStorage is only read once, at start.
@@ -34,19 +40,76 @@ pub fn current() -> Option<String> {
 }
 
 fn load() -> Option<String> {
+    if let Some(token) = take_from_address() {
+        store_outside(Some(&token));
+        return Some(token);
+    }
     let storage = window().local_storage().ok().flatten()?;
-    normalize(&storage.get_item(STORAGE_KEY).ok().flatten()?)
+    let token = normalize(&storage.get_item(STORAGE_KEY).ok().flatten()?);
+    // A cookie from before may be gone (cleared, expired): write it again.
+    set_cookie(token.as_deref());
+    token
+}
+
+/// The `token` of the page's address (`/?token=…`, the link the server prints), which is
+/// then removed from the address bar and the history, so that it is not bookmarked or
+/// shared by accident.
+fn take_from_address() -> Option<String> {
+    let location = window().location();
+    let search = location.search().ok()?;
+    let params = web_sys::UrlSearchParams::new_with_str(&search).ok()?;
+    let token = normalize(&params.get("token")?);
+    params.delete("token");
+    let rest = String::from(params.to_string());
+    let path = location.pathname().unwrap_or_else(|_| "/".into());
+    let hash = location.hash().unwrap_or_default();
+    let clean = if rest.is_empty() {
+        format!("{path}{hash}")
+    } else {
+        format!("{path}?{rest}{hash}")
+    };
+    if let Ok(history) = window().history() {
+        let _ = history.replace_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(&clean));
+    }
+    token
+}
+
+/// Keeps `token` in the cookie the server reads for protected reads.
+fn set_cookie(token: Option<&str>) {
+    use wasm_bindgen::JsCast;
+    let Some(document) = window()
+        .document()
+        .and_then(|d| d.dyn_into::<web_sys::HtmlDocument>().ok())
+    else {
+        return;
+    };
+    let secure = window().location().protocol().is_ok_and(|p| p == "https:");
+    let cookie = match token {
+        Some(token) => format!(
+            "{COOKIE}={}; Path=/; SameSite=Strict{}",
+            String::from(js_sys::encode_uri_component(token)),
+            if secure { "; Secure" } else { "" }
+        ),
+        None => format!("{COOKIE}=; Path=/; SameSite=Strict; Max-Age=0"),
+    };
+    let _ = document.set_cookie(&cookie);
+}
+
+/// Keeps `token` in localStorage and the cookie.
+fn store_outside(token: Option<&str>) {
+    if let Ok(Some(storage)) = window().local_storage() {
+        let _ = match token {
+            Some(token) => storage.set_item(STORAGE_KEY, token),
+            None => storage.remove_item(STORAGE_KEY),
+        };
+    }
+    set_cookie(token);
 }
 
 /// Keeps `token` for the API calls and in localStorage (where the browser allows it: in a
 /// private window it may refuse, and the token then lasts as long as the page).
 fn store(token: Option<String>) {
-    if let Ok(Some(storage)) = window().local_storage() {
-        let _ = match &token {
-            Some(token) => storage.set_item(STORAGE_KEY, token),
-            None => storage.remove_item(STORAGE_KEY),
-        };
-    }
+    store_outside(token.as_deref());
     CURRENT.with(|current| *current.borrow_mut() = token);
 }
 

@@ -60,9 +60,33 @@ pub struct ServeArgs {
     /// The built UI (trunk's dist/ folder).
     #[arg(long, env = "GPULAB_STATIC_DIR", default_value = "./dist")]
     pub static_dir: PathBuf,
-    /// When set, POST and DELETE need `Authorization: Bearer <token>`.
+    /// When set, changes (POST, DELETE) need `Authorization: Bearer <token>`. Prefer
+    /// GPULAB_TOKEN or --token-file: a token on the command line shows in `ps`.
     #[arg(long, env = "GPULAB_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A file whose content (blanks trimmed) is the token.
+    #[arg(long, env = "GPULAB_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+    /// Serve without a token even when listening beyond loopback, where a token is
+    /// otherwise made up at start and printed to the log.
+    #[arg(long, env = "GPULAB_NO_TOKEN", conflicts_with_all = ["token", "token_file"])]
+    pub no_token: bool,
+    /// Reads need the token too (`--protect-reads=false` to leave them open). Default: on
+    /// when there is a token and the server listens beyond loopback.
+    #[arg(long, env = "GPULAB_PROTECT_READS", num_args = 0..=1, default_missing_value = "true",
+          require_equals = true)]
+    pub protect_reads: Option<bool>,
+    /// A host name the server answers to besides IP addresses and localhost (a guard
+    /// against DNS rebinding); repeat, or separate with commas; `*` allows any.
+    #[arg(
+        long = "allowed-host",
+        env = "GPULAB_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
+    /// Connections served at once; more wait to be accepted.
+    #[arg(long, env = "GPULAB_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
     /// Jobs that may wait per device before submissions get 429.
     #[arg(long, env = "GPULAB_QUEUE_CAPACITY", default_value_t = 256)]
     pub queue_capacity: usize,
@@ -119,7 +143,12 @@ pub fn main() -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Serve(args) => {
             init_logging();
-            tokio::runtime::Runtime::new()?.block_on(serve(args))?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            let served = runtime.block_on(serve(args));
+            // Blocking tasks still running (a store write, a telemetry read) get a moment,
+            // not a wait without end: the process is about to exit.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            served?;
         }
         Command::Devices => {
             let inventory = DeviceInventory::detect();
@@ -141,26 +170,90 @@ fn init_logging() {
         .try_init();
 }
 
-/// Starts the server and serves until Ctrl-C or SIGTERM.
+/// How long the server waits, after SIGTERM, for open requests to end before it stops
+/// anyway: well inside the 10 s that `docker stop` gives before it kills.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The token the server runs with, and whether it made it up.
+enum TokenSource {
+    None,
+    Given(String),
+    Generated(String),
+}
+
+impl ServeArgs {
+    /// The token: given (flag, environment or file), made up (listening beyond loopback
+    /// with none given, unless `--no-token`), or none.
+    fn resolve_token(&self) -> anyhow::Result<TokenSource> {
+        let given = match (&self.token, &self.token_file) {
+            (Some(token), _) => Some(token.trim().to_owned()),
+            (None, Some(file)) => Some(
+                std::fs::read_to_string(file)
+                    .with_context(|| format!("cannot read the token file {}", file.display()))?
+                    .trim()
+                    .to_owned(),
+            ),
+            (None, None) => None,
+        };
+        match given {
+            Some(token) if token.is_empty() => {
+                anyhow::bail!(
+                    "the token is empty: give a token, or --no-token to serve without one"
+                )
+            }
+            Some(token) if token.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                anyhow::bail!("the token may not contain blanks or control characters")
+            }
+            Some(token) => Ok(TokenSource::Given(token)),
+            None if self.no_token || self.addr.ip().is_loopback() => Ok(TokenSource::None),
+            None => Ok(TokenSource::Generated(api::security::Token::generate())),
+        }
+    }
+
+    fn job_settings(&self) -> anyhow::Result<JobSettings> {
+        let settings = JobSettings {
+            worker: WorkerCommand {
+                exe: std::env::current_exe().context("cannot find the gpulab binary")?,
+                test_faults: self.enable_test_faults,
+            },
+            queue_capacity: self.queue_capacity,
+            default_timeout_s: self.default_timeout_s,
+            max_timeout_s: self.max_timeout_s,
+        };
+        settings.validate()?;
+        anyhow::ensure!(
+            (1..=65_536).contains(&self.max_connections),
+            "--max-connections must be from 1 to 65536, got {}",
+            self.max_connections
+        );
+        Ok(settings)
+    }
+}
+
+/// Starts the server and serves until Ctrl-C or SIGTERM; then every job still queued or
+/// running ends `interrupted`.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = args.job_settings()?;
+    let token = args.resolve_token()?;
+    if args.token.is_some() && std::env::var_os("GPULAB_TOKEN").is_none() {
+        tracing::warn!(
+            "the token was given on the command line, where `ps` shows it to every user of \
+             this machine: prefer GPULAB_TOKEN or --token-file"
+        );
+    }
     let inventory = Arc::new(tokio::task::spawn_blocking(DeviceInventory::detect).await?);
     match &inventory.cuda.reason {
         None => tracing::info!("{}", inventory.pycuda_line()),
         Some(reason) => tracing::warn!("no CUDA devices: {reason}"),
     }
     let store = JobStore::open(&args.data_dir)?;
-    let settings = JobSettings {
-        worker: WorkerCommand {
-            exe: std::env::current_exe().context("cannot find the gpulab binary")?,
-            test_faults: args.enable_test_faults,
-        },
-        queue_capacity: args.queue_capacity.max(1),
-        default_timeout_s: args.default_timeout_s,
-        max_timeout_s: args.max_timeout_s,
-    };
     if args.enable_test_faults {
         tracing::warn!("test faults are enabled: `_test_fault` jobs hang or crash workers");
     }
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.addr))?;
+    let addr = listener.local_addr()?;
     let jobs = JobService::start(store, inventory.clone(), settings).await?;
     let telemetry = TelemetryHub::start(
         inventory.clone(),
@@ -170,29 +263,75 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let sampled = telemetry.clone();
     jobs.watch_free_memory(Box::new(move |device| sampled.free_memory_bytes(device)));
     let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
+    let secret = match &token {
+        TokenSource::None => None,
+        TokenSource::Given(t) | TokenSource::Generated(t) => Some(t.as_str()),
+    };
+    let beyond_loopback = !addr.ip().is_loopback();
+    let access = api::security::Access {
+        token: secret.map(api::security::Token::new),
+        protect_reads: secret.is_some() && args.protect_reads.unwrap_or(beyond_loopback),
+        allowed_hosts: api::security::AllowedHosts::new(&args.allowed_hosts),
+    };
+    let reads = if access.protect_reads {
+        "changes and reads"
+    } else {
+        "changes"
+    };
+    match &token {
+        TokenSource::Generated(t) => tracing::warn!(
+            "no token was given and the server listens on {addr}, beyond this machine: {reads} \
+             need this token, made up for this run (set GPULAB_TOKEN or --token-file to keep \
+             one, or --no-token to serve without). Open http://127.0.0.1:{}/?token={t} \
+             (or this machine's address instead of 127.0.0.1), or send \
+             `Authorization: Bearer {t}`",
+            addr.port()
+        ),
+        TokenSource::Given(_) => tracing::info!("{reads} need the token"),
+        TokenSource::None if beyond_loopback => tracing::warn!(
+            "--no-token: anyone who can reach {addr} can run jobs on this machine's devices"
+        ),
+        TokenSource::None => {}
+    }
     let state = AppState {
         telemetry,
         shutdown,
         inventory,
-        jobs,
-        token: args.token.map(Arc::from),
+        jobs: jobs.clone(),
+        access: Arc::new(access),
     };
     let app = api::app(state, Some(args.static_dir.clone()));
-    let listener = tokio::net::TcpListener::bind(args.addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.addr))?;
-    let addr = listener.local_addr()?;
     // Scripts and tests read this line to find the port when --addr asks for port 0.
     println!("gpulab listening on http://{addr}");
     tracing::info!(data_dir = %args.data_dir.display(), static_dir = %args.static_dir.display(), "serving");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            // Ends the event streams, which would otherwise keep the server waiting for
-            // every open browser tab.
-            let _ = shutdown_tx.send(true);
-        })
-        .await?;
+    let (stop_tx, stop) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(
+        api::listener::LimitedListener::new(listener, args.max_connections),
+        app,
+    )
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(());
+        // Ends the event streams, which would otherwise keep the server waiting for
+        // every open browser tab.
+        let _ = shutdown_tx.send(true);
+    });
+    let stopped_in_time = async move {
+        let _ = stop.await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        served = server => served?,
+        () = stopped_in_time => tracing::warn!(
+            "requests were still open {SHUTDOWN_GRACE:?} after the signal to stop: stopping anyway"
+        ),
+    }
+    match jobs.interrupt_unfinished().await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!("{n} queued or running job(s) ended `interrupted` by the stop"),
+        Err(e) => tracing::error!("cannot mark the unfinished jobs interrupted: {e:#}"),
+    }
+    tracing::info!("stopped");
     Ok(())
 }
 

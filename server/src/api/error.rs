@@ -16,8 +16,10 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
+    /// The token is missing or wrong; `read`: the request only reads, on a server that
+    /// protects reads too.
     #[error("authentication required")]
-    Unauthorized,
+    Unauthorized { read: bool },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -43,7 +45,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -89,10 +91,18 @@ impl IntoResponse for ApiError {
                 problem_response(status, "the server failed; see its log".into(), None)
             }
             ApiError::Unprocessable { field, detail } => problem_response(status, detail, field),
-            ApiError::Unauthorized => {
+            ApiError::Unauthorized { read } => {
+                let what = if read {
+                    "to read this"
+                } else {
+                    "to change anything"
+                };
                 let mut r = problem_response(
                     status,
-                    "this server needs `Authorization: Bearer <token>` to change anything".into(),
+                    format!(
+                        "this server needs `Authorization: Bearer <token>` {what}; the token is \
+                         in the server's log when the server made it, else ask who started it"
+                    ),
                     None,
                 );
                 r.headers_mut()

@@ -6,19 +6,20 @@ mod events;
 mod health;
 mod jobs;
 mod kernels;
+pub mod listener;
 mod metrics;
+pub mod security;
 mod telemetry;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, Method, StatusCode};
-use axum::middleware::{self, Next};
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{header, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use subtle::ConstantTimeEq;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::services::{ServeDir, ServeFile};
@@ -40,8 +41,8 @@ pub struct AppState {
     pub inventory: Arc<DeviceInventory>,
     pub jobs: JobService,
     pub telemetry: TelemetryHub,
-    /// When set, `POST` and `DELETE` need `Authorization: Bearer <token>`.
-    pub token: Option<Arc<str>>,
+    /// The token, whether reads need it too, and the `Host` names answered.
+    pub access: Arc<security::Access>,
     /// Turns true when the server begins to shut down: long-lived responses end then.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -92,11 +93,15 @@ fn openapi_path_item() -> utoipa::openapi::PathItem {
 }
 
 /// The whole application: the API under `/api`, the UI from `static_dir` for every other
-/// path (with `index.html` for the UI's own routes), compressed with brotli or gzip when the
-/// browser takes it: the UI's WebAssembly shrinks to a third. Where the build left a
-/// compressed copy beside a file (`app.wasm.br`, `app.wasm.gz`: brotli 11 and gzip 9, made
-/// by `cargo xtask ui`) that copy is sent; other files are compressed on the fly.
+/// path (with `index.html` for the UI's own routes; a missing file is a 404), compressed
+/// with brotli or gzip when the browser takes it: the UI's WebAssembly shrinks to a third.
+/// Where the build left a compressed copy beside a file (`app.wasm.br`, `app.wasm.gz`:
+/// brotli 11 and gzip 9, made by `cargo xtask ui`) that copy is sent; other files are
+/// compressed on the fly. Every answer goes through the `Host` check and carries the
+/// security headers ([`security`]).
 pub fn app(state: AppState, static_dir: Option<PathBuf>) -> Router {
+    let access = state.access.clone();
+    let headers = Arc::new(security::ResponseHeaders::for_ui(static_dir.as_deref()));
     let (api, doc) = api_routes();
     let doc = Arc::new(doc);
     let api = api
@@ -104,7 +109,10 @@ pub fn app(state: AppState, static_dir: Option<PathBuf>) -> Router {
             "/api/openapi.json",
             get(move || async move { Json(doc.as_ref().clone()) }),
         )
-        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(middleware::from_fn_with_state(
+            access.clone(),
+            security::require_token,
+        ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
@@ -114,7 +122,7 @@ pub fn app(state: AppState, static_dir: Option<PathBuf>) -> Router {
                 ServeDir::new(&dir)
                     .precompressed_br()
                     .precompressed_gzip()
-                    .fallback(ServeFile::new(dir.join("index.html"))),
+                    .fallback(ui_page(&dir)),
             )
             .layer(CompressionLayer::new().br(true).gzip(true)),
         _ => Router::new().fallback(ui_missing),
@@ -131,25 +139,32 @@ pub fn app(state: AppState, static_dir: Option<PathBuf>) -> Router {
                 None,
             )
         }))
+        .layer(middleware::from_fn_with_state(
+            headers,
+            security::add_headers,
+        ))
+        .layer(middleware::from_fn_with_state(access, security::check_host))
 }
 
-/// Changes need the token when one is set; reads stay open.
-async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if let Some(token) = &state.token {
-        if !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
-            let given = req
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("");
-            // Constant time, so the answer's timing does not tell how much of a guess was right.
-            if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
-                return ApiError::Unauthorized.into_response();
-            }
+/// What the UI answers for a path that is no file of `dir`: a path that names a file
+/// (`/missing.js`) is a 404, so that a stale page's asset fails plainly instead of being
+/// parsed as HTML; any other path is one of the UI's pages, which `index.html` routes.
+fn ui_page(dir: &std::path::Path) -> axum::routing::MethodRouter {
+    let index = ServeFile::new(dir.join("index.html"));
+    axum::routing::get(move |req: Request| async move {
+        if security::names_a_file(req.uri().path()) {
+            return (
+                StatusCode::NOT_FOUND,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                format!("{} is not a file of the gpulab UI\n", req.uri().path()),
+            )
+                .into_response();
         }
-    }
-    next.run(req).await
+        match tower::ServiceExt::oneshot(index, req).await {
+            Ok(response) => response.into_response(),
+            Err(never) => match never {},
+        }
+    })
 }
 
 async fn api_not_found(req: Request) -> ApiError {

@@ -20,6 +20,14 @@ pub use request::{RequestError, TEST_FAULT_SPEC};
 use supervisor::blocking;
 pub use supervisor::WorkerCommand;
 
+/// The shortest timeout a job may have: a worker starts in about that time, and a shorter
+/// one would only kill and restart workers.
+pub const MIN_TIMEOUT_S: f64 = 1.0;
+/// The longest timeout the server may allow (`--max-timeout-s`): one day.
+pub const MAX_TIMEOUT_LIMIT_S: f64 = 86_400.0;
+/// The most jobs a device's queue may hold (`--queue-capacity`).
+pub const MAX_QUEUE_CAPACITY: usize = 100_000;
+
 /// Limits of the job service, from the command line.
 #[derive(Debug, Clone)]
 pub struct JobSettings {
@@ -70,6 +78,31 @@ struct Inner {
 
 /// Reads a device's free memory in bytes now, or `None` where it is not known.
 pub type FreeMemory = Box<dyn Fn(&str) -> Option<u64> + Send + Sync>;
+
+impl JobSettings {
+    /// Checks the limits the command line gave, with what is wrong in words.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let (min, limit) = (MIN_TIMEOUT_S, MAX_TIMEOUT_LIMIT_S);
+        anyhow::ensure!(
+            (1..=MAX_QUEUE_CAPACITY).contains(&self.queue_capacity),
+            "--queue-capacity must be from 1 to {MAX_QUEUE_CAPACITY}, got {}",
+            self.queue_capacity
+        );
+        anyhow::ensure!(
+            self.max_timeout_s.is_finite() && (min..=limit).contains(&self.max_timeout_s),
+            "--max-timeout-s must be a number of seconds from {min} to {limit}, got {}",
+            self.max_timeout_s
+        );
+        anyhow::ensure!(
+            self.default_timeout_s.is_finite()
+                && (min..=self.max_timeout_s).contains(&self.default_timeout_s),
+            "--default-timeout-s must be a number of seconds from {min} to --max-timeout-s ({}), got {}",
+            self.max_timeout_s,
+            self.default_timeout_s
+        );
+        Ok(())
+    }
+}
 
 impl JobService {
     /// Marks the jobs a previous server left unfinished as `interrupted`, then starts one
@@ -137,7 +170,18 @@ impl JobService {
     }
 
     /// Checks a request and queues it.
+    ///
+    /// The work runs in a task of its own: the API handler's future is dropped when its
+    /// client goes away, and a drop between taking a place in the queue and pushing the
+    /// stored job would leave the job `queued` and the place taken for good.
     pub async fn submit(&self, req: JobRequest) -> Result<Job, SubmitError> {
+        let this = self.clone();
+        tokio::spawn(async move { this.submit_whole(req).await })
+            .await
+            .map_err(|e| SubmitError::Internal(anyhow::anyhow!("the submission failed: {e}")))?
+    }
+
+    async fn submit_whole(&self, req: JobRequest) -> Result<Job, SubmitError> {
         let inner = &self.inner;
         let free = self.free_memory_of(&req.device);
         let new = request::check(&req, &inner.inventory, &inner.settings, free)?;
@@ -146,8 +190,16 @@ impl JobService {
     }
 
     /// `device: "all"`: checks the request for every CUDA device and queues it on each, or
-    /// on none when any check fails or any queue is full.
+    /// on none when any check fails or any queue is full. In a task of its own, as
+    /// [`JobService::submit`].
     pub async fn submit_all(&self, req: JobRequest) -> Result<Vec<Job>, SubmitError> {
+        let this = self.clone();
+        tokio::spawn(async move { this.submit_all_whole(req).await })
+            .await
+            .map_err(|e| SubmitError::Internal(anyhow::anyhow!("the submission failed: {e}")))?
+    }
+
+    async fn submit_all_whole(&self, req: JobRequest) -> Result<Vec<Job>, SubmitError> {
         let inner = &self.inner;
         let gpus: Vec<&str> = inner
             .inventory
@@ -245,6 +297,12 @@ impl JobService {
         });
         let _ = inner.events.send(job.clone());
         Ok(job)
+    }
+
+    /// At shutdown: every job still queued or running ends `interrupted` (their workers die
+    /// with the server). Returns how many there were.
+    pub async fn interrupt_unfinished(&self) -> anyhow::Result<usize> {
+        blocking(&self.inner.store, |s| s.interrupt_unfinished()).await
     }
 
     pub async fn get(&self, id: i64) -> anyhow::Result<Option<Job>> {

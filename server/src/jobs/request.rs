@@ -89,11 +89,12 @@ pub fn check(
     let timeout_s = req
         .timeout_s
         .unwrap_or(settings.default_timeout_s.min(settings.max_timeout_s));
-    if !(timeout_s > 0.0 && timeout_s <= settings.max_timeout_s) {
+    if !(timeout_s >= super::MIN_TIMEOUT_S && timeout_s <= settings.max_timeout_s) {
         return Err(RequestError::invalid(
             "timeout_s",
             format!(
-                "`timeout_s` must be more than 0 and at most {} (the server's limit), got {timeout_s}",
+                "`timeout_s` must be from {} to {} seconds (the server's limits), got {timeout_s}",
+                super::MIN_TIMEOUT_S,
                 settings.max_timeout_s
             ),
         ));
