@@ -36,6 +36,16 @@ pub enum Command {
     Devices,
     /// Run one job without the server and print its result as JSON.
     Run(RunArgs),
+    /// Ask the server on `--addr` whether it is healthy: exit code 0 when it is (the
+    /// container's HEALTHCHECK).
+    Health {
+        /// The address the server listens on; a wildcard address is asked on loopback.
+        #[arg(long, env = "GPULAB_ADDR", default_value = "127.0.0.1:8080")]
+        addr: SocketAddr,
+        /// How long to wait for the answer, in seconds.
+        #[arg(long, default_value_t = 3)]
+        timeout_s: u64,
+    },
     /// The worker process that owns one device (started by the server).
     #[command(hide = true)]
     Worker {
@@ -156,6 +166,16 @@ pub fn main() -> anyhow::Result<std::process::ExitCode> {
             print!("{}", inventory.table());
         }
         Command::Run(args) => return run(args),
+        Command::Health { addr, timeout_s } => {
+            let timeout = std::time::Duration::from_secs(timeout_s.max(1));
+            match crate::probe::check_health(addr, timeout) {
+                Ok(health) => println!("{health}"),
+                Err(error) => {
+                    eprintln!("gpulab: unhealthy: {error:#}");
+                    return Ok(std::process::ExitCode::FAILURE);
+                }
+            }
+        }
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -11,6 +11,7 @@ pub mod devices;
 pub mod jobs;
 pub mod kernels;
 pub mod metrics;
+pub mod probe;
 pub mod store;
 pub mod telemetry;
 pub mod worker;

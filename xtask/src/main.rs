@@ -4,6 +4,7 @@
 
 mod bench_ui;
 mod compress;
+mod docker;
 mod gpu_bundle;
 mod process;
 mod setup;
@@ -40,8 +41,14 @@ tasks:
   gpu-bundle         build gpu-bundle/: the release server, the CUDA integration tests and
                      the GPU check (gpu-check/run.sh, check.py), to copy to a GPU machine
                      and run there as `gpu-bundle/run.sh REPORT_DIR`
-  test               everything CI checks: setup --browser, fmt, clippy, tests, ui, and the
-                     browser tests against a running server; .ci/run runs this
+  docker [--full]    the container test: start the Docker engine if none answers, make
+                     stand-in base images (debootstrap, PyPI's NVRTC and cuBLAS), build the
+                     image from the Dockerfile with the release server and UI built here
+                     (--full: the whole two-stage build, its log in docs/docker/), run it
+                     as the README says and check it (prints figures)
+  test               everything CI checks: setup --browser, fmt, clippy, tests, ui, the
+                     browser tests against a running server, and the container test
+                     (`docker` without --full); .ci/run runs this
 ";
 
 fn main() -> ExitCode {
@@ -92,6 +99,20 @@ fn run_task() -> Result<()> {
             no_arguments("bench", &rest)?;
             // The benchmark starts the release server itself (CARGO_BIN_EXE_gpulab).
             run(cargo().args(["bench", "-p", "gpulab-server", "--bench", "e2e"]))
+        }
+        Some("docker") => {
+            let full = match rest.as_slice() {
+                [] => false,
+                [flag] if flag == "--full" => true,
+                _ => bail!(
+                    "`docker` takes only --full, not `{}`\n\n{USAGE}",
+                    rest.join(" ")
+                ),
+            };
+            docker::docker(docker::DockerOptions {
+                full,
+                build_ui: true,
+            })
         }
         Some("gpu-bundle") => {
             no_arguments("gpu-bundle", &rest)?;
@@ -172,7 +193,7 @@ fn serve(server_args: &[String]) -> Result<()> {
 }
 
 /// The release artefacts: dist/ and target/release/gpulab.
-fn dist() -> Result<()> {
+pub fn dist() -> Result<()> {
     run_setup(SetupOptions {
         lint: false,
         browser: false,

@@ -292,6 +292,11 @@ fn versions_in_lock(lock: &str, package: &str) -> Vec<String> {
         .collect()
 }
 
+/// Installs Debian `packages` (what they are for: `what`) as root, or says how to.
+pub fn apt_install(what: &str, packages: &[&str]) -> Result<()> {
+    Apt::default().install(what, packages)
+}
+
 /// Debian packages: installed by apt-get when running as root, else explained to the user.
 #[derive(Default)]
 struct Apt {

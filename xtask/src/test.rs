@@ -41,7 +41,7 @@ type Step = (&'static str, fn() -> Result<()>);
 
 /// Runs every step and prints the summary.
 pub fn run_tests() -> Result<()> {
-    let steps: [Step; 9] = [
+    let steps: [Step; 10] = [
         ("setup --browser", || {
             run_setup(SetupOptions {
                 lint: true,
@@ -86,6 +86,14 @@ pub fn run_tests() -> Result<()> {
             run(cargo().args(["build", "-p", "gpulab-server"]))
         }),
         ("browser tests", browser_tests),
+        // The image from the real Dockerfile, run and checked with a real Docker engine;
+        // the UI in dist/ is the one the `ui` step built.
+        ("container", || {
+            crate::docker::docker(crate::docker::DockerOptions {
+                full: false,
+                build_ui: false,
+            })
+        }),
     ];
     let mut passed = 0;
     for (name, step) in steps {
