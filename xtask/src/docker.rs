@@ -457,6 +457,29 @@ RUN cd /usr/local/cargo/bin \\
     for dir in ["downloads", "tmp", "update-hashes"] {
         let _ = fs::remove_dir_all(context.join("rustup").join(dir));
     }
+    // Only the toolchain that builds gpulab (and names that link to it): not a nightly too.
+    let sysroot = process::query("rustc", &["--print", "sysroot"]).context("rustc is missing")?;
+    let active = fs::canonicalize(&sysroot)?;
+    for toolchain in fs::read_dir(rustup_home.join("toolchains"))? {
+        let toolchain = toolchain?;
+        let copy = context
+            .join("rustup/toolchains")
+            .join(toolchain.file_name());
+        if fs::canonicalize(toolchain.path())? != active {
+            if copy.is_symlink() {
+                fs::remove_file(&copy)?;
+            } else {
+                fs::remove_dir_all(&copy)?;
+            }
+        } else if copy.is_symlink() {
+            // rustup links by absolute path, which the image's RUSTUP_HOME would break.
+            fs::remove_file(&copy)?;
+            let target = active
+                .file_name()
+                .context("a toolchain folder has a name")?;
+            std::os::unix::fs::symlink(target, &copy)?;
+        }
+    }
     fs::copy(
         cargo_home.join("bin/rustup"),
         context.join("cargo/bin/rustup"),
