@@ -250,3 +250,20 @@ async fn liveness_no_zombies_after_crashes_timeouts_cancels_and_kills() {
         children(app.pid())
     );
 }
+
+#[test]
+fn hole2_a_worker_started_by_hand_without_its_channel_says_so() {
+    let out = std::process::Command::new(support::gpulab_exe())
+        .args(["worker", "--device", "cpu", "--server-pid"])
+        .arg(std::process::id().to_string())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("file descriptor 3 is not the server's channel"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "nothing on stdout: {:?}", out.stdout);
+}

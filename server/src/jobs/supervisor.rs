@@ -27,8 +27,8 @@ use crate::worker::TEST_FAULT_KERNEL;
 /// How long a new worker may take to say it is ready (CUDA start-up can be slow).
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The most of a worker's standard output, and of its standard error, that the server
-/// keeps at a time: a kernel's `printf` can write without end.
+/// The most of a worker's standard output that the server keeps for a job: a kernel's
+/// `printf` can write without end.
 pub const OUTPUT_TAIL_BYTES: usize = 64 * 1024;
 
 /// The longest line of a worker's standard error that is passed on to the server's log.
@@ -85,27 +85,23 @@ impl OutputTail {
     }
 }
 
-/// Reads a worker's output stream to its end, keeping only its tail. Standard error
-/// carries the worker's own log, whose lines (cut at [`MAX_LOG_LINE`]) go on to the
-/// server's log; standard output is the kernels' `printf`, logged when its job ends.
-async fn drain(
-    mut stream: impl AsyncRead + Unpin,
-    tail: Arc<Mutex<OutputTail>>,
-    log_lines_of: Option<String>,
-) {
+/// Reads a worker's standard output, where the kernels' `printf` goes, to its end, keeping
+/// only its tail (logged when its job ends).
+async fn drain(mut stream: impl AsyncRead + Unpin, tail: Arc<Mutex<OutputTail>>) {
     let mut chunk = vec![0u8; 8192];
-    let mut line = Vec::new();
-    loop {
-        let n = match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
+    while let Ok(n @ 1..) = stream.read(&mut chunk).await {
         tail.lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(&chunk[..n]);
-        let Some(device) = &log_lines_of else {
-            continue;
-        };
+    }
+}
+
+/// Reads a worker's standard error, its own log, to its end and passes each line (cut at
+/// [`MAX_LOG_LINE`]) on to the server's log.
+async fn forward_log(mut stream: impl AsyncRead + Unpin, device: String) {
+    let mut chunk = vec![0u8; 8192];
+    let mut line = Vec::new();
+    while let Ok(n @ 1..) = stream.read(&mut chunk).await {
         for piece in chunk[..n].split_inclusive(|&b| b == b'\n') {
             let room = MAX_LOG_LINE.saturating_sub(line.len());
             line.extend_from_slice(&piece[..piece.len().min(room)]);
@@ -129,8 +125,8 @@ struct WorkerProcess {
 }
 
 impl WorkerProcess {
-    /// Starts a worker with the channel as its fd 3, stdout and stderr read into bounded
-    /// tails, a cleared environment, no core dumps and `/` as its directory, and waits for
+    /// Starts a worker with the channel as its fd 3, stdout read into a bounded tail and
+    /// stderr into the log line by line, a cleared environment, no core dumps and `/` as its directory, and waits for
     /// it to be ready.
     async fn spawn(cmd: &WorkerCommand, device: &str) -> anyhow::Result<Self> {
         let started = Instant::now();
@@ -189,10 +185,9 @@ impl WorkerProcess {
         drop(theirs);
         let stdout_tail = Arc::new(Mutex::new(OutputTail::default()));
         let stdout = child.stdout.take().context("worker has no stdout")?;
-        tokio::spawn(drain(stdout, stdout_tail.clone(), None));
+        tokio::spawn(drain(stdout, stdout_tail.clone()));
         let stderr = child.stderr.take().context("worker has no stderr")?;
-        let stderr_tail = Arc::new(Mutex::new(OutputTail::default()));
-        tokio::spawn(drain(stderr, stderr_tail, Some(device.to_owned())));
+        tokio::spawn(forward_log(stderr, device.to_owned()));
         ours.set_nonblocking(true)?;
         let (events, requests) = tokio::net::UnixStream::from_std(ours)?.into_split();
         let mut worker = WorkerProcess {
@@ -279,6 +274,8 @@ struct Ended {
     artifact: Option<Artifact>,
     /// The worker is dead or must be replaced.
     worker_lost: bool,
+    /// The worker died before it said it had the job: the job never ran.
+    undelivered: bool,
     /// Who asked to cancel, waiting for the final job.
     cancelled_by: Option<super::queue::CancelRequest>,
 }
@@ -291,7 +288,15 @@ impl Ended {
             error: Some(error),
             artifact: None,
             worker_lost,
+            undelivered: false,
             cancelled_by: None,
+        }
+    }
+
+    fn undelivered(error: String) -> Self {
+        Ended {
+            undelivered: true,
+            ..Ended::failed(error, true)
         }
     }
 }
@@ -434,16 +439,31 @@ async fn run_jobs(
         if worker.is_none() {
             worker = spawn_logged(&cmd, &device).await;
         }
-        let ended = match worker.as_mut() {
-            None => Ended::failed(
-                format!("the worker process for {device} could not start"),
-                false,
-            ),
-            Some(w) => {
-                let ended = run_one(w, &job, cancel_rx, &store, &events).await;
-                w.log_output(&device, id);
-                ended
+        let mut cancel_rx = cancel_rx;
+        let mut tries = 0;
+        let ended = loop {
+            let ended = match worker.as_mut() {
+                None => Ended::failed(
+                    format!("the worker process for {device} could not start"),
+                    false,
+                ),
+                Some(w) => {
+                    let ended = run_one(w, &job, &mut cancel_rx, &store, &events).await;
+                    w.log_output(&device, id);
+                    ended
+                }
+            };
+            tries += 1;
+            if !ended.undelivered || tries == 2 {
+                break ended;
             }
+            // The worker died before it had the job (killed while idle, just now): the job
+            // goes to a new one.
+            if let Some(w) = worker.take() {
+                let status = w.kill().await;
+                tracing::warn!(%device, job = id, "the worker died before the job reached it ({})", describe_exit(status));
+            }
+            worker = spawn_logged(&cmd, &device).await;
         };
         let retire = ended.worker_lost || custom;
         if retire {
@@ -461,6 +481,7 @@ async fn run_jobs(
             artifact,
             cancelled_by,
             worker_lost: _,
+            undelivered: _,
         } = ended;
         let stored = blocking(&store, move |s| {
             s.finish(
@@ -506,7 +527,7 @@ async fn spawn_logged(cmd: &WorkerCommand, device: &str) -> Option<WorkerProcess
 async fn run_one(
     worker: &mut WorkerProcess,
     job: &QueuedJob,
-    mut cancel_rx: tokio::sync::oneshot::Receiver<super::queue::CancelRequest>,
+    cancel_rx: &mut tokio::sync::oneshot::Receiver<super::queue::CancelRequest>,
     store: &JobStore,
     events: &broadcast::Sender<Job>,
 ) -> Ended {
@@ -520,11 +541,11 @@ async fn run_one(
     };
     worker.jobs_run += 1;
     if let Err(e) = worker.send(&request).await {
-        return Ended::failed(
-            format!("the worker process crashed before the job: {e}"),
-            true,
-        );
+        return Ended::undelivered(format!(
+            "the worker process died before the job reached it ({e})"
+        ));
     }
+    let mut started = false;
     let deadline = tokio::time::sleep(Duration::from_secs_f64(job.timeout_s));
     tokio::pin!(deadline);
     loop {
@@ -539,6 +560,7 @@ async fn run_one(
                     };
                     return Ended::failed(error, true);
                 }
+                Ok(Some(Event::Started { .. })) => started = true,
                 Ok(Some(Event::Progress { job_id, done, total, .. })) => {
                     let progress = Progress { done, total };
                     match blocking(store, move |s| s.set_progress(job_id, progress)).await {
@@ -570,6 +592,9 @@ async fn run_one(
                     // The worker closed the channel: it exited in the middle of the job.
                     let status = tokio::time::timeout(Duration::from_secs(5), worker.child.wait()).await;
                     let how = describe_exit(status.ok().and_then(Result::ok));
+                    if !started {
+                        return Ended::undelivered(format!("the worker process died before the job reached it ({how})"));
+                    }
                     return Ended::failed(format!("the worker process crashed while running this job ({how}); it was replaced"), true);
                 }
                 Err(e) => return Ended::failed(format!("the worker broke the protocol ({e}); the job failed and the worker was replaced"), true),
@@ -581,16 +606,18 @@ async fn run_one(
                     error: Some(format!("the job ran past its timeout of {} s; its worker was killed and replaced", job.timeout_s)),
                     artifact: None,
                     worker_lost: true,
+                    undelivered: false,
                     cancelled_by: None,
                 };
             }
-            request = &mut cancel_rx => {
+            request = &mut *cancel_rx => {
                 return Ended {
                     status: JobStatus::Cancelled,
                     result: None,
                     error: Some("cancelled while running; its worker was killed and replaced".into()),
                     artifact: None,
                     worker_lost: true,
+                    undelivered: false,
                     cancelled_by: request.ok(),
                 };
             }
@@ -618,6 +645,7 @@ fn finished(result: JobResult, artifact: Option<Artifact>) -> Ended {
         error,
         artifact,
         worker_lost: false,
+        undelivered: false,
         cancelled_by: None,
     }
 }
@@ -674,7 +702,7 @@ mod tests {
     async fn hole2_stdout_is_drained_to_its_end_without_growing() {
         let (mut writer, reader) = tokio::io::duplex(64 * 1024);
         let tail = Arc::new(Mutex::new(OutputTail::default()));
-        let draining = tokio::spawn(drain(reader, tail.clone(), None));
+        let draining = tokio::spawn(drain(reader, tail.clone()));
         let chunk = vec![b'z'; 1 << 20];
         for _ in 0..20 {
             writer.write_all(&chunk).await.unwrap();

@@ -122,6 +122,7 @@ pub fn run(device: &str, server_pid: u32, test_faults: bool) -> anyhow::Result<(
             params,
             repetitions,
         } = request;
+        emit(&Event::Started { job_id, nonce });
         if test_faults && kernel == TEST_FAULT_KERNEL {
             let error = inject_fault(&params, &channel, job_id, nonce);
             emit(&Event::Failed {

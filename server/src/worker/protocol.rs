@@ -45,6 +45,9 @@ pub enum Request {
 pub enum Event {
     /// The worker owns its device and takes requests.
     Ready { device: String },
+    /// The worker has the job and starts it: a worker that dies before saying so never
+    /// ran it, and the job may go to another.
+    Started { job_id: i64, nonce: u64 },
     /// `done` of `total` timed repetitions of a running job have finished.
     Progress {
         job_id: i64,
@@ -75,7 +78,8 @@ impl Event {
     pub fn job(&self) -> Option<(i64, u64)> {
         match self {
             Event::Ready { .. } => None,
-            Event::Progress { job_id, nonce, .. }
+            Event::Started { job_id, nonce }
+            | Event::Progress { job_id, nonce, .. }
             | Event::Finished { job_id, nonce, .. }
             | Event::Failed { job_id, nonce, .. } => Some((*job_id, *nonce)),
         }
@@ -151,7 +155,9 @@ fn eof_is_truncated(e: io::Error) -> FrameError {
 pub fn read_blocking<T: DeserializeOwned>(from: &mut impl Read) -> Result<Option<T>, FrameError> {
     let mut header = [0u8; 4];
     match from.read(&mut header[..1]) {
+        // A peer that exits with bytes of ours unread resets the socket: it closed it.
         Ok(0) => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(None),
         Ok(_) => {}
         Err(e) => return Err(FrameError::Io(e)),
     }
@@ -169,7 +175,9 @@ pub async fn read<T: DeserializeOwned>(
 ) -> Result<Option<T>, FrameError> {
     let mut header = [0u8; 4];
     match from.read(&mut header[..1]).await {
+        // A peer that exits with bytes of ours unread resets the socket: it closed it.
         Ok(0) => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(None),
         Ok(_) => {}
         Err(e) => return Err(FrameError::Io(e)),
     }
