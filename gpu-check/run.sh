@@ -3,7 +3,7 @@
 # (no Rust, no network needed). Usage: run.sh REPORT_DIR
 #
 # 1. the server's integration tests against the release server: the CUDA tests
-#    (server/tests/cuda.rs), then the API, metrics and telemetry tests;
+#    (server/tests/cuda.rs), then the API, metrics, telemetry and worker tests;
 # 2. check.py: inventory and telemetry against nvidia-smi, every built-in kernel verified,
 #    a faulting, an endless and a broken custom kernel with the recovery after each, and the
 #    figures against PyTorch on the same GPU. Writes gpu-check.json and gpu-check.md.
@@ -14,9 +14,9 @@ mkdir -p "$report"
 export GPULAB_BIN="$here/gpulab"
 status=0
 
-# The CUDA tests (ignored where there is no GPU), then the API, metrics and telemetry tests,
+# The CUDA tests (ignored where there is no GPU), then the API, metrics, telemetry and worker tests,
 # which take their GPU branches here.
-for suite in cuda api metrics telemetry; do
+for suite in cuda api metrics telemetry workers; do
   echo "== $suite tests"
   flags=()
   [ "$suite" = cuda ] && flags=(--include-ignored --test-threads=1)

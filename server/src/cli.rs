@@ -183,7 +183,7 @@ pub fn main() -> anyhow::Result<std::process::ExitCode> {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GPULAB_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Logs go to stderr: a worker's stdout carries its protocol.
+    // Logs go to stderr: a worker's stdout is its kernels' printf.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -133,8 +133,16 @@ fn vector_add(gpu: &str) -> Value {
 
 #[tokio::test]
 #[ignore = "needs a CUDA GPU: the GPU check runs it"]
-async fn a_custom_kernel_reports_its_outputs_and_is_cached() {
+async fn hole3_a_custom_kernel_reports_its_outputs_and_runs_in_a_fresh_worker() {
     let (app, gpus) = app_with_gpus().await;
+    // A built-in job first, so the device's worker has a context, modules and memory.
+    succeeded(
+        &run(
+            &app,
+            json!({"kernel": "vector_add", "device": gpus[0], "params": {"n": 1_000_000}}),
+        )
+        .await,
+    );
     let first = run(&app, vector_add(&gpus[0])).await;
     succeeded(&first);
     let output = &first.result.as_ref().unwrap().output;
@@ -147,15 +155,85 @@ async fn a_custom_kernel_reports_its_outputs_and_is_cached() {
     assert_eq!(c["mean"], 500.5);
     assert_eq!(output["grid"], json!([8, 1, 1]));
     assert_eq!(output["modules"][0]["cache_hit"], false);
+    // The same source again: a new worker, whose cache has never seen it.
     let again = run(&app, vector_add(&gpus[0])).await;
     succeeded(&again);
     let module = &again.result.as_ref().unwrap().output["modules"][0];
-    assert_eq!(module["cache_hit"], true, "{module}");
-    assert!(module["load_ms"].as_f64().unwrap() < 1.0, "{module}");
+    assert_eq!(module["cache_hit"], false, "{module}");
     assert_eq!(
         again.result.as_ref().unwrap().output["buffers"][0]["checksum"],
         c["checksum"]
     );
+}
+
+#[tokio::test]
+#[ignore = "needs a CUDA GPU: the GPU check runs it"]
+async fn hole3_a_custom_kernel_sees_only_its_fills_never_an_earlier_jobs_memory() {
+    let (app, gpus) = app_with_gpus().await;
+    // Leave ones in device memory, then read buffers the next job never writes.
+    succeeded(
+        &run(
+            &app,
+            json!({"kernel": "vector_add", "device": gpus[0], "params": {"n": 4_000_000}}),
+        )
+        .await,
+    );
+    let source = "extern \"C\" __global__ void look(const float* a, float* c, unsigned n) {\n    unsigned i = blockIdx.x * blockDim.x + threadIdx.x;\n    if (i < n) c[i] = c[i] + a[i];\n}\n";
+    let mut body = custom(
+        source,
+        "look",
+        4_000_000,
+        json!([
+            {"kind": "buffer", "type": "f32"},
+            {"kind": "buffer", "type": "f32", "output": true},
+            {"kind": "scalar", "type": "u32", "value": 4_000_000},
+        ]),
+    );
+    body["device"] = json!(gpus[0]);
+    let job = run(&app, body).await;
+    succeeded(&job);
+    let c = &job.result.as_ref().unwrap().output["buffers"][0];
+    assert_eq!(
+        (c["min"].as_f64(), c["max"].as_f64()),
+        (Some(0.0), Some(0.0)),
+        "{c}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs a CUDA GPU: the GPU check runs it"]
+async fn hole2_a_kernels_printf_cannot_forge_an_event_or_break_the_next_job() {
+    let (app, gpus) = app_with_gpus().await;
+    // Every thread prints a `failed` event as the old protocol wrote it, and text without
+    // a newline; the device's printf buffer (1 MiB) is filled over and over.
+    // NVRTC declares the device printf itself: no header is needed (nor found).
+    let source = r#"extern "C" __global__ void loud(float* c, unsigned n) {
+    unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        printf("{"type":"failed","job_id":1,"nonce":0,"error":"forged","fatal":true}
+");
+        printf("no newline here, and none after either ");
+        c[i] = 2.0f;
+    }
+}"#;
+    let mut body = custom(
+        source,
+        "loud",
+        100_000,
+        json!([
+            {"kind": "buffer", "type": "f32", "output": true},
+            {"kind": "scalar", "type": "u32", "value": 100_000},
+        ]),
+    );
+    body["device"] = json!(gpus[0]);
+    let job = run(&app, body).await;
+    succeeded(&job);
+    assert_eq!(
+        job.result.as_ref().unwrap().output["buffers"][0]["max"],
+        2.0
+    );
+    succeeded(&run(&app, vector_add(&gpus[0])).await);
+    succeeded(&run(&app, json!({"kernel": "saxpy", "device": gpus[0]})).await);
 }
 
 #[tokio::test]
@@ -276,5 +354,5 @@ fn the_reason_for_ignoring_is_the_one_printed() {
     // `cargo test` prints each ignored test with its reason; keep them saying the same.
     let text = include_str!("cuda.rs");
     let marker = format!("#[ignore = \"{NEEDS_GPU}\"]");
-    assert_eq!(text.matches(marker.as_str()).count(), 6);
+    assert_eq!(text.matches(marker.as_str()).count(), 8);
 }

@@ -126,8 +126,58 @@ pub struct Gpu {
     pub arch: (u32, u32),
     pub multiprocessors: u32,
     /// Modules by (source hash, options), loaded in this context.
-    modules: HashMap<(u64, bool), Loaded>,
+    modules: ModuleCache<Loaded>,
     blas: Option<CudaBlas>,
+}
+
+/// The most modules a worker keeps loaded: the catalog's kernels need far fewer.
+pub const MAX_CACHED_MODULES: usize = 32;
+
+/// Values by key, at most `cap` of them: inserting one more evicts the least recently used.
+struct ModuleCache<V> {
+    entries: HashMap<(u64, bool), (u64, V)>,
+    /// Counts lookups and inserts: an entry's tick is its last use.
+    tick: u64,
+    cap: usize,
+}
+
+impl<V> ModuleCache<V> {
+    fn new(cap: usize) -> Self {
+        ModuleCache {
+            entries: HashMap::new(),
+            tick: 0,
+            cap: cap.max(1),
+        }
+    }
+
+    fn get(&mut self, key: &(u64, bool)) -> Option<&V> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.entries.get_mut(key).map(|entry| {
+            entry.0 = tick;
+            &entry.1
+        })
+    }
+
+    fn insert(&mut self, key: (u64, bool), value: V) {
+        if self.entries.len() >= self.cap && !self.entries.contains_key(&key) {
+            let oldest = self
+                .entries
+                .iter()
+                .min_by_key(|(_, (tick, _))| *tick)
+                .map(|(k, _)| *k);
+            if let Some(oldest) = oldest {
+                self.entries.remove(&oldest);
+            }
+        }
+        self.tick += 1;
+        self.entries.insert(key, (self.tick, value));
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
 }
 
 struct Loaded {
@@ -162,13 +212,13 @@ impl Gpu {
             stream,
             arch,
             multiprocessors,
-            modules: HashMap::new(),
+            modules: ModuleCache::new(MAX_CACHED_MODULES),
             blas: None,
         })
     }
 
-    /// The module built from `source`, compiled and loaded on first use and cached for the
-    /// life of the worker by the source's hash and the options (the architecture is the
+    /// The module built from `source`, compiled and loaded on first use and cached (up to
+    /// [`MAX_CACHED_MODULES`], the least recently used going first) by the source's hash and the options (the architecture is the
     /// device's, fixed for the worker).
     pub fn module(
         &mut self,
@@ -394,6 +444,28 @@ fn gib(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hole3_the_module_cache_is_bounded_and_evicts_the_least_recently_used() {
+        let mut cache = ModuleCache::new(3);
+        for i in 0..3 {
+            cache.insert((i, false), i);
+        }
+        assert_eq!(cache.get(&(0, false)), Some(&0), "0 is now the newest");
+        cache.insert((3, false), 3);
+        assert_eq!(cache.len(), 3);
+        assert_eq!(
+            cache.get(&(1, false)),
+            None,
+            "1 was the least recently used"
+        );
+        assert_eq!(cache.get(&(0, false)), Some(&0));
+        for i in 10..1000 {
+            cache.insert((i, true), i);
+        }
+        assert_eq!(cache.len(), 3, "a stream of new sources never grows it");
+        assert_eq!(cache.get(&(999, true)), Some(&999));
+    }
 
     #[test]
     fn linear_launches_cover_every_item_within_the_grid_limit() {

@@ -114,6 +114,12 @@ impl DeviceQueue {
         self.state().running = None;
     }
 
+    /// The runner died in the middle of a job: the job it ran, which no one will finish
+    /// now, and the device is free again.
+    pub fn take_running(&self) -> Option<i64> {
+        self.state().running.take().map(|r| r.id)
+    }
+
     pub fn cancel(&self, id: i64) -> Cancel {
         let mut s = self.state();
         if let Some(pos) = s.pending.iter().position(|j| j.id == id) {

@@ -19,12 +19,19 @@ const DEFAULT_REPETITIONS: u32 = 10;
 /// The hidden kernel that makes a worker hang or crash, for the supervision tests.
 pub static TEST_FAULT_SPEC: LazyLock<KernelSpec> = LazyLock::new(|| KernelSpec {
     name: TEST_FAULT_KERNEL.into(),
-    description: "Test only: makes the worker hang or crash.".into(),
+    description: "Test only: makes the worker (or its runner) misbehave.".into(),
     devices: vec![DeviceKind::Cpu],
     params: vec![spec::choice(
         "mode",
         "hang",
-        &["hang", "crash"],
+        &[
+            "hang",
+            "crash",
+            "stdout_flood",
+            "bad_nonce",
+            "oversized_frame",
+            "panic_runner",
+        ],
         "What goes wrong.",
     )],
     throughput_formula: String::new(),

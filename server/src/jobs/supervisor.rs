@@ -1,25 +1,55 @@
 //! Supervision of one device's worker process: starts it, feeds it the device's jobs one at
-//! a time, and kills and replaces it when a job times out, is cancelled or crashes it.
+//! a time, and kills and replaces it when a job times out, is cancelled or crashes it, when
+//! it dies while idle, and after every custom job.
 
+use std::collections::VecDeque;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use gpulab_shared::{Job, JobResult, JobStatus, Progress};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::process::{Child, Command};
 use tokio::sync::broadcast;
 
 use super::queue::{DeviceQueue, QueuedJob};
+use crate::cuda::{custom, panic_message};
 use crate::kernels::Artifact;
 use crate::store::{Ending, JobStore};
-use crate::worker::protocol::{Event, Request};
+use crate::worker::protocol::{self, Event, FrameError, Request, CHANNEL_FD};
+use crate::worker::TEST_FAULT_KERNEL;
 
 /// How long a new worker may take to say it is ready (CUDA start-up can be slow).
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The most of a worker's standard output that the server keeps for a job: a kernel's
+/// `printf` can write without end.
+pub const OUTPUT_TAIL_BYTES: usize = 64 * 1024;
+
+/// The longest line of a worker's standard error that is passed on to the server's log.
+const MAX_LOG_LINE: usize = 4096;
+
+/// The environment variables a worker keeps; every other one (the token first of all) is
+/// cleared. The CUDA ones decide which GPUs the worker sees and in what order, so they
+/// must be the server's.
+const WORKER_ENV: &[&str] = &[
+    "PATH",
+    "LD_LIBRARY_PATH",
+    "TMPDIR",
+    "CUDA_VISIBLE_DEVICES",
+    "CUDA_DEVICE_ORDER",
+    "CUDA_CACHE_PATH",
+    "CUDA_CACHE_DISABLE",
+    "CUDA_MODULE_LOADING",
+    "GPULAB_LOG",
+    "RUST_LOG",
+    "RUST_BACKTRACE",
+];
 
 /// How the server starts workers.
 #[derive(Debug, Clone)]
@@ -29,15 +59,79 @@ pub struct WorkerCommand {
     pub test_faults: bool,
 }
 
+/// The last bytes a worker wrote to one of its output streams.
+#[derive(Debug, Default)]
+struct OutputTail {
+    kept: VecDeque<u8>,
+    /// Bytes written before the kept ones, which are gone.
+    dropped: u64,
+}
+
+impl OutputTail {
+    fn push(&mut self, bytes: &[u8]) {
+        let skip = bytes.len().saturating_sub(OUTPUT_TAIL_BYTES);
+        let bytes = &bytes[skip..];
+        let over = (self.kept.len() + bytes.len()).saturating_sub(OUTPUT_TAIL_BYTES);
+        self.kept.drain(..over);
+        self.dropped += (skip + over) as u64;
+        self.kept.extend(bytes);
+    }
+
+    /// What was kept (as text) and how much was dropped since the last take.
+    fn take(&mut self) -> (String, u64) {
+        let kept: Vec<u8> = self.kept.drain(..).collect();
+        let dropped = std::mem::take(&mut self.dropped);
+        (String::from_utf8_lossy(&kept).into_owned(), dropped)
+    }
+}
+
+/// Reads a worker's standard output, where the kernels' `printf` goes, to its end, keeping
+/// only its tail (logged when its job ends).
+async fn drain(mut stream: impl AsyncRead + Unpin, tail: Arc<Mutex<OutputTail>>) {
+    let mut chunk = vec![0u8; 8192];
+    while let Ok(n @ 1..) = stream.read(&mut chunk).await {
+        tail.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(&chunk[..n]);
+    }
+}
+
+/// Reads a worker's standard error, its own log, to its end and passes each line (cut at
+/// [`MAX_LOG_LINE`]) on to the server's log.
+async fn forward_log(mut stream: impl AsyncRead + Unpin, device: String) {
+    let mut chunk = vec![0u8; 8192];
+    let mut line = Vec::new();
+    while let Ok(n @ 1..) = stream.read(&mut chunk).await {
+        for piece in chunk[..n].split_inclusive(|&b| b == b'\n') {
+            let room = MAX_LOG_LINE.saturating_sub(line.len());
+            line.extend_from_slice(&piece[..piece.len().min(room)]);
+            if piece.ends_with(b"\n") {
+                let text = String::from_utf8_lossy(&line);
+                tracing::info!(%device, "worker: {}", text.trim_end());
+                line.clear();
+            }
+        }
+    }
+}
+
 /// A running worker process.
 struct WorkerProcess {
     child: Child,
-    stdin: ChildStdin,
-    events: Lines<BufReader<ChildStdout>>,
+    requests: OwnedWriteHalf,
+    events: BufReader<OwnedReadHalf>,
+    stdout: Arc<Mutex<OutputTail>>,
+    /// Jobs sent to it: a custom job only runs in a worker that has run nothing before.
+    jobs_run: u32,
 }
 
 impl WorkerProcess {
+    /// Starts a worker with the channel as its fd 3, stdout read into a bounded tail and
+    /// stderr into the log line by line, a cleared environment, no core dumps and `/` as its directory, and waits for
+    /// it to be ready.
     async fn spawn(cmd: &WorkerCommand, device: &str) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+            .context("cannot create the channel to a worker")?;
         let mut command = Command::new(&cmd.exe);
         command
             .arg("worker")
@@ -48,52 +142,96 @@ impl WorkerProcess {
         if cmd.test_faults {
             command.arg("--enable-test-faults");
         }
+        command.env_clear();
+        for name in WORKER_ENV {
+            if let Some(value) = std::env::var_os(name) {
+                command.env(name, value);
+            }
+        }
+        let theirs_fd = theirs.as_raw_fd();
+        // SAFETY: the closure runs in the child between fork and exec, so it may only make
+        // async-signal-safe calls: it makes dup2, fcntl and setrlimit, on integers it holds
+        // by value, and allocates nothing.
+        unsafe {
+            command.pre_exec(move || {
+                if theirs_fd == CHANNEL_FD {
+                    // dup2 onto itself would keep close-on-exec; clear it instead.
+                    if libc::fcntl(CHANNEL_FD, libc::F_SETFD, 0) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(theirs_fd, CHANNEL_FD) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // A crashing worker must not write its memory (the jobs' data, the
+                // kernels' sources) to a core file.
+                let none = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                if libc::setrlimit(libc::RLIMIT_CORE, &none) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let mut child = command
-            .stdin(Stdio::piped())
+            .current_dir("/")
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("cannot start the worker {}", cmd.exe.display()))?;
-        let stdin = child.stdin.take().context("worker has no stdin")?;
+        drop(theirs);
+        let stdout_tail = Arc::new(Mutex::new(OutputTail::default()));
         let stdout = child.stdout.take().context("worker has no stdout")?;
+        tokio::spawn(drain(stdout, stdout_tail.clone()));
+        let stderr = child.stderr.take().context("worker has no stderr")?;
+        tokio::spawn(forward_log(stderr, device.to_owned()));
+        ours.set_nonblocking(true)?;
+        let (events, requests) = tokio::net::UnixStream::from_std(ours)?.into_split();
         let mut worker = WorkerProcess {
             child,
-            stdin,
-            events: BufReader::new(stdout).lines(),
+            requests,
+            events: BufReader::new(events),
+            stdout: stdout_tail,
+            jobs_run: 0,
         };
-        match tokio::time::timeout(READY_TIMEOUT, worker.next_event()).await {
-            Ok(Ok(Some(Event::Ready { .. }))) => Ok(worker),
-            Ok(Ok(other)) => {
-                let status = worker.kill().await;
-                anyhow::bail!(
-                    "the worker for {device} did not start ({}): {other:?}",
-                    describe_exit(status)
-                )
+        let problem = match tokio::time::timeout(READY_TIMEOUT, worker.next_event()).await {
+            Ok(Ok(Some(Event::Ready { .. }))) => {
+                tracing::debug!(
+                    %device,
+                    ready_ms = started.elapsed().as_secs_f64() * 1e3,
+                    "worker ready"
+                );
+                return Ok(worker);
             }
-            Ok(Err(e)) => Err(e),
-            Err(_) => {
-                worker.kill().await;
-                anyhow::bail!("the worker for {device} did not get ready in {READY_TIMEOUT:?}")
-            }
-        }
+            Ok(Ok(None)) => "it exited".to_owned(),
+            Ok(Ok(Some(other))) => format!("it answered out of turn: {other:?}"),
+            Ok(Err(e)) => format!("it broke the protocol: {e}"),
+            Err(_) => format!("it was not ready in {READY_TIMEOUT:?}"),
+        };
+        let status = worker.kill().await;
+        anyhow::bail!(
+            "the worker for {device} did not start ({problem}; {})",
+            describe_exit(status)
+        )
     }
 
-    async fn send(&mut self, request: &Request) -> anyhow::Result<()> {
-        let mut line = serde_json::to_vec(request)?;
-        line.push(b'\n');
-        self.stdin.write_all(&line).await?;
-        self.stdin.flush().await?;
-        Ok(())
+    async fn send(&mut self, request: &Request) -> std::io::Result<()> {
+        self.requests.write_all(&protocol::encode(request)).await
     }
 
-    /// The next event, or `None` when the worker closed its stdout (it exited).
-    async fn next_event(&mut self) -> anyhow::Result<Option<Event>> {
-        match self.events.next_line().await? {
-            Some(line) => Ok(Some(serde_json::from_str(&line).with_context(|| {
-                format!("the worker said something unreadable: {line}")
-            })?)),
-            None => Ok(None),
+    /// The next event, or `None` when the worker closed the channel (it exited).
+    async fn next_event(&mut self) -> Result<Option<Event>, FrameError> {
+        protocol::read(&mut self.events).await
+    }
+
+    /// Logs, at debug level, what the worker printed to stdout since the last call.
+    fn log_output(&self, device: &str, job: i64) {
+        let (text, dropped) = self.stdout.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if !text.is_empty() {
+            tracing::debug!(%device, job, dropped, "the worker printed: {text}");
         }
     }
 
@@ -136,6 +274,8 @@ struct Ended {
     artifact: Option<Artifact>,
     /// The worker is dead or must be replaced.
     worker_lost: bool,
+    /// The worker died before it said it had the job: the job never ran.
+    undelivered: bool,
     /// Who asked to cancel, waiting for the final job.
     cancelled_by: Option<super::queue::CancelRequest>,
 }
@@ -148,13 +288,85 @@ impl Ended {
             error: Some(error),
             artifact: None,
             worker_lost,
+            undelivered: false,
             cancelled_by: None,
+        }
+    }
+
+    fn undelivered(error: String) -> Self {
+        Ended {
+            undelivered: true,
+            ..Ended::failed(error, true)
         }
     }
 }
 
-/// Runs one device's jobs forever: the task the server starts for each device.
+/// Runs one device's jobs forever: the task the server starts for each device. Should the
+/// runner panic, its job fails and a new runner takes over the queue.
 pub async fn run_device(
+    device: String,
+    queue: Arc<DeviceQueue>,
+    store: JobStore,
+    events: broadcast::Sender<Job>,
+    cmd: WorkerCommand,
+    start_eagerly: bool,
+) {
+    loop {
+        let runner = tokio::spawn(run_jobs(
+            device.clone(),
+            queue.clone(),
+            store.clone(),
+            events.clone(),
+            cmd.clone(),
+            start_eagerly,
+        ));
+        let panic = match runner.await {
+            Err(e) if e.is_panic() => panic_message(e.into_panic().as_ref()),
+            // Ended or cancelled: the runtime is shutting down.
+            _ => return,
+        };
+        tracing::error!(%device, "the device's runner panicked ({panic}); starting another");
+        // Its worker was dropped with it: kill_on_drop kills it and tokio reaps it.
+        if let Some(id) = queue.take_running() {
+            let error = format!(
+                "the server's runner for {device} failed while running this job ({panic}); \
+                 it was restarted"
+            );
+            let stored = blocking(&store, move |s| {
+                s.finish(
+                    id,
+                    Ending {
+                        status: JobStatus::Failed,
+                        result: None,
+                        error: Some(&error),
+                        artifact: None,
+                    },
+                )
+            })
+            .await;
+            match stored {
+                Ok(Some(job)) => {
+                    let _ = events.send(job);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(job = id, "cannot store the end of the job: {e:#}"),
+            }
+        }
+        // A runner that panics at once must not spin.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What the runner waited for while its worker was idle.
+enum Idle {
+    Job(
+        QueuedJob,
+        tokio::sync::oneshot::Receiver<super::queue::CancelRequest>,
+    ),
+    WorkerExited(Option<ExitStatus>),
+}
+
+async fn run_jobs(
     device: String,
     queue: Arc<DeviceQueue>,
     store: JobStore,
@@ -166,8 +378,33 @@ pub async fn run_device(
     if start_eagerly {
         worker = spawn_logged(&cmd, &device).await;
     }
+    let mut last_idle_exit: Option<Instant> = None;
     loop {
-        let (job, cancel_rx) = queue.next().await;
+        let idle = match worker.as_mut() {
+            Some(w) => tokio::select! {
+                (job, cancel_rx) = queue.next() => Idle::Job(job, cancel_rx),
+                status = w.child.wait() => Idle::WorkerExited(status.ok()),
+            },
+            None => {
+                let (job, cancel_rx) = queue.next().await;
+                Idle::Job(job, cancel_rx)
+            }
+        };
+        let (job, cancel_rx) = match idle {
+            Idle::Job(job, cancel_rx) => (job, cancel_rx),
+            Idle::WorkerExited(status) => {
+                // Reaped already by the wait. Replaced now, so that the next job does not
+                // fail on a dead worker; but not over and over for one that keeps dying.
+                worker = None;
+                let again = last_idle_exit.is_some_and(|t| t.elapsed() < Duration::from_secs(5));
+                last_idle_exit = Some(Instant::now());
+                tracing::warn!(%device, "the idle worker exited ({})", describe_exit(status));
+                if !again {
+                    worker = spawn_logged(&cmd, &device).await;
+                }
+                continue;
+            }
+        };
         let id = job.id;
         match blocking(&store, move |s| s.mark_running(id, job.repetitions.max(1))).await {
             Ok(true) => publish(&store, &events, id).await,
@@ -178,20 +415,63 @@ pub async fn run_device(
             }
             Err(e) => tracing::error!(job = id, "cannot mark the job running: {e:#}"),
         }
+        if cmd.test_faults
+            && job.kernel == TEST_FAULT_KERNEL
+            && job.params.get("mode").and_then(|m| m.as_str()) == Some("panic_runner")
+        {
+            panic!("test fault: the device's runner panics");
+        }
+        if let Some(w) = worker.as_mut() {
+            if let Ok(Some(status)) = w.child.try_wait() {
+                tracing::warn!(%device, "the idle worker exited ({})", describe_exit(Some(status)));
+                worker = None;
+            }
+        }
+        // A custom kernel is the user's code: it runs in a process of its own, whose CUDA
+        // context, module cache and memory pool no earlier job has used and no later job
+        // will.
+        let custom = job.kernel == custom::KERNEL;
+        if custom && worker.as_ref().is_some_and(|w| w.jobs_run > 0) {
+            if let Some(w) = worker.take() {
+                w.kill().await;
+            }
+        }
         if worker.is_none() {
             worker = spawn_logged(&cmd, &device).await;
         }
-        let ended = match worker.as_mut() {
-            None => Ended::failed(
-                format!("the worker process for {device} could not start"),
-                false,
-            ),
-            Some(w) => run_one(w, &job, cancel_rx, &store, &events).await,
-        };
-        if ended.worker_lost {
+        let mut cancel_rx = cancel_rx;
+        let mut tries = 0;
+        let ended = loop {
+            let ended = match worker.as_mut() {
+                None => Ended::failed(
+                    format!("the worker process for {device} could not start"),
+                    false,
+                ),
+                Some(w) => {
+                    let ended = run_one(w, &job, &mut cancel_rx, &store, &events).await;
+                    w.log_output(&device, id);
+                    ended
+                }
+            };
+            tries += 1;
+            if !ended.undelivered || tries == 2 {
+                break ended;
+            }
+            // The worker died before it had the job (killed while idle, just now): the job
+            // goes to a new one.
             if let Some(w) = worker.take() {
                 let status = w.kill().await;
-                tracing::warn!(%device, job = id, "worker replaced ({})", describe_exit(status));
+                tracing::warn!(%device, job = id, "the worker died before the job reached it ({})", describe_exit(status));
+            }
+            worker = spawn_logged(&cmd, &device).await;
+        };
+        let retire = ended.worker_lost || custom;
+        if retire {
+            if let Some(w) = worker.take() {
+                let status = w.kill().await;
+                if ended.worker_lost {
+                    tracing::warn!(%device, job = id, "worker replaced ({})", describe_exit(status));
+                }
             }
         }
         let Ended {
@@ -200,7 +480,8 @@ pub async fn run_device(
             error,
             artifact,
             cancelled_by,
-            worker_lost,
+            worker_lost: _,
+            undelivered: _,
         } = ended;
         let stored = blocking(&store, move |s| {
             s.finish(
@@ -225,7 +506,7 @@ pub async fn run_device(
             Ok(None) => {}
             Err(e) => tracing::error!(job = id, "cannot store the end of the job: {e:#}"),
         }
-        if worker_lost {
+        if retire {
             // Start the replacement now, so that the next job finds a warm worker.
             worker = spawn_logged(&cmd, &device).await;
         }
@@ -246,51 +527,55 @@ async fn spawn_logged(cmd: &WorkerCommand, device: &str) -> Option<WorkerProcess
 async fn run_one(
     worker: &mut WorkerProcess,
     job: &QueuedJob,
-    mut cancel_rx: tokio::sync::oneshot::Receiver<super::queue::CancelRequest>,
+    cancel_rx: &mut tokio::sync::oneshot::Receiver<super::queue::CancelRequest>,
     store: &JobStore,
     events: &broadcast::Sender<Job>,
 ) -> Ended {
+    let nonce: u64 = rand::random();
     let request = Request::Run {
         job_id: job.id,
+        nonce,
         kernel: job.kernel.clone(),
         params: job.params.clone(),
         repetitions: job.repetitions,
     };
+    worker.jobs_run += 1;
     if let Err(e) = worker.send(&request).await {
-        return Ended::failed(
-            format!("the worker process crashed before the job: {e}"),
-            true,
-        );
+        return Ended::undelivered(format!(
+            "the worker process died before the job reached it ({e})"
+        ));
     }
+    let mut started = false;
     let deadline = tokio::time::sleep(Duration::from_secs_f64(job.timeout_s));
     tokio::pin!(deadline);
     loop {
         tokio::select! {
             event = worker.next_event() => match event {
-                Ok(Some(Event::Progress { job_id, done, total })) if job_id == job.id => {
+                Ok(Some(event)) if event.job() != Some((job.id, nonce)) => {
+                    let error = match event.job() {
+                        Some(_) => "the worker sent an event with a wrong job or nonce, so \
+                                    nothing it says can be trusted; the job failed and the \
+                                    worker was replaced".to_owned(),
+                        None => format!("the worker answered out of turn ({event:?}); it was replaced"),
+                    };
+                    return Ended::failed(error, true);
+                }
+                Ok(Some(Event::Started { .. })) => started = true,
+                Ok(Some(Event::Progress { job_id, done, total, .. })) => {
                     let progress = Progress { done, total };
                     match blocking(store, move |s| s.set_progress(job_id, progress)).await {
                         Ok(()) => publish(store, events, job_id).await,
                         Err(e) => tracing::warn!(job = job_id, "cannot store progress: {e:#}"),
                     }
                 }
-                Ok(Some(Event::Finished { job_id, result, artifact })) if job_id == job.id => {
+                Ok(Some(Event::Finished { result, artifact, .. })) => {
                     let artifact = match artifact.map(Artifact::try_from).transpose() {
                         Ok(a) => a,
                         Err(e) => return Ended::failed(format!("the worker sent a broken artifact: {e}"), true),
                     };
-                    let v = &result.verification;
-                    let (status, error) = if v.passed {
-                        (JobStatus::Succeeded, None)
-                    } else {
-                        (JobStatus::Failed, Some(format!(
-                            "verification failed: max relative error {:.3e} exceeds the tolerance {:.3e} ({})",
-                            v.max_rel_error, v.tolerance, v.method
-                        )))
-                    };
-                    return Ended { status, result: Some(result), error, artifact, worker_lost: false, cancelled_by: None };
+                    return finished(result, artifact);
                 }
-                Ok(Some(Event::Failed { job_id, error, fatal })) if job_id == job.id => {
+                Ok(Some(Event::Failed { error, fatal, .. })) => {
                     // A fault leaves the worker's CUDA context unusable: it exits, and the
                     // next job gets a fresh one.
                     let error = if fatal {
@@ -300,16 +585,19 @@ async fn run_one(
                     };
                     return Ended::failed(error, fatal);
                 }
-                Ok(Some(other)) => {
-                    return Ended::failed(format!("the worker answered out of turn: {other:?}"), true);
+                Ok(Some(Event::Ready { .. })) => {
+                    return Ended::failed("the worker said it was ready in the middle of a job; it was replaced".into(), true);
                 }
                 Ok(None) => {
-                    // The worker closed stdout: it exited in the middle of the job.
+                    // The worker closed the channel: it exited in the middle of the job.
                     let status = tokio::time::timeout(Duration::from_secs(5), worker.child.wait()).await;
                     let how = describe_exit(status.ok().and_then(Result::ok));
+                    if !started {
+                        return Ended::undelivered(format!("the worker process died before the job reached it ({how})"));
+                    }
                     return Ended::failed(format!("the worker process crashed while running this job ({how}); it was replaced"), true);
                 }
-                Err(e) => return Ended::failed(format!("lost contact with the worker: {e:#}"), true),
+                Err(e) => return Ended::failed(format!("the worker broke the protocol ({e}); the job failed and the worker was replaced"), true),
             },
             () = &mut deadline => {
                 return Ended {
@@ -318,20 +606,47 @@ async fn run_one(
                     error: Some(format!("the job ran past its timeout of {} s; its worker was killed and replaced", job.timeout_s)),
                     artifact: None,
                     worker_lost: true,
+                    undelivered: false,
                     cancelled_by: None,
                 };
             }
-            request = &mut cancel_rx => {
+            request = &mut *cancel_rx => {
                 return Ended {
                     status: JobStatus::Cancelled,
                     result: None,
                     error: Some("cancelled while running; its worker was killed and replaced".into()),
                     artifact: None,
                     worker_lost: true,
+                    undelivered: false,
                     cancelled_by: request.ok(),
                 };
             }
         }
+    }
+}
+
+/// How a job whose worker ran it to the end ended: its verification decides.
+fn finished(result: JobResult, artifact: Option<Artifact>) -> Ended {
+    let v = &result.verification;
+    let (status, error) = if v.passed {
+        (JobStatus::Succeeded, None)
+    } else {
+        (
+            JobStatus::Failed,
+            Some(format!(
+                "verification failed: max relative error {:.3e} exceeds the tolerance {:.3e} ({})",
+                v.max_rel_error, v.tolerance, v.method
+            )),
+        )
+    };
+    Ended {
+        status,
+        result: Some(result),
+        error,
+        artifact,
+        worker_lost: false,
+        undelivered: false,
+        cancelled_by: None,
     }
 }
 
@@ -358,4 +673,44 @@ pub async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(move || f(&store))
         .await
         .context("store task panicked")?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hole2_worker_output_keeps_only_its_last_64_kib() {
+        let mut tail = OutputTail::default();
+        // 100 MiB without a newline, as a kernel's printf could write it.
+        let chunk = vec![b'x'; 8192];
+        for _ in 0..(100 << 20) / chunk.len() {
+            tail.push(&chunk);
+        }
+        tail.push(b"end");
+        assert_eq!(tail.kept.len(), OUTPUT_TAIL_BYTES);
+        assert!(tail.kept.capacity() <= 2 * OUTPUT_TAIL_BYTES + chunk.len());
+        let (text, dropped) = tail.take();
+        assert!(text.ends_with("xend"), "the newest bytes are kept");
+        assert_eq!(dropped, (100 << 20) + 3 - OUTPUT_TAIL_BYTES as u64);
+        tail.push(&vec![b'y'; 3 * OUTPUT_TAIL_BYTES]);
+        assert_eq!(tail.take().0.len(), OUTPUT_TAIL_BYTES, "one huge write too");
+        assert_eq!(tail.take(), (String::new(), 0));
+    }
+
+    #[tokio::test]
+    async fn hole2_stdout_is_drained_to_its_end_without_growing() {
+        let (mut writer, reader) = tokio::io::duplex(64 * 1024);
+        let tail = Arc::new(Mutex::new(OutputTail::default()));
+        let draining = tokio::spawn(drain(reader, tail.clone()));
+        let chunk = vec![b'z'; 1 << 20];
+        for _ in 0..20 {
+            writer.write_all(&chunk).await.unwrap();
+        }
+        drop(writer);
+        draining.await.unwrap();
+        let (text, dropped) = tail.lock().unwrap().take();
+        assert_eq!(text.len(), OUTPUT_TAIL_BYTES);
+        assert_eq!(dropped, (20 << 20) - OUTPUT_TAIL_BYTES as u64);
+    }
 }

@@ -7,7 +7,9 @@
 
 pub mod protocol;
 
-use std::io::{BufRead, Write};
+use std::io::Write;
+use std::os::fd::FromRawFd;
+use std::os::unix::net::UnixStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
@@ -94,39 +96,42 @@ fn open_gpu(ordinal: usize) -> Result<Gpu, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Runs the worker loop on stdin and stdout until stdin closes. `server_pid` is the process
-/// that started this worker: the worker dies with it.
+/// Runs the worker loop on the channel (fd 3) until the server closes it. `server_pid` is
+/// the process that started this worker: the worker dies with it.
 pub fn run(device: &str, server_pid: u32, test_faults: bool) -> anyhow::Result<()> {
     die_with_server(server_pid);
+    let channel = take_channel()?;
     let mut owned = Device::open(device)?;
     if let Device::Cuda(Err(reason)) = &owned {
         tracing::warn!(%device, "the GPU cannot be used: {reason}");
     }
-    let stdout = std::io::stdout();
     let emit = |event: &Event| {
-        let mut out = stdout.lock();
-        // A closed stdout means the server is gone; the next read of stdin ends the loop.
-        let _ = serde_json::to_writer(&mut out, event);
-        let _ = out.write_all(b"\n");
-        let _ = out.flush();
+        // A closed channel means the server is gone; the next read ends the loop.
+        let _ = (&channel).write_all(&protocol::encode(event));
     };
     emit(&Event::Ready {
         device: device.to_string(),
     });
-    for line in std::io::stdin().lock().lines() {
-        let line = line?;
-        let request: Request = match serde_json::from_str(&line) {
-            Ok(r) => r,
-            Err(e) => anyhow::bail!("bad request from the server: {e}: {line}"),
-        };
+    while let Some(request) = protocol::read_blocking::<Request>(&mut &channel)
+        .map_err(|e| anyhow::anyhow!("bad request from the server: {e}"))?
+    {
         let Request::Run {
             job_id,
+            nonce,
             kernel,
             params,
             repetitions,
         } = request;
+        emit(&Event::Started { job_id, nonce });
         if test_faults && kernel == TEST_FAULT_KERNEL {
-            inject_fault(&params);
+            let error = inject_fault(&params, &channel, job_id, nonce);
+            emit(&Event::Failed {
+                job_id,
+                nonce,
+                error,
+                fatal: false,
+            });
+            continue;
         }
         let mut last = Instant::now();
         let progress = |done: u32, total: u32| {
@@ -134,6 +139,7 @@ pub fn run(device: &str, server_pid: u32, test_faults: bool) -> anyhow::Result<(
                 last = Instant::now();
                 emit(&Event::Progress {
                     job_id,
+                    nonce,
                     done,
                     total,
                 });
@@ -152,12 +158,14 @@ pub fn run(device: &str, server_pid: u32, test_faults: bool) -> anyhow::Result<(
         match outcome {
             Ok(outcome) => emit(&Event::Finished {
                 job_id,
+                nonce,
                 artifact: outcome.artifact.as_ref().map(WireArtifact::from),
                 result: outcome.result,
             }),
             Err(error) => {
                 emit(&Event::Failed {
                     job_id,
+                    nonce,
                     error: error.message,
                     fatal: error.fatal,
                 });
@@ -169,6 +177,29 @@ pub fn run(device: &str, server_pid: u32, test_faults: bool) -> anyhow::Result<(
         }
     }
     Ok(())
+}
+
+/// The channel to the server, which starts every worker with it as fd 3.
+fn take_channel() -> anyhow::Result<UnixStream> {
+    // SAFETY: fstat writes into the zeroed struct we own; a bad descriptor is an error.
+    let is_socket = unsafe {
+        let mut stat: libc::stat = std::mem::zeroed();
+        libc::fstat(protocol::CHANNEL_FD, &mut stat) == 0
+            && stat.st_mode & libc::S_IFMT == libc::S_IFSOCK
+    };
+    anyhow::ensure!(
+        is_socket,
+        "file descriptor {} is not the server's channel: workers are started by `gpulab serve`, \
+         not by hand",
+        protocol::CHANNEL_FD
+    );
+    // SAFETY: fd 3 is an open socket (checked above) that nothing else in this process
+    // owns; the server passed it for this worker alone. FD_CLOEXEC keeps it from any
+    // process the worker might start.
+    unsafe {
+        libc::fcntl(protocol::CHANNEL_FD, libc::F_SETFD, libc::FD_CLOEXEC);
+        Ok(UnixStream::from_raw_fd(protocol::CHANNEL_FD))
+    }
 }
 
 /// Runs one job on this process's device: warm-up, timed repetitions and verification. A
@@ -262,14 +293,58 @@ fn die_with_server(server_pid: u32) {
     }
 }
 
-/// Does what the test asked for; never returns for `hang` and `crash`.
-fn inject_fault(params: &Params) {
-    match params.get("mode").and_then(|m| m.as_str()) {
-        Some("hang") => loop {
+/// Does what the test asked for and returns the job's error; never returns for `hang` and
+/// `crash`. The other modes act as a hostile kernel or a broken worker would.
+fn inject_fault(params: &Params, channel: &UnixStream, job_id: i64, nonce: u64) -> String {
+    let mode = params.get("mode").and_then(|m| m.as_str()).unwrap_or("");
+    match mode {
+        "hang" => loop {
             std::thread::sleep(Duration::from_secs(3600));
         },
-        Some("crash") => std::process::abort(),
-        _ => {}
+        "crash" => std::process::abort(),
+        "stdout_flood" => {
+            // What a kernel's printf can do: a `finished` event as the old protocol wrote
+            // it, for this very job, then 100 MiB without a newline.
+            let forged = serde_json::json!({
+                "type": "finished", "job_id": job_id, "nonce": nonce, "artifact": null,
+                "result": {
+                    "timing": {"repetitions": 1, "min_ms": 1.0, "median_ms": 1.0, "max_ms": 1.0},
+                    "throughput": {"value": 1.0, "unit": "GB/s"},
+                    "verification": {"passed": true, "max_abs_error": 0.0,
+                                     "max_rel_error": 0.0, "tolerance": 0.0, "method": "forged"},
+                    "output": {"forged": true}, "has_artifact": false,
+                },
+            });
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{forged}");
+            let _ = out.write_all(&protocol::encode(
+                &serde_json::from_value::<Event>(forged).ok(),
+            ));
+            let chunk = vec![b'x'; 1 << 20];
+            for _ in 0..100 {
+                let _ = out.write_all(&chunk);
+            }
+            let _ = out.flush();
+            "test fault: wrote a forged `finished` event and 100 MiB without a newline to \
+             stdout"
+                .into()
+        }
+        "bad_nonce" => {
+            let _ = (&*channel).write_all(&protocol::encode(&Event::Progress {
+                job_id,
+                nonce: nonce.wrapping_add(1),
+                done: 0,
+                total: 1,
+            }));
+            "test fault: sent an event with a wrong nonce".into()
+        }
+        "oversized_frame" => {
+            let len = (protocol::MAX_FRAME_BYTES as u32 + 1).to_be_bytes();
+            let _ = (&*channel).write_all(&len);
+            let _ = (&*channel).write_all(&[b'{'; 4096]);
+            "test fault: sent a frame over the limit".into()
+        }
+        other => format!("test fault: mode `{other}` does nothing in the worker"),
     }
 }
 
@@ -289,13 +364,18 @@ mod tests {
     fn protocol_lines_round_trip() {
         let req = Request::Run {
             job_id: 7,
+            nonce: 99,
             kernel: "saxpy".into(),
             params: Params::new(),
             repetitions: 3,
         };
-        let line = serde_json::to_string(&req).unwrap();
+        let frame = protocol::encode(&req);
+        let line = std::str::from_utf8(&frame[4..]).unwrap();
         assert!(line.contains(r#""type":"run""#), "{line}");
-        assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), req);
+        assert_eq!(
+            protocol::read_blocking::<Request>(&mut &frame[..]).unwrap(),
+            Some(req)
+        );
         let art = kernels::Artifact {
             content_type: "image/png".into(),
             bytes: vec![0, 255, 7],

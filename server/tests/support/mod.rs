@@ -173,6 +173,11 @@ impl TestApp {
         false
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the server with SIGKILL (no chance to clean up) and hands back its data.
     pub fn kill_9(&mut self) -> tempfile::TempDir {
         self.child.kill().unwrap();

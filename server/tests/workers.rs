@@ -1,0 +1,269 @@
+//! The worker processes as the server supervises them: what a hostile job can do to the
+//! protocol (hole 2), what a worker inherits (hole 3), and that dead workers and runners
+//! are replaced and reaped (liveness). CPU jobs only: the `_test_fault` kernel plays the
+//! hostile kernel.
+
+mod support;
+
+use std::time::Duration;
+
+use gpulab_shared::JobStatus;
+use serde_json::json;
+use support::{spawn_app, spawn_app_with, AppOptions, TestApp};
+
+/// A process's parent and state (`S`, `R`, `Z`…), from /proc/PID/stat; `None` once gone.
+fn parent_and_state(pid: u32) -> Option<(u32, char)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold anything: read after the last one.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ');
+    let state = fields.next()?.chars().next()?;
+    let parent = fields.next()?.parse().ok()?;
+    Some((parent, state))
+}
+
+/// The server's child processes with their states.
+fn children(server: u32) -> Vec<(u32, char)> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let (parent, state) = parent_and_state(pid)?;
+            (parent == server).then_some((pid, state))
+        })
+        .collect()
+}
+
+/// The pid of the server's one live worker, waiting up to 10 s for it to be there.
+async fn worker_pid(app: &TestApp) -> u32 {
+    for _ in 0..1000 {
+        let live: Vec<u32> = children(app.pid())
+            .into_iter()
+            .filter(|(_, state)| *state != 'Z')
+            .map(|(pid, _)| pid)
+            .collect();
+        if let [pid] = live[..] {
+            return pid;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the server has no single worker: {:?}", children(app.pid()));
+}
+
+/// Waits up to 5 s for the server to have reaped every child that ended.
+async fn assert_no_zombies(app: &TestApp) {
+    for _ in 0..500 {
+        if children(app.pid()).iter().all(|(_, state)| *state != 'Z') {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "the server left <defunct> children: {:?}",
+        children(app.pid())
+    );
+}
+
+fn kill_9(pid: u32) {
+    // SAFETY: kill(2) on a process id; it touches no memory of ours.
+    let done = unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    assert_eq!(done, 0, "kill -9 {pid}");
+}
+
+/// Peak resident memory of a process in KiB (VmHWM).
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+async fn vector_add_succeeds(app: &TestApp) {
+    let job = app
+        .submit(json!({"kernel": "vector_add", "device": "cpu", "params": {"n": 1000}}))
+        .await;
+    let ended = app.wait_finished(job.id).await;
+    assert_eq!(ended.status, JobStatus::Succeeded, "{:?}", ended.error);
+}
+
+async fn fault(app: &TestApp, mode: &str) -> gpulab_shared::Job {
+    let job = app
+        .submit(json!({"kernel": "_test_fault", "device": "cpu", "params": {"mode": mode}}))
+        .await;
+    app.wait_finished(job.id).await
+}
+
+#[tokio::test]
+async fn hole2_a_forged_finished_event_and_endless_stdout_are_only_output() {
+    let app = spawn_app().await;
+    let worker = worker_pid(&app).await;
+    vector_add_succeeds(&app).await;
+    let before = peak_rss_kib(app.pid());
+    let ended = fault(&app, "stdout_flood").await;
+    // The forged `finished` (a success) was printed first; the job's real answer is the
+    // failure the worker sent on its channel.
+    assert_eq!(ended.status, JobStatus::Failed, "{ended:?}");
+    assert!(ended.result.is_none(), "{ended:?}");
+    let error = ended.error.unwrap();
+    assert!(error.contains("wrote a forged"), "{error}");
+    let grown_mib = (peak_rss_kib(app.pid()) - before) / 1024;
+    assert!(
+        grown_mib < 32,
+        "100 MiB printed without a newline grew the server by {grown_mib} MiB"
+    );
+    // Nothing it printed is left to fail the next job, and printing costs no worker.
+    vector_add_succeeds(&app).await;
+    assert_eq!(worker_pid(&app).await, worker);
+}
+
+#[tokio::test]
+async fn hole2_an_event_with_a_wrong_nonce_fails_the_job_and_replaces_the_worker() {
+    let app = spawn_app().await;
+    let worker = worker_pid(&app).await;
+    let ended = fault(&app, "bad_nonce").await;
+    assert_eq!(ended.status, JobStatus::Failed);
+    let error = ended.error.unwrap();
+    assert!(
+        error.contains("wrong job or nonce") && error.contains("replaced"),
+        "{error}"
+    );
+    vector_add_succeeds(&app).await;
+    assert_ne!(worker_pid(&app).await, worker, "the worker was replaced");
+    assert_no_zombies(&app).await;
+}
+
+#[tokio::test]
+async fn hole2_a_frame_over_the_cap_fails_the_job_and_replaces_the_worker() {
+    let app = spawn_app().await;
+    let worker = worker_pid(&app).await;
+    let before = peak_rss_kib(app.pid());
+    let ended = fault(&app, "oversized_frame").await;
+    assert_eq!(ended.status, JobStatus::Failed);
+    let error = ended.error.unwrap();
+    assert!(
+        error.contains("longer than the limit") && error.contains("replaced"),
+        "{error}"
+    );
+    assert!((peak_rss_kib(app.pid()) - before) / 1024 < 32);
+    vector_add_succeeds(&app).await;
+    assert_ne!(worker_pid(&app).await, worker, "the worker was replaced");
+}
+
+#[tokio::test]
+async fn hole3_a_worker_gets_no_token_no_core_dumps_and_not_the_data_dir() {
+    let app = spawn_app_with(AppOptions {
+        token: Some("s3cret-token-for-the-worker-test".into()),
+        test_faults: true,
+        ..Default::default()
+    })
+    .await;
+    let worker = worker_pid(&app).await;
+    let environ = std::fs::read(format!("/proc/{worker}/environ")).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(!environ.contains("GPULAB_TOKEN"), "{environ}");
+    assert!(!environ.contains("s3cret"), "{environ}");
+    let server_env = std::fs::read(format!("/proc/{}/environ", app.pid())).unwrap();
+    assert!(
+        String::from_utf8_lossy(&server_env).contains("GPULAB_TOKEN"),
+        "the test gives the server a token to keep from its workers"
+    );
+
+    let limits = std::fs::read_to_string(format!("/proc/{worker}/limits")).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    let numbers: Vec<&str> = core.split_whitespace().skip(4).take(2).collect();
+    assert_eq!(numbers, ["0", "0"], "{core}");
+
+    let cwd = std::fs::read_link(format!("/proc/{worker}/cwd")).unwrap();
+    assert_eq!(cwd, std::path::Path::new("/"));
+
+    // The protocol is on fd 3, a socket; stdout and stderr are something else.
+    let fd = |n: u32| std::fs::read_link(format!("/proc/{worker}/fd/{n}")).unwrap();
+    assert!(
+        fd(3).to_string_lossy().starts_with("socket:"),
+        "{:?}",
+        fd(3)
+    );
+    assert_ne!(fd(1), fd(3));
+    assert_ne!(fd(2), fd(3));
+}
+
+#[tokio::test]
+async fn liveness_an_idle_worker_killed_with_sigkill_is_replaced_before_the_next_job() {
+    let app = spawn_app().await;
+    let worker = worker_pid(&app).await;
+    kill_9(worker);
+    // The next job comes at once: it must not be sent to the dead worker.
+    vector_add_succeeds(&app).await;
+    let replacement = worker_pid(&app).await;
+    assert_ne!(replacement, worker);
+    // And again, with the job already waiting when the worker dies.
+    kill_9(replacement);
+    vector_add_succeeds(&app).await;
+    assert_no_zombies(&app).await;
+}
+
+#[tokio::test]
+async fn liveness_a_panicking_runner_fails_its_job_and_is_restarted() {
+    let app = spawn_app().await;
+    let ended = fault(&app, "panic_runner").await;
+    assert_eq!(ended.status, JobStatus::Failed);
+    let error = ended.error.unwrap();
+    assert!(
+        error.contains("runner") && error.contains("restarted"),
+        "{error}"
+    );
+    vector_add_succeeds(&app).await;
+    vector_add_succeeds(&app).await;
+    assert_no_zombies(&app).await;
+}
+
+#[tokio::test]
+async fn liveness_no_zombies_after_crashes_timeouts_cancels_and_kills() {
+    let app = spawn_app().await;
+    let crash = fault(&app, "crash").await;
+    assert_eq!(crash.status, JobStatus::Failed);
+    let hang = app
+        .submit(json!({"kernel": "_test_fault", "device": "cpu",
+                       "params": {"mode": "hang"}, "timeout_s": 1}))
+        .await;
+    assert_eq!(app.wait_finished(hang.id).await.status, JobStatus::TimedOut);
+    let hang = app
+        .submit(json!({"kernel": "_test_fault", "device": "cpu", "params": {"mode": "hang"}}))
+        .await;
+    app.wait_status(hang.id, JobStatus::Running).await;
+    let resp = app.delete(&format!("/api/jobs/{}", hang.id)).await;
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
+    // An idle worker that dies is reaped at once, not when the next job comes.
+    kill_9(worker_pid(&app).await);
+    assert_no_zombies(&app).await;
+    vector_add_succeeds(&app).await;
+    assert_no_zombies(&app).await;
+    assert_eq!(
+        children(app.pid()).len(),
+        1,
+        "one worker, nothing else: {:?}",
+        children(app.pid())
+    );
+}
+
+#[test]
+fn hole2_a_worker_started_by_hand_without_its_channel_says_so() {
+    let out = std::process::Command::new(support::gpulab_exe())
+        .args(["worker", "--device", "cpu", "--server-pid"])
+        .arg(std::process::id().to_string())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("file descriptor 3 is not the server's channel"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "nothing on stdout: {:?}", out.stdout);
+}
