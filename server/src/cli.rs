@@ -235,6 +235,11 @@ impl ServeArgs {
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = args.job_settings()?;
     let token = args.resolve_token()?;
+    anyhow::ensure!(
+        !matches!(token, TokenSource::None) || args.protect_reads != Some(true),
+        "--protect-reads needs a token to protect the reads with: give one (GPULAB_TOKEN or \
+         --token-file), or leave --protect-reads out"
+    );
     if args.token.is_some() && std::env::var_os("GPULAB_TOKEN").is_none() {
         tracing::warn!(
             "the token was given on the command line, where `ps` shows it to every user of \

@@ -153,12 +153,11 @@ fn ui_page(dir: &std::path::Path) -> axum::routing::MethodRouter {
     let index = ServeFile::new(dir.join("index.html"));
     axum::routing::get(move |req: Request| async move {
         if security::names_a_file(req.uri().path()) {
-            return (
+            return problem_response(
                 StatusCode::NOT_FOUND,
-                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                format!("{} is not a file of the gpulab UI\n", req.uri().path()),
-            )
-                .into_response();
+                format!("{} is not a file of the gpulab UI", req.uri().path()),
+                None,
+            );
         }
         match tower::ServiceExt::oneshot(index, req).await {
             Ok(response) => response.into_response(),

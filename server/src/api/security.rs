@@ -287,7 +287,7 @@ pub async fn add_headers(
     if !h.contains_key(header::CACHE_CONTROL) {
         let rule = if path.starts_with("/api/") || path == "/metrics" {
             "no-store"
-        } else if ok && is_hashed_asset(&path) {
+        } else if ok && names_a_file(&path) && is_hashed_asset(&path) {
             "public, max-age=31536000, immutable"
         } else {
             "no-cache"
