@@ -56,6 +56,7 @@ async fn jobs_with(app: &TestApp, status: &str) -> Vec<Job> {
 async fn clients_that_reset_mid_submission_leave_no_job_queued_for_good() {
     let app = spawn_app_with(AppOptions {
         queue_capacity: Some(64),
+        test_faults: true,
         ..Default::default()
     })
     .await;
