@@ -61,8 +61,9 @@ async fn clients_that_reset_mid_submission_leave_no_job_queued_for_good() {
     })
     .await;
     let addr = app.base.trim_start_matches("http://").to_owned();
-    let body = json!({"kernel": "vector_add", "device": "cpu", "params": {"n": 1000}, "repetitions": 1})
-        .to_string();
+    let body =
+        json!({"kernel": "vector_add", "device": "cpu", "params": {"n": 1000}, "repetitions": 1})
+            .to_string();
     // 400 clients from 8 threads, each resetting after 0 to 3 ms: the reset reaches the
     // server at every step of the submission, the stored job and the queue's place among them.
     tokio::task::spawn_blocking(move || {
@@ -85,11 +86,7 @@ async fn clients_that_reset_mid_submission_leave_no_job_queued_for_good() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let stored = loop {
         let all: JobPage = app.get_json("/api/jobs?limit=500").await;
-        let waiting = all
-            .jobs
-            .iter()
-            .filter(|j| !j.status.is_finished())
-            .count();
+        let waiting = all.jobs.iter().filter(|j| !j.status.is_finished()).count();
         if waiting == 0 {
             break all.jobs;
         }

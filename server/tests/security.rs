@@ -100,7 +100,14 @@ async fn a_server_beyond_loopback_makes_up_a_token_for_changes_and_reads() {
     let resp = send(&app, M::POST, "/api/jobs", Some(&auth), None).await;
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     let job: Job = resp.json().await.unwrap();
-    let resp = send(&app, M::DELETE, &format!("/api/jobs/{}", job.id), None, None).await;
+    let resp = send(
+        &app,
+        M::DELETE,
+        &format!("/api/jobs/{}", job.id),
+        None,
+        None,
+    )
+    .await;
     problem(resp, StatusCode::UNAUTHORIZED).await;
 
     // Reads are protected too, by the header or the UI's cookie.
@@ -161,7 +168,14 @@ async fn a_token_file_is_read_and_reads_are_protected_when_asked() {
     use reqwest::Method as M;
     let resp = send(&app, M::POST, "/api/jobs", None, None).await;
     problem(resp, StatusCode::UNAUTHORIZED).await;
-    let resp = send(&app, M::POST, "/api/jobs", Some("Bearer from-the-file"), None).await;
+    let resp = send(
+        &app,
+        M::POST,
+        "/api/jobs",
+        Some("Bearer from-the-file"),
+        None,
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     let _: JobPage = app.get_json("/api/jobs").await;
     drop(app);
@@ -176,11 +190,21 @@ async fn a_token_file_is_read_and_reads_are_protected_when_asked() {
     })
     .await;
     problem(app.get("/api/jobs").await, StatusCode::UNAUTHORIZED).await;
-    let resp = send(&app, M::GET, "/api/jobs", Some("Bearer from-the-file"), None).await;
+    let resp = send(
+        &app,
+        M::GET,
+        "/api/jobs",
+        Some("Bearer from-the-file"),
+        None,
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::OK);
 
     let (status, stderr) = serve_fails(
-        &["--token-file", &dir.path().join("nope").display().to_string()],
+        &[
+            "--token-file",
+            &dir.path().join("nope").display().to_string(),
+        ],
         &[],
     );
     assert!(!status.success());
@@ -237,13 +261,13 @@ async fn the_host_must_be_an_address_localhost_or_an_allowed_name() {
     })
     .await;
     let port = port(&app);
-    for host in ["evil.example", &format!("evil.example:{port}"), "127.0.0.1.evil.example"] {
+    for host in [
+        "evil.example",
+        &format!("evil.example:{port}"),
+        "127.0.0.1.evil.example",
+    ] {
         for path in ["/api/health", "/api/jobs", "/"] {
-            let p = problem(
-                get_with_host(&app, path, host).await,
-                StatusCode::FORBIDDEN,
-            )
-            .await;
+            let p = problem(get_with_host(&app, path, host).await, StatusCode::FORBIDDEN).await;
             assert!(
                 p.detail.contains("--allowed-host") && p.detail.contains("evil.example"),
                 "{}",
@@ -284,7 +308,8 @@ fn script_hash(body: &str) -> String {
 #[tokio::test]
 async fn answers_carry_nosniff_a_csp_with_the_inline_script_and_cache_rules() {
     let dist = tempfile::tempdir().unwrap();
-    let script = "import init from '/app-0123456789abcdef.js'; init('/app-0123456789abcdef_bg.wasm');";
+    let script =
+        "import init from '/app-0123456789abcdef.js'; init('/app-0123456789abcdef_bg.wasm');";
     std::fs::write(
         dist.path().join("index.html"),
         format!(
@@ -352,16 +377,32 @@ async fn answers_carry_nosniff_a_csp_with_the_inline_script_and_cache_rules() {
 #[test]
 fn bad_settings_stop_the_server_at_start_saying_which() {
     for (args, env, expected) in [
-        (&[][..], &[("GPULAB_MAX_TIMEOUT_S", "inf")][..], "--max-timeout-s"),
-        (&[][..], &[("GPULAB_MAX_TIMEOUT_S", "NaN")][..], "--max-timeout-s"),
+        (
+            &[][..],
+            &[("GPULAB_MAX_TIMEOUT_S", "inf")][..],
+            "--max-timeout-s",
+        ),
+        (
+            &[][..],
+            &[("GPULAB_MAX_TIMEOUT_S", "NaN")][..],
+            "--max-timeout-s",
+        ),
         (&["--queue-capacity", "0"][..], &[][..], "--queue-capacity"),
         (
             &["--default-timeout-s", "700", "--max-timeout-s", "600"][..],
             &[][..],
             "--default-timeout-s",
         ),
-        (&["--default-timeout-s", "0.5"][..], &[][..], "--default-timeout-s"),
-        (&["--max-connections", "0"][..], &[][..], "--max-connections"),
+        (
+            &["--default-timeout-s", "0.5"][..],
+            &[][..],
+            "--default-timeout-s",
+        ),
+        (
+            &["--max-connections", "0"][..],
+            &[][..],
+            "--max-connections",
+        ),
         (&["--token", " "][..], &[][..], "the token is empty"),
         (&["--token", "a b"][..], &[][..], "blanks"),
         (&["--protect-reads"][..], &[][..], "--protect-reads"),
@@ -390,7 +431,11 @@ async fn a_job_timeout_must_be_from_one_second_to_the_servers_limit() {
         )
         .await;
         assert_eq!(p.field.as_deref(), Some("timeout_s"), "{timeout}");
-        assert!(p.detail.contains("from 1 to 600"), "{timeout}: {}", p.detail);
+        assert!(
+            p.detail.contains("from 1 to 600"),
+            "{timeout}: {}",
+            p.detail
+        );
     }
     let job = app
         .submit(json!({"kernel": "vector_add", "device": "cpu", "timeout_s": 1}))
