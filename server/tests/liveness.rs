@@ -275,3 +275,32 @@ async fn as_pid_1_the_server_runs_jobs_stops_on_sigterm_and_takes_its_workers_on
     app.kill_9();
     assert_no_survivors(&workers).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_the_server_after_its_grace_even_with_a_request_left_open() {
+    let mut app = spawn_app_with(AppOptions {
+        capture_log: true,
+        ..Default::default()
+    })
+    .await;
+    // A client that promised a body and sends half of it: its request stays open.
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut stalled = TcpStream::connect(&addr).unwrap();
+    write!(
+        stalled,
+        "POST /api/jobs HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: 100\r\n\r\n{{\"kernel\": "
+    )
+    .unwrap();
+    let _: JobPage = app.get_json("/api/jobs").await;
+    let start = Instant::now();
+    let status = tokio::task::block_in_place(|| app.terminate(Duration::from_secs(10)))
+        .expect("the server still runs 10 s after SIGTERM, a request being open");
+    let took = start.elapsed();
+    assert!(status.success(), "{status:?}\n{}", app.log());
+    // It waited for the request, but not for ever.
+    assert!(took >= Duration::from_secs(4), "{took:?}");
+    let log = app.log();
+    assert!(log.contains("requests were still open"), "{log}");
+    drop(stalled);
+}
