@@ -442,3 +442,61 @@ async fn a_job_timeout_must_be_from_one_second_to_the_servers_limit() {
         .await;
     assert_eq!(job.timeout_s, 1.0);
 }
+
+#[tokio::test]
+async fn a_rebuilt_ui_is_served_with_a_policy_that_allows_its_new_inline_script() {
+    let dist = tempfile::tempdir().unwrap();
+    let index = dist.path().join("index.html");
+    let page = |script: &str| format!("<!doctype html><script type=\"module\">{script}</script>");
+    let old = "import init from '/app-0123456789abcdef.js'; init();";
+    std::fs::write(&index, page(old)).unwrap();
+    let app = spawn_app_with(AppOptions {
+        static_dir: Some(dist.path().into()),
+        ..Default::default()
+    })
+    .await;
+    let csp = |resp: &reqwest::Response| {
+        resp.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    let first = app.get("/").await;
+    assert!(csp(&first).contains(&script_hash(old)));
+
+    // `cargo xtask ui` while the server runs: the new page names new assets.
+    let new = "import init from '/app-fedcba9876543210.js'; init(); // a longer build";
+    std::fs::write(&index, page(new)).unwrap();
+    let mut etag = None;
+    for path in ["/", "/index.html", "/jobs/7"] {
+        let resp = app.get(path).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        let policy = csp(&resp);
+        assert!(policy.contains(&script_hash(new)), "{path}: {policy}");
+        assert!(!policy.contains(&script_hash(old)), "{path}: {policy}");
+        etag = Some(resp.headers()["etag"].clone());
+        assert!(resp.text().await.unwrap().contains(new));
+    }
+    // The browser's copy is still good: 304, with no body; after a change it is not.
+    let etag = etag.unwrap();
+    let if_none_match = |etag| {
+        app.client
+            .get(app.url("/"))
+            .header("if-none-match", etag)
+            .send()
+    };
+    let again = if_none_match(etag.clone()).await.unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    assert!(again.bytes().await.unwrap().is_empty());
+    std::fs::write(&index, page(old)).unwrap();
+    let changed = if_none_match(etag.clone()).await.unwrap();
+    assert_eq!(changed.status(), StatusCode::OK);
+    assert_ne!(changed.headers()["etag"], etag);
+    assert!(csp(&changed).contains(&script_hash(old)));
+    let head = app.client.head(app.url("/")).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    assert!(head.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+}

@@ -223,7 +223,14 @@ impl ResponseHeaders {
             .map(|dir| dir.join("index.html"))
             .and_then(|index| std::fs::read_to_string(index).ok())
             .unwrap_or_default();
-        let hashes: String = inline_scripts(&index)
+        ResponseHeaders {
+            csp: Self::csp_for(&index),
+        }
+    }
+
+    /// The policy for the page `index` (the UI's `index.html`).
+    pub fn csp_for(index: &str) -> HeaderValue {
+        let hashes: String = inline_scripts(index)
             .map(|script| {
                 let digest = Sha256::digest(script.as_bytes());
                 format!(
@@ -238,9 +245,7 @@ impl ResponseHeaders {
              connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; \
              frame-ancestors 'none'"
         );
-        ResponseHeaders {
-            csp: HeaderValue::try_from(csp).expect("the policy is ASCII"),
-        }
+        HeaderValue::try_from(csp).expect("the policy is ASCII")
     }
 }
 
@@ -283,7 +288,10 @@ pub async fn add_headers(
         HeaderValue::from_static("same-origin"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::CONTENT_SECURITY_POLICY, headers.csp.clone());
+    // The UI's page sets the policy of its own version ([`super::ui`]).
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(header::CONTENT_SECURITY_POLICY, headers.csp.clone());
+    }
     if !h.contains_key(header::CACHE_CONTROL) {
         let rule = if path.starts_with("/api/") || path == "/metrics" {
             "no-store"
