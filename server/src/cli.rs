@@ -240,6 +240,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "--protect-reads needs a token to protect the reads with: give one (GPULAB_TOKEN or \
          --token-file), or leave --protect-reads out"
     );
+    let allowed_hosts =
+        api::security::AllowedHosts::new(&args.allowed_hosts).map_err(anyhow::Error::msg)?;
     if args.token.is_some() && std::env::var_os("GPULAB_TOKEN").is_none() {
         tracing::warn!(
             "the token was given on the command line, where `ps` shows it to every user of \
@@ -276,7 +278,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let access = api::security::Access {
         token: secret.map(api::security::Token::new),
         protect_reads: secret.is_some() && args.protect_reads.unwrap_or(beyond_loopback),
-        allowed_hosts: api::security::AllowedHosts::new(&args.allowed_hosts),
+        allowed_hosts,
     };
     let reads = if access.protect_reads {
         "changes and reads"

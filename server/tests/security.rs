@@ -256,7 +256,7 @@ async fn get_with_host(app: &TestApp, path: &str, host: &str) -> reqwest::Respon
 #[tokio::test]
 async fn the_host_must_be_an_address_localhost_or_an_allowed_name() {
     let app = spawn_app_with(AppOptions {
-        args: vec!["--allowed-host".into(), "gpu.lab".into()],
+        args: vec!["--allowed-host".into(), "gpu.lab:8080".into()],
         ..Default::default()
     })
     .await;
@@ -406,6 +406,11 @@ fn bad_settings_stop_the_server_at_start_saying_which() {
         (&["--token", " "][..], &[][..], "the token is empty"),
         (&["--token", "a b"][..], &[][..], "blanks"),
         (&["--protect-reads"][..], &[][..], "--protect-reads"),
+        (
+            &["--allowed-host", "http://gpu.lab"][..],
+            &[][..],
+            "--allowed-host",
+        ),
     ] {
         let (status, stderr) = serve_fails(args, env);
         assert_eq!(status.code(), Some(1), "{args:?} {env:?}: {stderr}");

@@ -72,16 +72,37 @@ pub struct AllowedHosts {
 }
 
 impl AllowedHosts {
-    /// `names` as given to `--allowed-host`; `*` allows every name.
-    pub fn new(names: &[String]) -> Self {
-        AllowedHosts {
-            any: names.iter().any(|n| n == "*"),
-            names: names
-                .iter()
-                .map(|n| n.trim().trim_end_matches('.').to_ascii_lowercase())
-                .filter(|n| !n.is_empty() && n != "*")
-                .collect(),
+    /// `names` as given to `--allowed-host`; `*` allows every name. A name may carry a port
+    /// (`gpu.lab:8080`), which does not matter; anything but a host name is refused, since
+    /// it could never match and the server would refuse every request made by that name.
+    pub fn new(names: &[String]) -> Result<Self, String> {
+        let mut hosts = AllowedHosts::default();
+        for given in names {
+            let given_name = match given.trim().rsplit_once(':') {
+                Some((name, port))
+                    if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) =>
+                {
+                    name
+                }
+                _ => given.trim(),
+            };
+            let name = given_name.trim_end_matches('.').to_ascii_lowercase();
+            if name == "*" {
+                hosts.any = true;
+            } else if !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            {
+                hosts.names.push(name);
+            } else {
+                return Err(format!(
+                    "--allowed-host takes a host name such as gpu.example.org (or `*`), got \
+                     `{given}`"
+                ));
+            }
         }
+        Ok(hosts)
     }
 
     /// Whether a request whose `Host` header is `host` may be answered. A DNS rebinding
@@ -343,7 +364,8 @@ mod tests {
 
     #[test]
     fn hosts_by_ip_and_localhost_pass_other_names_must_be_listed() {
-        let hosts = AllowedHosts::new(&["gpubox.example.org".into()]);
+        let hosts =
+            AllowedHosts::new(&["gpubox.example.org".into(), "gpu.lab:8080".into()]).unwrap();
         for ok in [
             "127.0.0.1:8080",
             "localhost:8080",
@@ -363,7 +385,14 @@ mod tests {
         ] {
             assert!(!hosts.allows(refused), "{refused}");
         }
-        assert!(AllowedHosts::new(&["*".into()]).allows("anything.example"));
+        assert!(hosts.allows("gpu.lab:9000"), "the port does not matter");
+        assert!(AllowedHosts::new(&["*".into()])
+            .unwrap()
+            .allows("anything.example"));
+        for bad in ["http://gpu.lab", "gpu.lab/ui", "", "a b"] {
+            let e = AllowedHosts::new(&[bad.into()]).unwrap_err();
+            assert!(e.contains("--allowed-host"), "{bad}: {e}");
+        }
     }
 
     #[test]
