@@ -304,3 +304,31 @@ async fn sigterm_stops_the_server_after_its_grace_even_with_a_request_left_open(
     assert!(log.contains("requests were still open"), "{log}");
     drop(stalled);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_connections_cannot_hold_every_place_for_good() {
+    let app = spawn_app_with(AppOptions {
+        args: ["--max-connections", "2", "--idle-timeout-s", "20"]
+            .map(String::from)
+            .to_vec(),
+        ..Default::default()
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    // Two clients connect and say nothing: every place is taken.
+    let silent: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    let start = Instant::now();
+    let resp = reqwest::Client::builder()
+        .timeout(Duration::from_secs(40))
+        .build()
+        .unwrap()
+        .get(app.url("/api/health"))
+        .send()
+        .await
+        .expect("a silent connection is closed after the idle timeout, making room");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_secs(15), "{waited:?}");
+    eprintln!("answered after {waited:?}, when the silent connections were closed");
+    drop(silent);
+}

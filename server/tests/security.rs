@@ -403,6 +403,7 @@ fn bad_settings_stop_the_server_at_start_saying_which() {
             &[][..],
             "--max-connections",
         ),
+        (&["--idle-timeout-s", "5"][..], &[][..], "--idle-timeout-s"),
         (&["--token", " "][..], &[][..], "the token is empty"),
         (&["--token", "a b"][..], &[][..], "blanks"),
         (&["--protect-reads"][..], &[][..], "--protect-reads"),
