@@ -2,7 +2,8 @@
 //! - the end-to-end latency of the smallest job on a warm worker (POST → succeeded),
 //! - `GET /api/devices` requests per second with 32 concurrent connections,
 //! - CPU `saxpy` and `reduce_sum` GB/s beside a plain memory copy (`bandwidth`),
-//! - the server's CPU use while idle, with the telemetry sampler running.
+//! - the server's CPU use while idle, with the telemetry sampler running,
+//! - `GET /index.html` requests per second beside nginx serving the same folder (`wrk`).
 //!
 //! Run it with `cargo xtask bench` (or `cargo bench -p gpulab-server --bench e2e`). It prints
 //! figures; it asserts nothing about speed.
@@ -32,6 +33,7 @@ fn main() {
 
 async fn run() {
     let data = tempfile::tempdir().unwrap();
+    let ui = UiFolder::find_or_make();
     let mut server = Command::new(env!("CARGO_BIN_EXE_gpulab"))
         .args([
             "serve",
@@ -42,6 +44,8 @@ async fn run() {
         ])
         .arg("--data-dir")
         .arg(data.path())
+        .arg("--static-dir")
+        .arg(ui.path())
         .env("GPULAB_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -78,6 +82,7 @@ async fn run() {
     idle_cost(server.id()).await;
     latency(&client, &base).await;
     requests_per_second(&base).await;
+    static_files_beside_nginx(&base, &ui);
     throughput(&client, &base).await;
 
     let _ = server.kill();
@@ -244,4 +249,216 @@ async fn throughput(client: &reqwest::Client, base: &str) {
         );
     }
     println!("  (target: saxpy ≥ 70 % of the copy)");
+}
+
+/// The UI the servers are measured on: the built one (`dist/` of the workspace), or else a
+/// folder with an `index.html` of a realistic size (2 KiB, as trunk writes it).
+struct UiFolder {
+    dist: Option<std::path::PathBuf>,
+    made: Option<tempfile::TempDir>,
+}
+
+impl UiFolder {
+    fn find_or_make() -> Self {
+        let dist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist");
+        if dist.join("index.html").is_file() {
+            return UiFolder {
+                dist: Some(dist),
+                made: None,
+            };
+        }
+        let made = tempfile::tempdir().unwrap();
+        let preload: String = (0..12)
+            .map(|i| {
+                format!(
+                    "<link rel=\"modulepreload\" href=\"/gpulab-frontend-0123456789abcd{i:02x}.js\" \
+                     crossorigin=\"anonymous\" integrity=\"sha384-{}\">\n",
+                    "A".repeat(64)
+                )
+            })
+            .collect();
+        let html = format!(
+            "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <title>gpulab</title>\n{preload}<script type=\"module\">import init, * as bindings \
+             from '/gpulab-frontend-0123456789abcdef.js'; const wasm = await init({{ module_or_path: \
+             '/gpulab-frontend-0123456789abcdef_bg.wasm' }}); window.wasmBindings = bindings;\
+             </script></head><body></body></html>\n"
+        );
+        std::fs::write(made.path().join("index.html"), html).unwrap();
+        UiFolder {
+            dist: None,
+            made: Some(made),
+        }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        match (&self.dist, &self.made) {
+            (Some(dist), _) => dist,
+            (None, Some(made)) => made.path(),
+            (None, None) => unreachable!("a folder is found or made"),
+        }
+    }
+}
+
+/// `wrk -t1 -c32 -d5s` on `/index.html` of gpulab and of nginx serving the same folder; a
+/// note instead where wrk or nginx is missing and cannot be installed.
+fn static_files_beside_nginx(base: &str, ui: &UiFolder) {
+    let size = std::fs::metadata(ui.path().join("index.html"))
+        .unwrap()
+        .len();
+    let which = if ui.dist.is_some() {
+        "the built UI"
+    } else {
+        "no UI built: a 2 KiB stand-in"
+    };
+    println!(
+        "GET /index.html ({:.1} KiB, {which}), wrk -t1 -c{CONNECTIONS} -d{RPS_SECONDS}s, gpulab beside nginx",
+        size as f64 / 1024.0
+    );
+    if !installed("wrk", &["--version"]) {
+        println!("  skipped: wrk is missing (apt-get install wrk)");
+        println!();
+        return;
+    }
+    let gpulab = wrk(&format!("{base}/index.html"));
+    let nginx = match Nginx::start(ui.path()) {
+        Ok(nginx) => wrk(&format!("http://{}/index.html", nginx.addr)),
+        Err(why) => {
+            println!("  gpulab {:>9.0} requests/s", gpulab);
+            println!("  nginx: skipped, {why}");
+            println!();
+            return;
+        }
+    };
+    println!("  gpulab {gpulab:>9.0} requests/s");
+    println!("  nginx  {nginx:>9.0} requests/s");
+    println!("  gpulab / nginx = {:.2}   (target ≥ 0.5)", gpulab / nginx);
+    println!();
+}
+
+/// Whether `program` runs.
+fn installed(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// Requests per second that `wrk` measured on `url`; every answer must have been a success.
+fn wrk(url: &str) -> f64 {
+    let out = Command::new("wrk")
+        .args([
+            "-t1",
+            &format!("-c{CONNECTIONS}"),
+            &format!("-d{RPS_SECONDS}s"),
+            url,
+        ])
+        .output()
+        .expect("run wrk");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "wrk {url}: {text}");
+    assert!(!text.contains("Non-2xx"), "wrk {url}: {text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Requests/sec in wrk's output: {text}"))
+}
+
+/// Debian's nginx serving `root` on a free port of loopback, with a generated minimal
+/// configuration: one worker per core, as gpulab's runtime has, and no access log.
+struct Nginx {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    fn start(root: &std::path::Path) -> Result<Self, String> {
+        let exe = ["/usr/sbin/nginx", "nginx"]
+            .into_iter()
+            .find(|exe| installed(exe, &["-v"]));
+        // SAFETY: geteuid has no preconditions.
+        let root_user = unsafe { libc::geteuid() } == 0;
+        let exe = match exe {
+            Some(exe) => exe,
+            None if root_user => {
+                println!("  (installing nginx: apt-get install -y nginx)");
+                let ok = Command::new("apt-get")
+                    .args(["install", "-y", "-q", "nginx"])
+                    .stdout(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if !ok {
+                    return Err("nginx is missing and apt-get could not install it".into());
+                }
+                "/usr/sbin/nginx"
+            }
+            None => return Err("nginx is missing (apt-get install nginx)".into()),
+        };
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?;
+        let d = dir.path().display();
+        let mime = if std::path::Path::new("/etc/nginx/mime.types").is_file() {
+            "include /etc/nginx/mime.types;"
+        } else {
+            ""
+        };
+        // Run as root, nginx's workers would otherwise be `nobody`, who cannot read a
+        // private temporary folder.
+        let user = if root_user { "user root;" } else { "" };
+        let config = format!(
+            "{user}\ndaemon off;\nworker_processes auto;\npid {d}/nginx.pid;\n\
+             error_log {d}/error.log warn;\nevents {{ worker_connections 1024; }}\n\
+             http {{\n  {mime}\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n\
+             tcp_nodelay on;\n  keepalive_requests 1000000;\n\
+             client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n\
+             scgi_temp_path {d}/scgi;\n\
+             server {{ listen {addr}; root {}; location / {{ try_files $uri /index.html; }} }}\n}}\n",
+            root.display()
+        );
+        let conf = dir.path().join("nginx.conf");
+        std::fs::write(&conf, config).map_err(|e| e.to_string())?;
+        let mut child = Command::new(exe)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start nginx: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+                return Err(format!("nginx exited ({status}): {log}"));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err("nginx did not listen within 10 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Nginx {
+            child,
+            addr,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGQUIT: nginx's graceful stop, which takes its workers along.
+        // SAFETY: kill(2) on our own child's pid; it touches no memory of ours.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGQUIT);
+        }
+        let _ = self.child.wait();
+    }
 }

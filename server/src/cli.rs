@@ -97,6 +97,10 @@ pub struct ServeArgs {
     /// Connections served at once; more wait to be accepted.
     #[arg(long, env = "GPULAB_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+    /// Seconds after which a connection that sent and received nothing is closed (20 or
+    /// more: an open event stream sends something every 15 s).
+    #[arg(long, env = "GPULAB_IDLE_TIMEOUT_S", default_value_t = 60)]
+    pub idle_timeout_s: u64,
     /// Jobs that may wait per device before submissions get 429.
     #[arg(long, env = "GPULAB_QUEUE_CAPACITY", default_value_t = 256)]
     pub queue_capacity: usize,
@@ -246,6 +250,11 @@ impl ServeArgs {
             "--max-connections must be from 1 to 65536, got {}",
             self.max_connections
         );
+        anyhow::ensure!(
+            (20..=86_400).contains(&self.idle_timeout_s),
+            "--idle-timeout-s must be from 20 to 86400 seconds, got {}",
+            self.idle_timeout_s
+        );
         Ok(settings)
     }
 }
@@ -255,6 +264,13 @@ impl ServeArgs {
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = args.job_settings()?;
     let token = args.resolve_token()?;
+    anyhow::ensure!(
+        !matches!(token, TokenSource::None) || args.protect_reads != Some(true),
+        "--protect-reads needs a token to protect the reads with: give one (GPULAB_TOKEN or \
+         --token-file), or leave --protect-reads out"
+    );
+    let allowed_hosts =
+        api::security::AllowedHosts::new(&args.allowed_hosts).map_err(anyhow::Error::msg)?;
     if args.token.is_some() && std::env::var_os("GPULAB_TOKEN").is_none() {
         tracing::warn!(
             "the token was given on the command line, where `ps` shows it to every user of \
@@ -291,7 +307,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let access = api::security::Access {
         token: secret.map(api::security::Token::new),
         protect_reads: secret.is_some() && args.protect_reads.unwrap_or(beyond_loopback),
-        allowed_hosts: api::security::AllowedHosts::new(&args.allowed_hosts),
+        allowed_hosts,
     };
     let reads = if access.protect_reads {
         "changes and reads"
@@ -326,7 +342,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(data_dir = %args.data_dir.display(), static_dir = %args.static_dir.display(), "serving");
     let (stop_tx, stop) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(
-        api::listener::LimitedListener::new(listener, args.max_connections),
+        api::listener::LimitedListener::new(
+            listener,
+            args.max_connections,
+            std::time::Duration::from_secs(args.idle_timeout_s),
+        ),
         app,
     )
     .with_graceful_shutdown(async move {

@@ -1,10 +1,12 @@
-//! The server's TCP listener: `TCP_NODELAY` on every connection, and at most a fixed number
-//! of connections served at once.
+//! The server's TCP listener: `TCP_NODELAY` on every connection, at most a fixed number of
+//! connections served at once, and a connection that has sent and received nothing for a
+//! while closed, so that silent clients cannot hold every place for good.
 //!
 //! Without `TCP_NODELAY`, a response written as headers and then a body (every static file)
 //! waits for the client's delayed ACK of the first segment before the second leaves
 //! (Nagle's algorithm): about 40 ms per keep-alive request instead of a fraction of one.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -15,6 +17,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
 
 /// A listener that serves at most `max` connections at once: the next is accepted only when
 /// one closes, so a flood of connections queues in the kernel's backlog instead of taking
@@ -22,13 +25,17 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub struct LimitedListener {
     inner: TcpListener,
     permits: Arc<Semaphore>,
+    idle_timeout: Duration,
 }
 
 impl LimitedListener {
-    pub fn new(inner: TcpListener, max: usize) -> Self {
+    /// `idle_timeout` must exceed the event stream's keep-alive interval (15 s), which is
+    /// what a quiet open stream sends.
+    pub fn new(inner: TcpListener, max: usize, idle_timeout: Duration) -> Self {
         LimitedListener {
             inner,
             permits: Arc::new(Semaphore::new(max.max(1))),
+            idle_timeout,
         }
     }
 }
@@ -53,6 +60,9 @@ impl axum::serve::Listener for LimitedListener {
                     return (
                         LimitedStream {
                             stream,
+                            idle_timeout: self.idle_timeout,
+                            last_active: Instant::now(),
+                            idle: Box::pin(tokio::time::sleep(self.idle_timeout)),
                             _permit: permit,
                         },
                         addr,
@@ -86,7 +96,30 @@ fn is_connection_error(e: &io::Error) -> bool {
 /// An accepted connection, holding its place among the `max` until it is dropped.
 pub struct LimitedStream {
     stream: TcpStream,
+    idle_timeout: Duration,
+    /// When a byte last went either way.
+    last_active: Instant,
+    /// Fires at the earliest moment the connection may be idle for `idle_timeout`; moved on
+    /// only when it fires, not at every read and write.
+    idle: Pin<Box<Sleep>>,
     _permit: OwnedSemaphorePermit,
+}
+
+impl LimitedStream {
+    /// Whether the connection has been idle for its whole timeout; if not, the timer is
+    /// set to when it could be, and will wake the reader then.
+    fn idle_for_too_long(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            if self.idle.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let deadline = self.last_active + self.idle_timeout;
+            if deadline <= Instant::now() {
+                return true;
+            }
+            self.idle.as_mut().reset(deadline);
+        }
+    }
 }
 
 impl AsyncRead for LimitedStream {
@@ -95,7 +128,20 @@ impl AsyncRead for LimitedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        match Pin::new(&mut self.stream).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    self.last_active = Instant::now();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending if self.idle_for_too_long(cx) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the connection was idle for too long",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -105,7 +151,11 @@ impl AsyncWrite for LimitedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let written = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            self.last_active = Instant::now();
+        }
+        written
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -121,7 +171,11 @@ impl AsyncWrite for LimitedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            self.last_active = Instant::now();
+        }
+        written
     }
 
     fn is_write_vectored(&self) -> bool {

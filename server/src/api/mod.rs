@@ -10,6 +10,7 @@ pub mod listener;
 mod metrics;
 pub mod security;
 mod telemetry;
+mod ui;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
-use tower_http::services::{ServeDir, ServeFile};
+use tower_http::services::ServeDir;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -117,14 +118,23 @@ pub fn app(state: AppState, static_dir: Option<PathBuf>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
     let ui = match static_dir {
-        Some(dir) if dir.join("index.html").is_file() => Router::new()
-            .fallback_service(
-                ServeDir::new(&dir)
-                    .precompressed_br()
-                    .precompressed_gzip()
-                    .fallback(ui_page(&dir)),
-            )
-            .layer(CompressionLayer::new().br(true).gzip(true)),
+        Some(dir) if dir.join("index.html").is_file() => {
+            let index = Arc::new(ui::UiIndex::new(&dir));
+            let page = {
+                let index = index.clone();
+                get(move |headers: axum::http::HeaderMap| async move { index.respond(&headers) })
+            };
+            Router::new()
+                .route("/", page.clone())
+                .route("/index.html", page)
+                .fallback_service(
+                    ServeDir::new(&dir)
+                        .precompressed_br()
+                        .precompressed_gzip()
+                        .fallback(ui_page(index)),
+                )
+                .layer(CompressionLayer::new().br(true).gzip(true))
+        }
         _ => Router::new().fallback(ui_missing),
     };
     Router::new()
@@ -146,24 +156,19 @@ pub fn app(state: AppState, static_dir: Option<PathBuf>) -> Router {
         .layer(middleware::from_fn_with_state(access, security::check_host))
 }
 
-/// What the UI answers for a path that is no file of `dir`: a path that names a file
+/// What the UI answers for a path that is no file of its folder: a path that names a file
 /// (`/missing.js`) is a 404, so that a stale page's asset fails plainly instead of being
 /// parsed as HTML; any other path is one of the UI's pages, which `index.html` routes.
-fn ui_page(dir: &std::path::Path) -> axum::routing::MethodRouter {
-    let index = ServeFile::new(dir.join("index.html"));
+fn ui_page(index: Arc<ui::UiIndex>) -> axum::routing::MethodRouter {
     axum::routing::get(move |req: Request| async move {
         if security::names_a_file(req.uri().path()) {
-            return (
+            return problem_response(
                 StatusCode::NOT_FOUND,
-                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                format!("{} is not a file of the gpulab UI\n", req.uri().path()),
-            )
-                .into_response();
+                format!("{} is not a file of the gpulab UI", req.uri().path()),
+                None,
+            );
         }
-        match tower::ServiceExt::oneshot(index, req).await {
-            Ok(response) => response.into_response(),
-            Err(never) => match never {},
-        }
+        index.respond(req.headers())
     })
 }
 

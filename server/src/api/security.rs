@@ -72,16 +72,37 @@ pub struct AllowedHosts {
 }
 
 impl AllowedHosts {
-    /// `names` as given to `--allowed-host`; `*` allows every name.
-    pub fn new(names: &[String]) -> Self {
-        AllowedHosts {
-            any: names.iter().any(|n| n == "*"),
-            names: names
-                .iter()
-                .map(|n| n.trim().trim_end_matches('.').to_ascii_lowercase())
-                .filter(|n| !n.is_empty() && n != "*")
-                .collect(),
+    /// `names` as given to `--allowed-host`; `*` allows every name. A name may carry a port
+    /// (`gpu.lab:8080`), which does not matter; anything but a host name is refused, since
+    /// it could never match and the server would refuse every request made by that name.
+    pub fn new(names: &[String]) -> Result<Self, String> {
+        let mut hosts = AllowedHosts::default();
+        for given in names {
+            let given_name = match given.trim().rsplit_once(':') {
+                Some((name, port))
+                    if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) =>
+                {
+                    name
+                }
+                _ => given.trim(),
+            };
+            let name = given_name.trim_end_matches('.').to_ascii_lowercase();
+            if name == "*" {
+                hosts.any = true;
+            } else if !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            {
+                hosts.names.push(name);
+            } else {
+                return Err(format!(
+                    "--allowed-host takes a host name such as gpu.example.org (or `*`), got \
+                     `{given}`"
+                ));
+            }
         }
+        Ok(hosts)
     }
 
     /// Whether a request whose `Host` header is `host` may be answered. A DNS rebinding
@@ -99,7 +120,7 @@ impl AllowedHosts {
         if name == "localhost" || name.ends_with(".localhost") {
             return true;
         }
-        self.names.iter().any(|n| *n == name)
+        self.names.contains(&name)
     }
 }
 
@@ -223,7 +244,14 @@ impl ResponseHeaders {
             .map(|dir| dir.join("index.html"))
             .and_then(|index| std::fs::read_to_string(index).ok())
             .unwrap_or_default();
-        let hashes: String = inline_scripts(&index)
+        ResponseHeaders {
+            csp: Self::csp_for(&index),
+        }
+    }
+
+    /// The policy for the page `index` (the UI's `index.html`).
+    pub fn csp_for(index: &str) -> HeaderValue {
+        let hashes: String = inline_scripts(index)
             .map(|script| {
                 let digest = Sha256::digest(script.as_bytes());
                 format!(
@@ -238,9 +266,7 @@ impl ResponseHeaders {
              connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; \
              frame-ancestors 'none'"
         );
-        ResponseHeaders {
-            csp: HeaderValue::try_from(csp).expect("the policy is ASCII"),
-        }
+        HeaderValue::try_from(csp).expect("the policy is ASCII")
     }
 }
 
@@ -283,11 +309,14 @@ pub async fn add_headers(
         HeaderValue::from_static("same-origin"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::CONTENT_SECURITY_POLICY, headers.csp.clone());
+    // The UI's page sets the policy of its own version ([`super::ui`]).
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(header::CONTENT_SECURITY_POLICY, headers.csp.clone());
+    }
     if !h.contains_key(header::CACHE_CONTROL) {
         let rule = if path.starts_with("/api/") || path == "/metrics" {
             "no-store"
-        } else if ok && is_hashed_asset(&path) {
+        } else if ok && names_a_file(&path) && is_hashed_asset(&path) {
             "public, max-age=31536000, immutable"
         } else {
             "no-cache"
@@ -335,7 +364,8 @@ mod tests {
 
     #[test]
     fn hosts_by_ip_and_localhost_pass_other_names_must_be_listed() {
-        let hosts = AllowedHosts::new(&["gpubox.example.org".into()]);
+        let hosts =
+            AllowedHosts::new(&["gpubox.example.org".into(), "gpu.lab:8080".into()]).unwrap();
         for ok in [
             "127.0.0.1:8080",
             "localhost:8080",
@@ -355,7 +385,14 @@ mod tests {
         ] {
             assert!(!hosts.allows(refused), "{refused}");
         }
-        assert!(AllowedHosts::new(&["*".into()]).allows("anything.example"));
+        assert!(hosts.allows("gpu.lab:9000"), "the port does not matter");
+        assert!(AllowedHosts::new(&["*".into()])
+            .unwrap()
+            .allows("anything.example"));
+        for bad in ["http://gpu.lab", "gpu.lab/ui", "", "a b"] {
+            let e = AllowedHosts::new(&[bad.into()]).unwrap_err();
+            assert!(e.contains("--allowed-host"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -2,9 +2,10 @@
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 
 use std::time::Duration;
 
@@ -20,6 +21,17 @@ pub struct AppOptions {
     pub queue_capacity: Option<usize>,
     /// `_test_fault` jobs are accepted unless this is explicitly false.
     pub test_faults: bool,
+    /// The `--addr` to listen on; `127.0.0.1:0` when not set.
+    pub addr: Option<String>,
+    /// More command-line arguments for `gpulab serve`.
+    pub args: Vec<String>,
+    /// More environment variables for the server.
+    pub env: Vec<(String, String)>,
+    /// Keep the server's log (at `warn` and above unless GPULAB_LOG says otherwise) in
+    /// [`TestApp::log`] instead of passing it through.
+    pub capture_log: bool,
+    /// A command that runs the server (`unshare --pid --fork …`): the server is its child.
+    pub wrapper: Vec<String>,
 }
 
 pub struct TestApp {
@@ -27,6 +39,9 @@ pub struct TestApp {
     pub client: reqwest::Client,
     child: Child,
     data_dir: Option<tempfile::TempDir>,
+    /// The server's log so far, where `capture_log` asked for it.
+    log: Arc<Mutex<String>>,
+    wrapped: bool,
 }
 
 /// A server with test faults on.
@@ -53,8 +68,18 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
     let static_dir = opts
         .static_dir
         .unwrap_or_else(|| data_dir.path().join("no-ui"));
-    let mut cmd = Command::new(gpulab_exe());
-    cmd.args(["serve", "--addr", "127.0.0.1:0"])
+    let mut cmd = match opts.wrapper.split_first() {
+        Some((program, args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(gpulab_exe());
+            cmd
+        }
+        None => Command::new(gpulab_exe()),
+    };
+    let addr = opts.addr.as_deref().unwrap_or("127.0.0.1:0");
+    let default_log = if opts.capture_log { "warn" } else { "error" };
+    cmd.args(["serve", "--addr", addr])
+        .args(&opts.args)
         .arg("--data-dir")
         .arg(data_dir.path())
         .arg("--static-dir")
@@ -62,10 +87,15 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         .env_remove("GPULAB_TOKEN")
         .env(
             "GPULAB_LOG",
-            std::env::var("GPULAB_LOG").unwrap_or_else(|_| "error".into()),
+            std::env::var("GPULAB_LOG").unwrap_or_else(|_| default_log.into()),
         )
+        .envs(opts.env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .stderr(if opts.capture_log {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        });
     if opts.test_faults {
         cmd.arg("--enable-test-faults");
     }
@@ -76,14 +106,27 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         cmd.arg("--queue-capacity").arg(cap.to_string());
     }
     let mut child = cmd.spawn().expect("start gpulab");
+    let log = Arc::new(Mutex::new(String::new()));
+    if let Some(mut stderr) = child.stderr.take() {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = stderr.read(&mut buf) {
+                log.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+    }
     let stdout = child.stdout.take().unwrap();
     let base = tokio::task::spawn_blocking(move || {
         let mut lines = BufReader::new(stdout).lines();
         let line = lines.next().expect("gpulab printed nothing").unwrap();
+        // A server on every interface is reached through loopback.
         let url = line
             .strip_prefix("gpulab listening on ")
             .expect(&line)
-            .to_string();
+            .replace("0.0.0.0", "127.0.0.1");
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         url
@@ -95,6 +138,71 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         client: reqwest::Client::new(),
         child,
         data_dir: Some(data_dir),
+        log,
+        wrapped: !opts.wrapper.is_empty(),
+    }
+}
+
+/// Runs `gpulab serve` with `args` (and `env`), which must fail within 20 s; returns its
+/// exit status and everything it wrote to stderr.
+pub fn serve_fails(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(gpulab_exe())
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(data_dir.path())
+        .args(args)
+        .env_remove("GPULAB_TOKEN")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start gpulab");
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("gpulab serve {args:?} {env:?} still runs after 20 s instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status, reader.join().unwrap())
+}
+
+/// The processes whose parent is `pid`.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("children")).ok())
+        .flat_map(|s| {
+            s.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// Whether `pid` still runs (a zombie waiting to be reaped does not).
+pub fn is_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
     }
 }
 
@@ -159,18 +267,71 @@ impl TestApp {
 
     /// Sends SIGTERM and waits up to `limit` for the server to exit; true when it did.
     pub fn terminate_within(&mut self, limit: std::time::Duration) -> bool {
-        // SAFETY: kill(2) on our own child's pid; it touches no memory of ours.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
+        self.terminate(limit).is_some()
+    }
+
+    /// Sends SIGTERM to the server and waits up to `limit` for it to exit; its exit status
+    /// (a wrapper's, which passes the server's on), or `None` when it still runs.
+    pub fn terminate(&mut self, limit: std::time::Duration) -> Option<ExitStatus> {
+        self.signal(libc::SIGTERM);
         let deadline = std::time::Instant::now() + limit;
         while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return true;
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        false
+        None
+    }
+
+    /// The server's process id, as this machine sees it (not the wrapper's).
+    pub fn server_pid(&self) -> u32 {
+        self.try_server_pid()
+            .expect("the wrapper should have one child, the server")
+    }
+
+    fn try_server_pid(&self) -> Option<u32> {
+        if !self.wrapped {
+            return Some(self.child.id());
+        }
+        match children_of(self.child.id())[..] {
+            [pid] => Some(pid),
+            _ => None,
+        }
+    }
+
+    /// Sends `signal` to the server itself.
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) on the server's pid; it touches no memory of ours.
+        unsafe {
+            libc::kill(self.server_pid() as libc::pid_t, signal);
+        }
+    }
+
+    /// The server's log so far (with `capture_log`).
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits up to 10 s for the log to contain `text`; the log then.
+    pub async fn wait_for_log(&self, text: &str) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if log.contains(text) {
+                return log;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the log never said {text:?}:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The data directory, to start another server on it after this one has stopped.
+    pub fn take_data_dir(&mut self) -> tempfile::TempDir {
+        self.data_dir.take().unwrap()
     }
 
     /// The server's process id.
@@ -180,7 +341,10 @@ impl TestApp {
 
     /// Kills the server with SIGKILL (no chance to clean up) and hands back its data.
     pub fn kill_9(&mut self) -> tempfile::TempDir {
-        self.child.kill().unwrap();
+        if self.wrapped {
+            self.signal(libc::SIGKILL);
+        }
+        let _ = self.child.kill();
         self.child.wait().unwrap();
         self.data_dir.take().unwrap()
     }
@@ -188,6 +352,14 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
+        if self.wrapped {
+            if let Some(pid) = self.try_server_pid() {
+                // SAFETY: kill(2) on the server's pid; it touches no memory of ours.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                }
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
