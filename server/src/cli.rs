@@ -262,6 +262,10 @@ impl ServeArgs {
 /// Starts the server and serves until Ctrl-C or SIGTERM; then every job still queued or
 /// running ends `interrupted`.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // First of all, so that a stop asked for while the server starts (`docker stop` right
+    // after `docker run`) is not lost: as PID 1 an unhandled SIGTERM is ignored.
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install the SIGTERM handler")?;
     let settings = args.job_settings()?;
     let token = args.resolve_token()?;
     anyhow::ensure!(
@@ -350,7 +354,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         app,
     )
     .with_graceful_shutdown(async move {
-        shutdown_signal().await;
+        shutdown_signal(term).await;
         let _ = stop_tx.send(());
         // Ends the event streams, which would otherwise keep the server waiting for
         // every open browser tab.
@@ -375,10 +379,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+async fn shutdown_signal(mut term: tokio::signal::unix::Signal) {
     let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler cannot fail");
     tokio::select! {
         _ = ctrl_c => {}
         _ = term.recv() => {}
