@@ -102,12 +102,22 @@ pub struct ServeArgs {
     /// Finished jobs (and their images) are deleted this many days after they ended, at
     /// start and every minute; 0 keeps them however old. Queued and running jobs are never
     /// deleted.
-    #[arg(long, env = "GPULAB_RETENTION_DAYS", default_value_t = 30)]
+    #[arg(
+        long,
+        env = "GPULAB_RETENTION_DAYS",
+        default_value_t = 30,
+        allow_negative_numbers = true
+    )]
     pub retention_days: u32,
     /// The oldest finished jobs are deleted while the job history holds more than this many
     /// MiB (checked after every write and every minute); 0 sets no bound. The file keeps its
     /// largest size and reuses the freed space.
-    #[arg(long, env = "GPULAB_RETENTION_MAX_MB", default_value_t = 1024)]
+    #[arg(
+        long,
+        env = "GPULAB_RETENTION_MAX_MB",
+        default_value_t = 1024,
+        allow_negative_numbers = true
+    )]
     pub retention_max_mb: u64,
     /// The job history may not grow past this many SQLite pages, as if the disk were full.
     /// Tests only.

@@ -214,10 +214,6 @@ pub async fn run_device(
             )
         })
         .await;
-        let stored = match stored {
-            Err(e) if crate::store::is_disk_full(&e) => fail_for_full_disk(&store, id, e).await,
-            other => other,
-        };
         queue.finish_running();
         match stored {
             Ok(Some(job)) => {
@@ -234,34 +230,6 @@ pub async fn run_device(
             worker = spawn_logged(&cmd, &device).await;
         }
     }
-}
-
-/// The end of a job could not be stored because the disk is full: the job ends `failed`
-/// with that reason instead, which needs no more room than a few bytes of its row (the
-/// result and the artifact, which do, are dropped), so that it does not stay `running`.
-async fn fail_for_full_disk(
-    store: &JobStore,
-    id: i64,
-    cause: anyhow::Error,
-) -> anyhow::Result<Option<Job>> {
-    tracing::error!(job = id, "cannot store the end of the job: {cause:#}");
-    let error = format!(
-        "the disk is full: the job ran, but its result could not be stored ({}); free space in \
-         the data directory or lower --retention-max-mb / --retention-days",
-        cause.root_cause()
-    );
-    blocking(store, move |s| {
-        s.finish(
-            id,
-            Ending {
-                status: JobStatus::Failed,
-                result: None,
-                error: Some(&error),
-                artifact: None,
-            },
-        )
-    })
-    .await
 }
 
 async fn spawn_logged(cmd: &WorkerCommand, device: &str) -> Option<WorkerProcess> {

@@ -9,6 +9,7 @@ mod retention;
 pub mod schema;
 pub mod stats;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -88,6 +89,10 @@ pub struct JobStore {
     writer: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
     retention: Retention,
+    /// Jobs that ended `failed` on a full disk when not even that could be written: reads
+    /// see them here until a later write gets through (or, if none does, the next start
+    /// finds them `interrupted`).
+    unstored: Arc<Mutex<BTreeMap<i64, Job>>>,
 }
 
 impl JobStore {
@@ -123,6 +128,7 @@ impl JobStore {
             writer: Arc::new(Mutex::new(conn)),
             reader: Arc::new(Mutex::new(reader)),
             retention: options.retention,
+            unstored: Arc::default(),
         })
     }
 
@@ -137,6 +143,7 @@ impl JobStore {
     /// Marks every job that was queued or running when the server last stopped as
     /// `interrupted`. Returns how many there were.
     pub fn interrupt_unfinished(&self) -> anyhow::Result<usize> {
+        self.store_unstored();
         let n = self.conn().execute(
             "UPDATE jobs SET status = 'interrupted', finished_at = ?1,
                  error = 'the server stopped while this job was ' || status
@@ -185,6 +192,9 @@ impl JobStore {
     /// The job, `None` when there is none, or an [`UnreadableJob`] error when its row does
     /// not parse.
     pub fn get(&self, id: i64) -> anyhow::Result<Option<Job>> {
+        if let Some(job) = lock(&self.unstored).get(&id) {
+            return Ok(Some(job.clone()));
+        }
         let conn = self.reader();
         let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"))?;
         let row = stmt.query_row([id], row_to_job).optional()?;
@@ -234,11 +244,12 @@ impl JobStore {
         } else {
             None
         };
+        let unstored = lock(&self.unstored);
         let jobs = rows
             .into_iter()
             .take(limit)
             .filter_map(|(id, job)| match job {
-                Ok(job) => Some(job),
+                Ok(job) => Some(unstored.get(&id).cloned().unwrap_or(job)),
                 Err(e) => {
                     tracing::warn!(job = id, "left out of the list: cannot read it: {e:#}");
                     None
@@ -270,8 +281,21 @@ impl JobStore {
 
     /// Ends a queued or running job. Returns the job as stored, or `None` when it had
     /// already ended (a finished job never changes again).
+    ///
+    /// When the disk is full the job ends `failed` with that reason instead: written
+    /// without its result and artifact, which needs a few bytes of its row, or, when not
+    /// even that fits, kept in memory where reads find it. Either way it does not stay
+    /// `running`.
     pub fn finish(&self, id: i64, ending: Ending<'_>) -> anyhow::Result<Option<Job>> {
         debug_assert!(ending.status.is_finished());
+        self.store_unstored();
+        match self.write_ending(id, &ending) {
+            Err(e) if is_disk_full(&e) => self.fail_on_full_disk(id, &e),
+            other => other,
+        }
+    }
+
+    fn write_ending(&self, id: i64, ending: &Ending<'_>) -> anyhow::Result<Option<Job>> {
         let result = ending.result.map(serde_json::to_string).transpose()?;
         {
             let mut conn = self.conn();
@@ -299,9 +323,65 @@ impl JobStore {
             }
             tx.commit()?;
         }
+        lock(&self.unstored).remove(&id);
         let job = self.get(id);
         self.keep_within_size(&mut self.conn());
         job
+    }
+
+    fn fail_on_full_disk(&self, id: i64, cause: &anyhow::Error) -> anyhow::Result<Option<Job>> {
+        tracing::error!(job = id, "cannot store the end of the job: {cause:#}");
+        let error = format!(
+            "the disk is full: this job's result could not be stored in the job history ({}); \
+             free space in the data directory or lower --retention-max-mb / --retention-days",
+            cause.root_cause()
+        );
+        let failed = Ending {
+            status: JobStatus::Failed,
+            result: None,
+            error: Some(&error),
+            artifact: None,
+        };
+        match self.write_ending(id, &failed) {
+            Err(e) if is_disk_full(&e) => {
+                let Some(mut job) = self.get(id)? else {
+                    return Ok(None);
+                };
+                if job.status.is_finished() {
+                    return Ok(None);
+                }
+                tracing::error!(
+                    job = id,
+                    "not even the failure fits on the disk: the job is `failed` in memory only"
+                );
+                job.status = JobStatus::Failed;
+                job.finished_at = Some(parse_timestamp(&timestamp(Utc::now()))?);
+                job.error = Some(error);
+                lock(&self.unstored).insert(id, job.clone());
+                Ok(Some(job))
+            }
+            other => other,
+        }
+    }
+
+    /// Writes the ends kept in memory, as far as the disk now lets it.
+    fn store_unstored(&self) {
+        let pending: Vec<Job> = lock(&self.unstored).values().cloned().collect();
+        for job in pending {
+            let ending = Ending {
+                status: job.status,
+                result: None,
+                error: job.error.as_deref(),
+                artifact: None,
+            };
+            match self.write_ending(job.id, &ending) {
+                Ok(_) => {
+                    lock(&self.unstored).remove(&job.id);
+                }
+                Err(e) if is_disk_full(&e) => break,
+                Err(e) => tracing::warn!(job = job.id, "cannot store the end of the job: {e:#}"),
+            }
+        }
     }
 
     pub fn artifact(&self, id: i64) -> anyhow::Result<Option<Artifact>> {
@@ -319,10 +399,13 @@ impl JobStore {
     }
 }
 
-fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave SQLite inconsistent (each statement is
-    // atomic), so a poisoned lock is still safe to use.
-    conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    // atomic), nor the map of unstored jobs (each change is one call), so a poisoned lock
+    // is still safe to use.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 const COLUMNS: &str = "id, kernel, device, params, repetitions, timeout_s, status, created_at, \
@@ -774,39 +857,72 @@ mod tests {
     }
 
     #[test]
-    fn a_database_at_its_size_limit_reports_a_full_disk() {
+    fn a_job_whose_end_does_not_fit_on_the_disk_ends_failed_saying_so() {
         let dir = tempfile::tempdir().unwrap();
         let store = JobStore::open_with(
             dir.path(),
             StoreOptions {
-                max_page_count: Some(20),
+                max_page_count: Some(12),
                 ..Default::default()
             },
         )
         .unwrap();
-        let id = store.insert(new_job("big")).unwrap().id;
-        store.mark_running(id, 3).unwrap();
         let png = Artifact {
             content_type: "image/png".into(),
             bytes: vec![0; 200_000],
         };
-        let ending = Ending {
+        let first = store.insert(new_job("big")).unwrap().id;
+        store.mark_running(first, 3).unwrap();
+        let ending = |artifact| Ending {
             status: JobStatus::Succeeded,
             result: None,
             error: None,
-            artifact: Some(&png),
+            artifact,
         };
-        let err = store.finish(id, ending).unwrap_err();
-        assert!(is_disk_full(&err), "{err:#}");
-        // Nothing of the failed write stays, and the job can still end without it.
-        assert_eq!(store.get(id).unwrap().unwrap().status, JobStatus::Running);
-        let small = Ending {
-            status: JobStatus::Failed,
-            result: None,
-            error: Some("the disk is full"),
-            artifact: None,
-        };
-        let job = store.finish(id, small).unwrap().unwrap();
+        let job = store.finish(first, ending(Some(&png))).unwrap().unwrap();
         assert_eq!(job.status, JobStatus::Failed);
+        assert!(
+            job.error
+                .as_deref()
+                .unwrap()
+                .starts_with("the disk is full: "),
+            "{job:?}"
+        );
+        assert_eq!(store.get(first).unwrap().unwrap(), job);
+        assert_eq!(store.artifact(first).unwrap(), None);
+
+        // Fill the rest with rows until not one more fits: then the end of a job cannot be
+        // written at all, and it is still `failed`, not `queued`, to every reader.
+        let mut last = None;
+        let full = loop {
+            match store.insert(new_job("filler")) {
+                Ok(job) => last = Some(job.id),
+                Err(e) => break e,
+            }
+        };
+        assert!(is_disk_full(&full), "{full:#}");
+        let last = last.unwrap();
+        let job = store.finish(last, ending(None)).unwrap().unwrap();
+        assert_eq!(job.status, JobStatus::Failed);
+        assert!(job
+            .error
+            .as_deref()
+            .unwrap()
+            .starts_with("the disk is full: "));
+        assert_eq!(store.get(last).unwrap().unwrap().status, JobStatus::Failed);
+        assert!(
+            lock(&store.unstored).contains_key(&last),
+            "the failure itself did not fit: it is kept in memory"
+        );
+        let page = store
+            .list(&JobFilter {
+                limit: 1,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(page.jobs[0].id, last);
+        assert_eq!(page.jobs[0].status, JobStatus::Failed);
+        // A failed job never changes again.
+        assert!(store.finish(last, ending(None)).unwrap().is_none());
     }
 }

@@ -34,6 +34,8 @@ impl JobStore {
 
     /// Applies the retention as if it were `now`.
     pub fn prune_at(&self, now: DateTime<Utc>) -> anyhow::Result<u64> {
+        // What a full disk kept in memory may fit now.
+        self.store_unstored();
         let mut pruned = 0;
         if let Some(age) = self.retention.max_age {
             let cutoff = timestamp(now - age);

@@ -20,6 +20,8 @@ pub struct AppOptions {
     pub queue_capacity: Option<usize>,
     /// `_test_fault` jobs are accepted unless this is explicitly false.
     pub test_faults: bool,
+    /// More arguments for `gpulab serve`.
+    pub args: Vec<String>,
 }
 
 pub struct TestApp {
@@ -75,6 +77,7 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
     if let Some(cap) = opts.queue_capacity {
         cmd.arg("--queue-capacity").arg(cap.to_string());
     }
+    cmd.args(&opts.args);
     let mut child = cmd.spawn().expect("start gpulab");
     let stdout = child.stdout.take().unwrap();
     let base = tokio::task::spawn_blocking(move || {
@@ -99,6 +102,11 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
 }
 
 impl TestApp {
+    /// The server's data directory, where the job history is.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data_dir.as_ref().unwrap().path()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
