@@ -254,7 +254,7 @@ impl ServeArgs {
             retention: Retention {
                 max_age: (self.retention_days > 0)
                     .then(|| chrono::TimeDelta::days(self.retention_days.into())),
-                max_bytes: (self.retention_max_mb > 0).then(|| self.retention_max_mb << 20),
+                max_bytes: (self.retention_max_mb > 0).then_some(self.retention_max_mb << 20),
             },
             max_page_count: self.test_max_db_pages,
         })
