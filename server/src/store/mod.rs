@@ -331,11 +331,10 @@ impl JobStore {
 
     fn fail_on_full_disk(&self, id: i64, cause: &anyhow::Error) -> anyhow::Result<Option<Job>> {
         tracing::error!(job = id, "cannot store the end of the job: {cause:#}");
-        let error = format!(
-            "the disk is full: this job's result could not be stored in the job history ({}); \
-             free space in the data directory or lower --retention-max-mb / --retention-days",
-            cause.root_cause()
-        );
+        let error = "the disk is full: this job's result could not be stored in the job history; \
+                     free space in the data directory or lower --retention-max-mb / \
+                     --retention-days"
+            .to_owned();
         let failed = Ending {
             status: JobStatus::Failed,
             result: None,
