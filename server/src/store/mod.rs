@@ -923,4 +923,37 @@ mod tests {
         // A failed job never changes again.
         assert!(store.finish(last, ending(None)).unwrap().is_none());
     }
+
+    #[test]
+    fn a_long_read_holds_up_no_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JobStore::open(dir.path()).unwrap();
+        let id = store.insert(new_job("first")).unwrap().id;
+        // A scrape in the middle of its scan: the read connection taken, a read
+        // transaction open on it.
+        let mut reader = store.reader();
+        let tx = reader.transaction().unwrap();
+        let seen: i64 = tx
+            .query_row("SELECT COUNT(*) FROM jobs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(seen, 1);
+        let writer = store.clone();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            writer.mark_running(id, 3).unwrap();
+            writer.insert(new_job("second")).unwrap();
+            done_tx.send(()).unwrap();
+        });
+        done_rx
+            .recv_timeout(std::time::Duration::from_secs(2))
+            .expect("the writes waited for the read");
+        // The read still sees the history as it was when it began.
+        let seen: i64 = tx
+            .query_row("SELECT COUNT(*) FROM jobs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(seen, 1);
+        drop(tx);
+        drop(reader);
+        assert_eq!(store.get(id).unwrap().unwrap().status, JobStatus::Running);
+    }
 }
