@@ -145,9 +145,13 @@ impl JobStore {
     pub fn interrupt_unfinished(&self) -> anyhow::Result<usize> {
         self.store_unstored();
         let n = self.conn().execute(
-            "UPDATE jobs SET status = 'interrupted', finished_at = ?1,
-                 error = 'the server stopped while this job was ' || status
-             WHERE status IN ('queued', 'running')",
+            &format!(
+                "UPDATE jobs SET status = 'interrupted', finished_at = ?1,
+                     duration_ms = {},
+                     error = 'the server stopped while this job was ' || status
+                 WHERE status IN ('queued', 'running')",
+                schema::DURATION_MS
+            ),
             params![timestamp(Utc::now())],
         )?;
         Ok(n)
@@ -301,12 +305,16 @@ impl JobStore {
             let mut conn = self.conn();
             let tx = conn.transaction()?;
             let n = tx.execute(
-                "UPDATE jobs SET status = ?2, finished_at = ?3, result = ?4, error = ?5
-                 WHERE id = ?1 AND status IN ('queued', 'running')",
+                &format!(
+                    "UPDATE jobs SET status = ?2, finished_at = ?1, duration_ms = {},
+                         result = ?4, error = ?5
+                     WHERE id = ?3 AND status IN ('queued', 'running')",
+                    schema::DURATION_MS
+                ),
                 params![
-                    id,
-                    ending.status.as_str(),
                     timestamp(Utc::now()),
+                    ending.status.as_str(),
+                    id,
                     result,
                     ending.error
                 ],
@@ -648,6 +656,11 @@ mod tests {
             store.artifact(1).unwrap().unwrap().bytes,
             b"\x89PNG".to_vec()
         );
+        // The duration of the job that ran, from its two timestamps.
+        let stats = store.job_stats(&[1.0, 2.0]).unwrap();
+        assert_eq!(stats.durations.len(), 1);
+        assert_eq!(stats.durations[0].at_most, [0, 1]);
+        assert_eq!(stats.durations[0].sum_seconds, 1.5);
         // New jobs continue the ids, and opening again migrates nothing twice.
         assert_eq!(store.insert(new_job("next")).unwrap().id, 3);
         drop(store);

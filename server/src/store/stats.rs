@@ -147,20 +147,14 @@ fn unfinished(conn: &Connection) -> anyhow::Result<Vec<UnfinishedJobs>> {
 }
 
 fn durations(conn: &Connection, bucket_bounds_s: &[f64]) -> anyhow::Result<Vec<JobDurations>> {
-    // SQLite keeps julianday() in whole milliseconds internally, so rounding the difference
-    // to milliseconds gives the exact duration, without the error a float subtraction of
-    // two ~2.5e6-day numbers would leave at a bucket's edge. Each `SUM(ms <= ?)` is one
-    // cumulative bucket, so the whole histogram is one pass over the table.
+    // Each `SUM(duration_ms <= ?)` is one cumulative bucket, so the whole histogram is one
+    // pass over the (kernel, device, duration_ms) index.
     let buckets: String = (1..=bucket_bounds_s.len())
-        .map(|i| format!(", SUM(ms <= ?{i})"))
+        .map(|i| format!(", SUM(duration_ms <= ?{i})"))
         .collect();
     let sql = format!(
-        "SELECT kernel, device, COUNT(*), SUM(ms){buckets}
-         FROM (SELECT kernel, device,
-                      MAX(0, CAST(round((julianday(finished_at) - julianday(started_at))
-                                        * 86400000) AS INTEGER)) AS ms
-               FROM jobs WHERE started_at IS NOT NULL AND finished_at IS NOT NULL)
-         WHERE ms IS NOT NULL
+        "SELECT kernel, device, COUNT(*), SUM(duration_ms){buckets}
+         FROM jobs WHERE duration_ms IS NOT NULL
          GROUP BY kernel, device
          ORDER BY kernel, device"
     );
@@ -251,8 +245,19 @@ mod tests {
         store
             .conn()
             .execute(
-                "UPDATE jobs SET started_at = ?2, finished_at = ?3 WHERE id = ?1",
-                params![id, started_at, finished_at],
+                "UPDATE jobs SET started_at = ?2 WHERE id = ?1",
+                params![id, started_at],
+            )
+            .unwrap();
+        // As the end of a job writes it: from the stored start to the given end.
+        store
+            .conn()
+            .execute(
+                &format!(
+                    "UPDATE jobs SET finished_at = ?1, duration_ms = {} WHERE id = ?2",
+                    crate::store::schema::DURATION_MS
+                ),
+                params![finished_at, id],
             )
             .unwrap();
         id
