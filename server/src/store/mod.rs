@@ -6,7 +6,7 @@
 //! update: under WAL a reader sees the last commit and blocks no writer.
 
 mod retention;
-pub mod schema;
+mod schema;
 pub mod stats;
 
 use std::collections::BTreeMap;

@@ -34,8 +34,6 @@ impl JobStore {
 
     /// Applies the retention as if it were `now`.
     pub fn prune_at(&self, now: DateTime<Utc>) -> anyhow::Result<u64> {
-        // What a full disk kept in memory may fit now.
-        self.store_unstored();
         let mut pruned = 0;
         if let Some(age) = self.retention.max_age {
             let cutoff = timestamp(now - age);
@@ -65,6 +63,8 @@ impl JobStore {
                 );
             }
         }
+        // What a full disk kept in memory may fit now, in the space just freed.
+        self.store_unstored();
         Ok(pruned)
     }
 
