@@ -935,6 +935,26 @@ mod tests {
         assert_eq!(page.jobs[0].status, JobStatus::Failed);
         // A failed job never changes again.
         assert!(store.finish(last, ending(None)).unwrap().is_none());
+
+        // Once there is room again, the next pass of the retention writes it down.
+        store
+            .conn()
+            .execute(
+                "DELETE FROM jobs WHERE kernel = 'filler' AND id < ?1",
+                [last],
+            )
+            .unwrap();
+        store.prune().unwrap();
+        assert!(lock(&store.unstored).is_empty());
+        let error: String = store
+            .reader()
+            .query_row(
+                "SELECT error FROM jobs WHERE id = ?1 AND status = 'failed'",
+                [last],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(error.starts_with("the disk is full: "), "{error}");
     }
 
     #[test]
