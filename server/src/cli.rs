@@ -13,7 +13,7 @@ use crate::api::{self, AppState};
 use crate::devices::DeviceInventory;
 use crate::jobs::{JobService, JobSettings, WorkerCommand};
 use crate::kernels::{self, ResolvedParams};
-use crate::store::JobStore;
+use crate::store::{JobStore, Retention, StoreOptions};
 use crate::telemetry::TelemetryHub;
 use crate::worker;
 
@@ -113,6 +113,30 @@ pub struct ServeArgs {
     /// Accept the hidden `_test_fault` kernel that hangs or crashes a worker. Tests only.
     #[arg(long, hide = true)]
     pub enable_test_faults: bool,
+    /// Finished jobs (and their images) are deleted this many days after they ended, at
+    /// start and every minute; 0 keeps them however old. Queued and running jobs are never
+    /// deleted.
+    #[arg(
+        long,
+        env = "GPULAB_RETENTION_DAYS",
+        default_value_t = 30,
+        allow_negative_numbers = true
+    )]
+    pub retention_days: u32,
+    /// The oldest finished jobs are deleted while the job history holds more than this many
+    /// MiB (checked after every write and every minute); 0 sets no bound. The file keeps its
+    /// largest size and reuses the freed space.
+    #[arg(
+        long,
+        env = "GPULAB_RETENTION_MAX_MB",
+        default_value_t = 1024,
+        allow_negative_numbers = true
+    )]
+    pub retention_max_mb: u64,
+    /// The job history may not grow past this many SQLite pages, as if the disk were full.
+    /// Tests only.
+    #[arg(long, hide = true)]
+    pub test_max_db_pages: Option<u64>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -194,6 +218,11 @@ fn init_logging() {
         .try_init();
 }
 
+/// The longest `--retention-days`: a hundred years.
+const MAX_RETENTION_DAYS: u32 = 36_500;
+/// The largest `--retention-max-mb`: 1 TiB.
+const MAX_RETENTION_MB: u64 = 1 << 20;
+
 /// How long the server waits, after SIGTERM, for open requests to end before it stops
 /// anyway: well inside the 10 s that `docker stop` gives before it kills.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -234,6 +263,27 @@ impl ServeArgs {
         }
     }
 
+    fn store_options(&self) -> anyhow::Result<StoreOptions> {
+        anyhow::ensure!(
+            self.retention_days <= MAX_RETENTION_DAYS,
+            "--retention-days must be from 0 (keep every job) to {MAX_RETENTION_DAYS}, got {}",
+            self.retention_days
+        );
+        anyhow::ensure!(
+            self.retention_max_mb <= MAX_RETENTION_MB,
+            "--retention-max-mb must be from 0 (no bound) to {MAX_RETENTION_MB} (1 TiB), got {}",
+            self.retention_max_mb
+        );
+        Ok(StoreOptions {
+            retention: Retention {
+                max_age: (self.retention_days > 0)
+                    .then(|| chrono::TimeDelta::days(self.retention_days.into())),
+                max_bytes: (self.retention_max_mb > 0).then_some(self.retention_max_mb << 20),
+            },
+            max_page_count: self.test_max_db_pages,
+        })
+    }
+
     fn job_settings(&self) -> anyhow::Result<JobSettings> {
         let settings = JobSettings {
             worker: WorkerCommand {
@@ -267,6 +317,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot install the SIGTERM handler")?;
     let settings = args.job_settings()?;
+    let store_options = args.store_options()?;
     let token = args.resolve_token()?;
     anyhow::ensure!(
         !matches!(token, TokenSource::None) || args.protect_reads != Some(true),
@@ -286,7 +337,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => tracing::info!("{}", inventory.pycuda_line()),
         Some(reason) => tracing::warn!("no CUDA devices: {reason}"),
     }
-    let store = JobStore::open(&args.data_dir)?;
+    let store = JobStore::open_with(&args.data_dir, store_options)?;
     if args.enable_test_faults {
         tracing::warn!("test faults are enabled: `_test_fault` jobs hang or crash workers");
     }

@@ -8,6 +8,7 @@ use gpulab_shared::Problem;
 use serde::de::DeserializeOwned;
 
 use crate::jobs::{RequestError, SubmitError};
+use crate::store::UnreadableJob;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -33,6 +34,9 @@ pub enum ApiError {
     TooLarge(String),
     #[error("{detail}")]
     TooManyRequests { detail: String, retry_after_s: u32 },
+    /// The disk (of the job history) is full.
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// A failure of the server itself: logged with its causes, answered without them.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -51,6 +55,7 @@ impl ApiError {
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Rejected { status, .. } => *status,
         }
@@ -86,6 +91,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         match self {
+            // A row of the history that does not parse: the reader is told which and why.
+            ApiError::Internal(e) if e.is::<UnreadableJob>() => {
+                tracing::error!("{e:#}");
+                problem_response(status, e.to_string(), None)
+            }
             ApiError::Internal(e) => {
                 tracing::error!("internal error: {e:#}");
                 problem_response(status, "the server failed; see its log".into(), None)
@@ -143,6 +153,7 @@ impl From<SubmitError> for ApiError {
                 detail: full.to_string(),
                 retry_after_s: 1,
             },
+            full @ SubmitError::DiskFull => ApiError::InsufficientStorage(full.to_string()),
             SubmitError::Internal(e) => ApiError::Internal(e),
         }
     }

@@ -27,7 +27,8 @@ const MAX_PAGE: u32 = 500;
         (status = 404, description = "Unknown device", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Unknown kernel, bad parameter, wrong device kind or too big", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "The device's queue is full; see Retry-After", body = Problem, content_type = "application/problem+json")))]
+        (status = 429, description = "The device's queue is full; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 507, description = "The disk of the job history is full", body = Problem, content_type = "application/problem+json")))]
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<JobRequest>,
@@ -180,7 +181,8 @@ pub async fn list(
     params(("id" = i64, Path, description = "The job's id")),
     responses(
         (status = 200, description = "The job", body = Job),
-        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json")))]
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The job's record cannot be read; `detail` says why", body = Problem, content_type = "application/problem+json")))]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,

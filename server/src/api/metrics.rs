@@ -15,6 +15,11 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
     responses((status = 200, description = "Prometheus text exposition format 0.0.4",
         content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let body = crate::metrics::render(&state).await?;
+    let jobs = state
+        .jobs
+        .stats(&crate::metrics::DURATION_BUCKETS_S)
+        .await?;
+    let telemetry = state.telemetry.latest_all();
+    let body = crate::metrics::render(&state.inventory, &telemetry, &jobs);
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], body))
 }

@@ -14,6 +14,7 @@ use tokio::sync::broadcast;
 
 use crate::devices::DeviceInventory;
 use crate::kernels::Artifact;
+use crate::store::stats::JobStats;
 use crate::store::{Ending, JobFilter, JobStore, NewJob};
 use queue::{Cancel, DeviceQueue, QueuedJob};
 pub use request::{RequestError, TEST_FAULT_SPEC};
@@ -27,6 +28,9 @@ pub const MIN_TIMEOUT_S: f64 = 1.0;
 pub const MAX_TIMEOUT_LIMIT_S: f64 = 86_400.0;
 /// The most jobs a device's queue may hold (`--queue-capacity`).
 pub const MAX_QUEUE_CAPACITY: usize = 100_000;
+/// How often the retention deletes what is past it, besides after each write that takes the
+/// history over its size.
+pub const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Limits of the job service, from the command line.
 #[derive(Debug, Clone)]
@@ -46,6 +50,11 @@ pub enum SubmitError {
     Request(#[from] RequestError),
     #[error("the queue of {device} is full ({capacity} jobs waiting); try again later")]
     QueueFull { device: String, capacity: usize },
+    #[error(
+        "the disk is full: the job history cannot take another job; free space in the data \
+         directory or lower --retention-max-mb / --retention-days"
+    )]
+    DiskFull,
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -118,6 +127,7 @@ impl JobService {
                 "{interrupted} job(s) left unfinished by the last server are now interrupted"
             );
         }
+        tokio::spawn(prune_forever(store.clone()));
         let (events, _) = broadcast::channel(1024);
         let mut queues = BTreeMap::new();
         for device in &inventory.devices {
@@ -159,9 +169,9 @@ impl JobService {
         request::catalog_specs(false)
     }
 
-    /// The job history, for readers such as the metrics (call it through `spawn_blocking`).
-    pub fn store(&self) -> &JobStore {
-        &self.inner.store
+    /// The aggregates of the job history, for the metrics.
+    pub async fn stats(&self, bucket_bounds_s: &'static [f64]) -> anyhow::Result<JobStats> {
+        blocking(&self.inner.store, move |s| s.job_stats(bucket_bounds_s)).await
     }
 
     /// Every change of a job from now on: queued, started, progressed, ended.
@@ -285,6 +295,10 @@ impl JobService {
             Ok(job) => job,
             Err(e) => {
                 queue.unreserve();
+                if crate::store::is_disk_full(&e) {
+                    tracing::error!("a job was refused: {e:#}");
+                    return Err(SubmitError::DiskFull);
+                }
                 return Err(e.into());
             }
         };
@@ -370,5 +384,19 @@ impl JobService {
             }
         }
         anyhow::bail!("job {id} neither ended nor could be cancelled")
+    }
+}
+
+/// Applies the retention now and then every [`PRUNE_EVERY`], for as long as the server runs.
+async fn prune_forever(store: JobStore) {
+    let mut every = tokio::time::interval(PRUNE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        match blocking(&store, |s| s.prune()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("the retention deleted {n} old job(s)"),
+            Err(e) => tracing::warn!("cannot apply the retention to the job history: {e:#}"),
+        }
     }
 }

@@ -19,7 +19,8 @@ pub fn write(out: &mut Exposition, inventory: &DeviceInventory, stats: &JobStats
     let mut family = out.family(
         "gpulab_jobs_total",
         MetricType::Counter,
-        "Jobs that have ended, by kernel, device and final status (the whole history).",
+        "Jobs that have ended, by kernel, device and final status (the whole history, \
+         jobs the retention deleted included).",
     );
     for f in &stats.finished {
         let labels = [
@@ -49,10 +50,18 @@ pub fn write(out: &mut Exposition, inventory: &DeviceInventory, stats: &JobStats
         family.sample(&[("device", device), ("status", status)], count);
     }
 
+    out.family(
+        "gpulab_jobs_pruned_total",
+        MetricType::Counter,
+        "Finished jobs the retention deleted (--retention-days, --retention-max-mb).",
+    )
+    .sample(&[], stats.pruned);
+
     let mut family = out.family(
         "gpulab_job_duration_seconds",
         MetricType::Histogram,
-        "How long jobs ran, from start to end, in seconds; jobs that never started are not counted.",
+        "How long jobs ran, from start to end, in seconds; jobs that never started, and jobs \
+         the retention deleted, are not counted.",
     );
     for d in &stats.durations {
         family.histogram(

@@ -1,5 +1,6 @@
 //! `GET /metrics`: the Prometheus text exposition (format 0.0.4) of device telemetry, device
-//! attributes, jobs and build, rendered at scrape time from what the API itself serves.
+//! attributes, jobs and build, rendered at scrape time from what the API itself serves. This
+//! room only writes text from the data it is given; the API reads that data.
 //!
 //! Units are Prometheus' base units: seconds, bytes, hertz, joules, ratios from 0 to 1.
 //! Every GPU series is labelled `{device, uuid}`, every CPU series `{device="cpu"}`.
@@ -8,27 +9,19 @@ mod devices;
 mod exposition;
 mod jobs;
 
-use anyhow::Context;
 use gpulab_shared::TelemetrySample;
 
-use crate::api::AppState;
 use crate::devices::DeviceInventory;
 use crate::store::stats::JobStats;
 use exposition::{Exposition, MetricType};
-
-/// The whole exposition, rendered at scrape time.
-pub async fn render(state: &AppState) -> anyhow::Result<String> {
-    let store = state.jobs.store().clone();
-    // SQLite blocks: keep it off the async executor.
-    let jobs = tokio::task::spawn_blocking(move || store.job_stats(&jobs::DURATION_BUCKETS_S))
-        .await
-        .context("the job statistics task panicked")??;
-    let telemetry = state.telemetry.latest_all();
-    Ok(expose(&state.inventory, &telemetry, &jobs))
-}
+pub use jobs::DURATION_BUCKETS_S;
 
 /// The exposition of what was read, every family once, in a fixed order.
-fn expose(inventory: &DeviceInventory, telemetry: &[TelemetrySample], jobs: &JobStats) -> String {
+pub fn render(
+    inventory: &DeviceInventory,
+    telemetry: &[TelemetrySample],
+    jobs: &JobStats,
+) -> String {
     let mut out = Exposition::new();
     out.family(
         "gpulab_build_info",
@@ -164,6 +157,7 @@ mod tests {
                 count: 4,
                 sum_seconds: 3.5,
             }],
+            pruned: 3,
         }
     }
 
@@ -201,7 +195,7 @@ mod tests {
 
     #[test]
     fn gpu_telemetry_is_written_in_base_units_and_nulls_are_left_out() {
-        let text = expose(&inventory(), &telemetry(), &stats());
+        let text = render(&inventory(), &telemetry(), &stats());
         let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
         let gpu0 = [("device", "cuda:0"), ("uuid", "GPU-0000")];
         let with = |extra: (&str, &str)| labels(&[gpu0[0], gpu0[1], extra]);
@@ -273,7 +267,7 @@ mod tests {
 
     #[test]
     fn device_info_has_every_device_with_its_static_attributes() {
-        let text = expose(&inventory(), &[], &JobStats::default());
+        let text = render(&inventory(), &[], &JobStats::default());
         assert!(text.contains(
             "gpulab_device_info{device=\"cuda:0\",kind=\"cuda\",name=\"NVIDIA \\\"Test\\\" GPU\",\
              uuid=\"GPU-0000\",pci_bus_id=\"00000000:00:00.0\",compute_capability=\"9.0\"} 1\n"
@@ -292,7 +286,7 @@ mod tests {
 
     #[test]
     fn jobs_show_every_device_and_a_histogram() {
-        let text = expose(&inventory(), &[], &stats());
+        let text = render(&inventory(), &[], &stats());
         let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
         let now = values(&scrape, "gpulab_jobs");
         assert_eq!(now.len(), 6, "queued and running for each of 3 devices");
@@ -309,6 +303,7 @@ mod tests {
                 4.0
             )]
         );
+        assert_eq!(values(&scrape, "gpulab_jobs_pruned_total"), [(vec![], 3.0)]);
         let histogram = scrape
             .samples
             .iter()

@@ -1,6 +1,8 @@
 //! Aggregates of the job history for the metrics: counts by kernel, device and status, and
-//! job durations bucketed for a histogram. Computed by SQLite at read time, so they survive
-//! restarts and always agree with what `GET /api/jobs` lists.
+//! job durations bucketed for a histogram. Computed by SQLite at read time, through the
+//! read-only connection (a scrape never holds up a job's update), so they survive restarts
+//! and always agree with what `GET /api/jobs` lists. Jobs the retention deleted still count
+//! among the finished ones.
 
 use anyhow::Context;
 use gpulab_shared::JobStatus;
@@ -15,8 +17,11 @@ pub struct JobStats {
     pub finished: Vec<FinishedJobs>,
     /// Jobs queued or running now, by device (only combinations that occur).
     pub unfinished: Vec<UnfinishedJobs>,
-    /// How long the jobs that started and ended ran, by kernel and device.
+    /// How long the jobs that started and ended ran, by kernel and device (jobs still in
+    /// the history).
     pub durations: Vec<JobDurations>,
+    /// Finished jobs the retention has deleted, ever.
+    pub pruned: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,22 +60,35 @@ impl JobStore {
     /// falls in the 0.005 bucket; one whose clock went backwards counts as 0 s.
     pub fn job_stats(&self, bucket_bounds_s: &[f64]) -> anyhow::Result<JobStats> {
         debug_assert!(bucket_bounds_s.windows(2).all(|w| w[0] < w[1]));
-        // One lock for all three queries: every write goes through this connection, so
-        // nothing can change between them.
-        let conn = self.conn();
-        Ok(JobStats {
-            finished: finished(&conn).context("cannot count the finished jobs")?,
-            unfinished: unfinished(&conn).context("cannot count the queued and running jobs")?,
-            durations: durations(&conn, bucket_bounds_s)
-                .context("cannot read the job durations")?,
-        })
+        // One read transaction for all the queries, so that they see the same commit.
+        let mut conn = self.reader();
+        let tx = conn.transaction()?;
+        let stats = JobStats {
+            finished: finished(&tx).context("cannot count the finished jobs")?,
+            unfinished: unfinished(&tx).context("cannot count the queued and running jobs")?,
+            durations: durations(&tx, bucket_bounds_s).context("cannot read the job durations")?,
+            pruned: tx
+                .query_row(
+                    "SELECT COALESCE(SUM(count), 0) FROM pruned_jobs",
+                    [],
+                    |row| row.get::<_, i64>(0),
+                )
+                .context("cannot count the deleted jobs")?
+                .try_into()?,
+        };
+        tx.finish()?;
+        Ok(stats)
     }
 }
 
 fn finished(conn: &Connection) -> anyhow::Result<Vec<FinishedJobs>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT kernel, device, status, COUNT(*) FROM jobs
-         WHERE status NOT IN ('queued', 'running')
+        "SELECT kernel, device, status, SUM(n) FROM (
+             SELECT kernel, device, status, COUNT(*) AS n FROM jobs
+             WHERE status NOT IN ('queued', 'running')
+             GROUP BY kernel, device, status
+             UNION ALL
+             SELECT kernel, device, status, count FROM pruned_jobs)
          GROUP BY kernel, device, status
          ORDER BY kernel, device, status",
     )?;
@@ -85,10 +103,13 @@ fn finished(conn: &Connection) -> anyhow::Result<Vec<FinishedJobs>> {
     let mut out = Vec::new();
     for row in rows {
         let (kernel, device, status, count) = row?;
+        let Some(status) = known_status(&status) else {
+            continue;
+        };
         out.push(FinishedJobs {
             kernel,
             device,
-            status: parse_status(&status)?,
+            status,
             count: count.try_into()?,
         });
     }
@@ -113,9 +134,12 @@ fn unfinished(conn: &Connection) -> anyhow::Result<Vec<UnfinishedJobs>> {
     let mut out = Vec::new();
     for row in rows {
         let (device, status, count) = row?;
+        let Some(status) = known_status(&status) else {
+            continue;
+        };
         out.push(UnfinishedJobs {
             device,
-            status: parse_status(&status)?,
+            status,
             count: count.try_into()?,
         });
     }
@@ -123,20 +147,14 @@ fn unfinished(conn: &Connection) -> anyhow::Result<Vec<UnfinishedJobs>> {
 }
 
 fn durations(conn: &Connection, bucket_bounds_s: &[f64]) -> anyhow::Result<Vec<JobDurations>> {
-    // SQLite keeps julianday() in whole milliseconds internally, so rounding the difference
-    // to milliseconds gives the exact duration, without the error a float subtraction of
-    // two ~2.5e6-day numbers would leave at a bucket's edge. Each `SUM(ms <= ?)` is one
-    // cumulative bucket, so the whole histogram is one pass over the table.
+    // Each `SUM(duration_ms <= ?)` is one cumulative bucket, so the whole histogram is one
+    // pass over the (kernel, device, duration_ms) index.
     let buckets: String = (1..=bucket_bounds_s.len())
-        .map(|i| format!(", SUM(ms <= ?{i})"))
+        .map(|i| format!(", SUM(duration_ms <= ?{i})"))
         .collect();
     let sql = format!(
-        "SELECT kernel, device, COUNT(*), SUM(ms){buckets}
-         FROM (SELECT kernel, device,
-                      MAX(0, CAST(round((julianday(finished_at) - julianday(started_at))
-                                        * 86400000) AS INTEGER)) AS ms
-               FROM jobs WHERE started_at IS NOT NULL AND finished_at IS NOT NULL)
-         WHERE ms IS NOT NULL
+        "SELECT kernel, device, COUNT(*), SUM(duration_ms){buckets}
+         FROM jobs WHERE duration_ms IS NOT NULL
          GROUP BY kernel, device
          ORDER BY kernel, device"
     );
@@ -171,9 +189,14 @@ fn durations(conn: &Connection, bucket_bounds_s: &[f64]) -> anyhow::Result<Vec<J
     Ok(out)
 }
 
-fn parse_status(status: &str) -> anyhow::Result<JobStatus> {
-    JobStatus::parse(status)
-        .with_context(|| format!("the job history has an unknown status {status:?}"))
+/// The status, or `None` (logged) for one this gpulab does not know: a row it cannot read
+/// is left out of the counts, as it is out of the lists.
+fn known_status(status: &str) -> Option<JobStatus> {
+    let known = JobStatus::parse(status);
+    if known.is_none() {
+        tracing::warn!("jobs with the unknown status {status:?} are left out of the metrics");
+    }
+    known
 }
 
 #[cfg(test)]
@@ -222,8 +245,19 @@ mod tests {
         store
             .conn()
             .execute(
-                "UPDATE jobs SET started_at = ?2, finished_at = ?3 WHERE id = ?1",
-                params![id, started_at, finished_at],
+                "UPDATE jobs SET started_at = ?2 WHERE id = ?1",
+                params![id, started_at],
+            )
+            .unwrap();
+        // As the end of a job writes it: from the stored start to the given end.
+        store
+            .conn()
+            .execute(
+                &format!(
+                    "UPDATE jobs SET finished_at = ?1, duration_ms = {} WHERE id = ?2",
+                    crate::store::schema::DURATION_MS
+                ),
+                params![finished_at, id],
             )
             .unwrap();
         id

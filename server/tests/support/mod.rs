@@ -207,6 +207,11 @@ pub fn is_alive(pid: u32) -> bool {
 }
 
 impl TestApp {
+    /// The server's data directory, where the job history is.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data_dir.as_ref().unwrap().path()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
