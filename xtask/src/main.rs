@@ -73,6 +73,7 @@ fn run_task() -> Result<()> {
             run_setup(SetupOptions {
                 lint: true,
                 browser,
+                cuda_libraries: true,
             })
         }
         Some("ui") => {
@@ -151,6 +152,7 @@ fn serve(server_args: &[String]) -> Result<()> {
     run_setup(SetupOptions {
         lint: false,
         browser: false,
+        cuda_libraries: false,
     })?;
     build_ui()?;
     let mut server = cargo();
@@ -176,6 +178,7 @@ fn dist() -> Result<()> {
     run_setup(SetupOptions {
         lint: false,
         browser: false,
+        cuda_libraries: false,
     })?;
     build_ui()?;
     run(cargo().args(["build", "--release", "-p", "gpulab-server"]))?;

@@ -87,6 +87,7 @@ mod tests {
                 available: true,
                 driver_version: Some("12.8".into()),
                 reason: None,
+                libraries: Default::default(),
             },
         )
     }
