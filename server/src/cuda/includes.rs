@@ -241,9 +241,11 @@ fn skip_pp_number(s: &[Char], i: usize) -> usize {
     let at = |j: usize| s.get(j).map(|ch| ch.c);
     let mut j = i + 1;
     while let Some(c) = at(j) {
-        if matches!(c, 'e' | 'E' | 'p' | 'P') && matches!(at(j + 1), Some('+' | '-')) {
-            j += 2;
-        } else if c == '\'' && at(j + 1).is_some_and(|d| d.is_ascii_alphanumeric() || d == '_') {
+        let exponent_sign =
+            matches!(c, 'e' | 'E' | 'p' | 'P') && matches!(at(j + 1), Some('+' | '-'));
+        let separator =
+            c == '\'' && at(j + 1).is_some_and(|d| d.is_ascii_alphanumeric() || d == '_');
+        if exponent_sign || separator {
             j += 2;
         } else if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
             j += 1;
