@@ -47,6 +47,9 @@ pub enum Command {
         #[arg(long)]
         enable_test_faults: bool,
     },
+    /// Print NVRTC's and cuBLAS's status as JSON (the server asks a child process).
+    #[command(hide = true)]
+    CudaLibraries,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -156,6 +159,9 @@ pub fn main() -> anyhow::Result<std::process::ExitCode> {
             print!("{}", inventory.table());
         }
         Command::Run(args) => return run(args),
+        Command::CudaLibraries => {
+            println!("{}", serde_json::to_string(&crate::cuda::libraries())?);
+        }
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -102,6 +102,40 @@ pub fn libraries() -> CudaLibraries {
     }
 }
 
+/// [`libraries`] as a child process (`gpulab cuda-libraries`) finds them. Loading cuBLAS
+/// maps close to a gigabyte and costs some 190 MB of resident memory, which the server, which
+/// never runs a kernel itself, should not keep for a health report; the child also sees the
+/// library path exactly as the workers will. Outside the `gpulab` binary (in tests), in this
+/// process.
+pub fn libraries_from_child() -> CudaLibraries {
+    let unknown = |why: String| {
+        let status = LibraryStatus {
+            found: false,
+            version: None,
+            error: Some(why),
+        };
+        CudaLibraries {
+            nvrtc: status.clone(),
+            cublas: status,
+        }
+    };
+    let exe = match std::env::current_exe() {
+        Ok(exe) if exe.file_stem().is_some_and(|stem| stem == "gpulab") => exe,
+        _ => return libraries(),
+    };
+    let output = std::process::Command::new(exe)
+        .arg("cuda-libraries")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output();
+    match output {
+        Ok(output) if output.status.success() => serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| unknown(format!("the library probe answered no JSON: {e}"))),
+        Ok(output) => unknown(format!("the library probe failed ({})", output.status)),
+        Err(e) => unknown(format!("the library probe could not start: {e}")),
+    }
+}
+
 fn library_status(
     library: Library,
     missing: &str,

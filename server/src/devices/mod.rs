@@ -27,7 +27,7 @@ impl DeviceInventory {
     /// No context is left alive afterwards.
     pub fn detect() -> Self {
         let (mut devices, mut cuda) = cuda::detect();
-        cuda.libraries = crate::cuda::libraries();
+        cuda.libraries = crate::cuda::libraries_from_child();
         devices.push(cpu::detect());
         DeviceInventory { devices, cuda }
     }
