@@ -138,6 +138,8 @@ fn cuda_libraries(set: &CudaLibrarySet) -> Result<()> {
             "download",
             "--no-deps",
             "--only-binary=:all:",
+            // The wheels go once their libraries are out: no second copy in pip's cache.
+            "--no-cache-dir",
             "--dest",
         ])
         .arg(&downloads)
