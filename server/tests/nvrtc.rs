@@ -222,6 +222,14 @@ fn an_include_never_reads_a_file_of_the_server() {
     // Existence is a leak too.
     let log = error_log("#if __has_include(\"/etc/passwd\")\n#error found\n#endif\n");
     assert!(log.contains("`__has_include` is not available"), "{log}");
+    // EDG honours an `__has_include` that token pasting built.
+    let log = error_log(
+        "#define P(a, b) a##b\n#if P(__has_, include)(\"/etc/passwd\")\n#error found\n#endif\n",
+    );
+    assert!(
+        log.contains("kernel.cu(1,18): error: token pasting"),
+        "{log}"
+    );
     let log = error_log("??=include \"/etc/passwd\"\n");
     assert!(log.contains("trigraphs"), "{log}");
 }

@@ -14,7 +14,9 @@
 //! are skipped as the preprocessor skips them, line continuations are joined first, and the
 //! spellings whose meaning depends on the compiler's mode (trigraphs `??=` and `??/`, a
 //! backslash followed by blanks at a line's end, a lone carriage return, raw string literals,
-//! universal character names outside literals) are refused outright.
+//! universal character names outside literals) are refused outright. Token pasting is
+//! refused where it could build `__has_include` out of the source's own identifiers, since
+//! NVRTC honours a pasted one.
 
 use super::compile::CompileError;
 
@@ -149,6 +151,10 @@ fn is_blank(c: char) -> bool {
 fn scan(source: &str) -> Result<(), Refusal> {
     let s = splice(source)?;
     let at = |i: usize| s.get(i).map(|ch| ch.c);
+    // Token pasting can build `__has_include` out of pieces (`__has_ ## include`), and EDG
+    // honours the result: the identifiers of the source, and where the first paste stands.
+    let mut identifiers = std::collections::HashSet::new();
+    let mut first_paste = None;
     let mut i = 0;
     while i < s.len() {
         let c = s[i].c;
@@ -161,10 +167,16 @@ fn scan(source: &str) -> Result<(), Refusal> {
             '/' if at(i + 1) == Some('*') => i = skip_block_comment(&s, i),
             '"' | '\'' => i = skip_literal(&s, i),
             '#' => {
+                if at(i + 1) == Some('#') {
+                    first_paste.get_or_insert(i);
+                }
                 check_directive(&s, i, i + 1)?;
                 i += 1;
             }
             '%' if at(i + 1) == Some(':') => {
+                if at(i + 2) == Some('%') && at(i + 3) == Some(':') {
+                    first_paste.get_or_insert(i);
+                }
                 check_directive(&s, i, i + 2)?;
                 i += 2;
             }
@@ -185,7 +197,7 @@ fn scan(source: &str) -> Result<(), Refusal> {
                         "universal character names (`\\u…`) are accepted only inside literals",
                     ));
                 }
-                if ident.starts_with("__has_include") || ident.starts_with("__has_embed") {
+                if FILE_OPERATORS.iter().any(|op| ident.starts_with(op)) {
                     return Err(refuse(
                         s[start],
                         format!(
@@ -200,11 +212,40 @@ fn scan(source: &str) -> Result<(), Refusal> {
                         "raw string literals are not accepted in kernel sources",
                     ));
                 }
+                identifiers.insert(ident);
             }
             _ => i += 1,
         }
     }
+    if let Some(paste) = first_paste {
+        for operator in FILE_OPERATORS {
+            if can_be_pasted(operator, &identifiers) {
+                return Err(refuse(
+                    s[paste],
+                    format!(
+                        "token pasting here could build `{operator}` out of this source's \
+                         identifiers, and it would look for files on the server: rename them"
+                    ),
+                ));
+            }
+        }
+    }
     Ok(())
+}
+
+/// The operators that look for files; an identifier starting with one of them is refused.
+const FILE_OPERATORS: [&str; 3] = ["__has_include", "__has_include_next", "__has_embed"];
+
+/// Whether `target` is a concatenation of `pieces`: pasting joins whole tokens only, and the
+/// tokens it can join are the source's own (macro arguments included).
+fn can_be_pasted(target: &str, pieces: &std::collections::HashSet<String>) -> bool {
+    let mut reachable = vec![false; target.len() + 1];
+    reachable[0] = true;
+    for end in 1..=target.len() {
+        reachable[end] =
+            (0..end).any(|start| reachable[start] && pieces.contains(&target[start..end]));
+    }
+    reachable[target.len()]
 }
 
 /// Past the `/* … */` that starts at `i` (to the end when it is not closed).
@@ -335,6 +376,14 @@ mod tests {
                 "__has_include",
             ),
             ("#\\u0069nclude \"/etc/passwd\"\n", "plain ASCII"),
+            (
+                "#define P(a, b) a##b\n#if P(__has_, include)(\"/etc/passwd\")\n#endif\n",
+                "token pasting",
+            ),
+            (
+                "#define P(a, b) a %:%: b\n#if P(P(__h, as_), include)(\"/x\")\n#endif\n",
+                "token pasting",
+            ),
             ("int \\u0061 = 1;\n", "universal character"),
             (
                 "const char* s = R\"x(/*)x\";\n#include \"/etc/passwd\"\n",
@@ -359,7 +408,7 @@ mod tests {
     fn ordinary_kernels_pass() {
         for source in [
             "extern \"C\" __global__ void k(float* y) {\n#pragma unroll\n  for (int i = 0; i < 4; ++i) y[i] = 1.0e+5f;\n}\n",
-            "#define STR(x) #x\n#define CAT(a, b) a##b\nconst char* s = \"#include \\\"x\\\"\"; // #include \"y\"\n/* #include \"z\" */\nchar c = '#';\n",
+            "#define STR(x) #x\n#define CAT(a, b) a##b\nint CAT(has_, include);\nconst char* s = \"#include \\\"x\\\"\"; // #include \"y\"\n/* #include \"z\" */\nchar c = '#';\n",
             "#define LONG_MACRO(a) \\\n  ((a) + 1)\r\nint b = 0x1'00;\n",
         ] {
             assert_eq!(scan(source), Ok(()), "{source:?}");
