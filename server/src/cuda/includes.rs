@@ -31,7 +31,7 @@ const FILE_DIRECTIVES: [&str; 4] = ["include", "include_next", "import", "embed"
 /// The error reads like NVRTC's own, `name(line,column): error: …`, so the editor marks it.
 pub fn check(source: &str, name: &str) -> Result<(), CompileError> {
     scan(source).map_err(|refusal| CompileError::Source {
-        status: "refused before compiling".to_owned(),
+        status: "not run: the source was refused".to_owned(),
         log: format!(
             "{name}({},{}): error: {}",
             refusal.line, refusal.column, refusal.message
