@@ -57,6 +57,9 @@ pub enum Command {
         #[arg(long)]
         enable_test_faults: bool,
     },
+    /// Print NVRTC's and cuBLAS's status as JSON (the server asks a child process).
+    #[command(hide = true)]
+    CudaLibraries,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -203,6 +206,9 @@ pub fn main() -> anyhow::Result<std::process::ExitCode> {
                     return Ok(std::process::ExitCode::FAILURE);
                 }
             }
+        }
+        Command::CudaLibraries => {
+            println!("{}", serde_json::to_string(&crate::cuda::libraries())?);
         }
     }
     Ok(std::process::ExitCode::SUCCESS)

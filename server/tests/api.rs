@@ -35,6 +35,20 @@ async fn health_says_whether_cuda_is_usable_and_why_not() {
             .expect("a reason when CUDA is unavailable");
         assert!(reason.len() > 10, "{reason}");
     }
+    // With or without a GPU: each library is found with a version, or says why not.
+    for library in [&health.cuda.libraries.nvrtc, &health.cuda.libraries.cublas] {
+        if library.found {
+            assert!(library.version.is_some(), "{library:?}");
+        } else {
+            assert!(
+                library
+                    .error
+                    .as_ref()
+                    .is_some_and(|e| e.contains("not found")),
+                "{library:?}"
+            );
+        }
+    }
 }
 
 #[tokio::test]
@@ -640,6 +654,8 @@ async fn the_openapi_document_lists_every_route() {
         "KernelSpec",
         "Problem",
         "Health",
+        "CudaLibraries",
+        "LibraryStatus",
     ] {
         assert!(
             doc["components"]["schemas"][schema].is_object(),

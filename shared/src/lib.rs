@@ -32,6 +32,28 @@ pub struct CudaStatus {
     pub driver_version: Option<String>,
     /// Why no CUDA device can be used; `null` when CUDA is available.
     pub reason: Option<String>,
+    /// The CUDA libraries the server loads at run time, found or not whether or not a GPU is.
+    pub libraries: CudaLibraries,
+}
+
+/// The run-time CUDA libraries: NVRTC compiles every GPU kernel, cuBLAS runs matmul's
+/// `cublas` variant.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CudaLibraries {
+    pub nvrtc: LibraryStatus,
+    pub cublas: LibraryStatus,
+}
+
+/// Whether a library could be loaded, and its version.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LibraryStatus {
+    pub found: bool,
+    /// `"12.8"` for NVRTC (major.minor), `"12.8.5"` for cuBLAS (major.minor.patch).
+    pub version: Option<String>,
+    /// Why the library is missing or unusable; `null` when it is found.
+    pub error: Option<String>,
 }
 
 /// The two kinds of device gpulab runs kernels on.

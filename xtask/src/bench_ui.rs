@@ -18,6 +18,7 @@ pub fn bench_ui() -> Result<()> {
     run_setup(SetupOptions {
         lint: false,
         browser: true,
+        cuda_libraries: false,
     })?;
     build_ui()?;
     run(cargo().args(["build", "--release", "-p", "gpulab-server"]))?;

@@ -26,16 +26,12 @@ use crate::target_dir;
 const IMAGE: &str = "gpulab";
 /// A minimal Debian made by debootstrap: the root of the other stand-ins.
 const DEBIAN_STAND_IN: &str = "gpulab-ci/debian:bookworm";
-/// Stands in for `nvidia/cuda:12.8.1-runtime-ubuntu24.04`: NVRTC and cuBLAS of CUDA 12.8
-/// from PyPI's wheels, where the real image keeps them, registered with ldconfig.
+/// Stands in for `nvidia/cuda:12.8.1-runtime-ubuntu24.04`: NVRTC and cuBLAS of CUDA 12.8.1
+/// from PyPI's wheels (installed by `cargo xtask setup`), where the real image keeps them,
+/// registered with ldconfig.
 const CUDA_STAND_IN: &str = "gpulab-ci/cuda:12.8.1-runtime";
 /// Stands in for `rust:1.95-bookworm` (only for `--full`): this machine's Rust toolchain.
 const RUST_STAND_IN: &str = "gpulab-ci/rust:bookworm";
-/// The CUDA 12.8.1 images' NVRTC and cuBLAS, as PyPI ships them.
-const CUDA_WHEELS: [&str; 2] = [
-    "nvidia-cuda-nvrtc-cu12==12.8.93",
-    "nvidia-cublas-cu12==12.8.4.1",
-];
 /// The label that records which recipe made a stand-in, so that a changed recipe rebuilds it.
 const RECIPE_LABEL: &str = "org.gpulab.recipe";
 /// The container and volume the checks use; removed before and after.
@@ -93,10 +89,12 @@ pub fn docker(options: DockerOptions) -> Result<()> {
     let mut figures = Figures::default();
     let started = Instant::now();
     if options.build_ui {
-        // Chromium and end2end/'s npm packages, for the UI check (`test` has them already).
+        // Chromium and end2end/'s npm packages, for the UI check, and PyPI's NVRTC and
+        // cuBLAS for the CUDA stand-in (`test` has them already).
         crate::setup::run_setup(crate::setup::SetupOptions {
             lint: false,
             browser: true,
+            cuda_libraries: true,
         })?;
     }
 
@@ -339,7 +337,15 @@ RUN ln -s targets/x86_64-linux/lib /usr/local/cuda-12.8/lib64 \\
 ENV NVIDIA_REQUIRE_CUDA=cuda>=12.8 CUDA_VERSION=12.8.1 \\
     LD_LIBRARY_PATH=/usr/local/nvidia/lib:/usr/local/nvidia/lib64
 ";
-    let recipe = format!("{DOCKERFILE}{}", CUDA_WHEELS.join(" "));
+    // The libraries `cargo xtask setup` took from PyPI's wheels, and the pins they came from.
+    let libraries = workspace_root().join(crate::process::CUDA_LIB_DIR);
+    let pins = fs::read_to_string(libraries.join("WHEELS")).with_context(|| {
+        format!(
+            "no CUDA libraries in {}: run `cargo xtask setup`",
+            libraries.display()
+        )
+    })?;
+    let recipe = format!("{DOCKERFILE}{pins}");
     let id = recipe_id(&recipe);
     let base_id = recipe_of(DEBIAN_STAND_IN).unwrap_or_default();
     let id = recipe_id(&format!("{id}{base_id}"));
@@ -351,9 +357,12 @@ ENV NVIDIA_REQUIRE_CUDA=cuda>=12.8 CUDA_VERSION=12.8.1 \\
     if context.exists() {
         fs::remove_dir_all(&context)?;
     }
-    let lib = context.join("lib");
-    fs::create_dir_all(&lib)?;
-    cuda_wheel_libraries(&lib)?;
+    fs::create_dir_all(&context)?;
+    run(command("cp")
+        .args(["-a", "--reflink=auto"])
+        .arg(&libraries)
+        .arg(context.join("lib")))?;
+    let _ = fs::remove_file(context.join("lib/WHEELS"));
     fs::write(context.join("Dockerfile"), DOCKERFILE)?;
     docker_run(&[
         "build",
@@ -364,51 +373,6 @@ ENV NVIDIA_REQUIRE_CUDA=cuda>=12.8 CUDA_VERSION=12.8.1 \\
         &context.to_string_lossy(),
     ])?;
     fs::remove_dir_all(&context)?;
-    Ok(())
-}
-
-/// Downloads the CUDA wheels (cached in target/docker/wheels) and unpacks their shared
-/// libraries into `lib`.
-fn cuda_wheel_libraries(lib: &Path) -> Result<()> {
-    let wheels = target_dir().join("docker/wheels");
-    fs::create_dir_all(&wheels)?;
-    let python = if find_on_path("python3").is_some() {
-        "python3"
-    } else {
-        "python"
-    };
-    run(command(python)
-        .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
-        .arg("--dest")
-        .arg(&wheels)
-        .args(CUDA_WHEELS))?;
-    for wheel in fs::read_dir(&wheels)? {
-        let wheel = wheel?.path();
-        let name = wheel
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        let wanted = CUDA_WHEELS.iter().any(|spec| {
-            let (package, version) = spec.split_once("==").expect("pinned");
-            name.starts_with(&format!("{}-{version}-", package.replace('-', "_")))
-        });
-        if !wanted {
-            continue;
-        }
-        // A wheel is a zip; its libraries are nvidia/<part>/lib/*.so*.
-        run(command("unzip")
-            .args(["-o", "-j", "-q"])
-            .arg(&wheel)
-            .arg("nvidia/*/lib/*.so*")
-            .arg("-d")
-            .arg(lib))?;
-    }
-    let count = fs::read_dir(lib)?.count();
-    ensure!(
-        count >= 3,
-        "the CUDA wheels gave {count} libraries, not NVRTC and cuBLAS"
-    );
     Ok(())
 }
 

@@ -80,6 +80,7 @@ fn run_task() -> Result<()> {
             run_setup(SetupOptions {
                 lint: true,
                 browser,
+                cuda_libraries: true,
             })
         }
         Some("ui") => {
@@ -172,6 +173,7 @@ fn serve(server_args: &[String]) -> Result<()> {
     run_setup(SetupOptions {
         lint: false,
         browser: false,
+        cuda_libraries: false,
     })?;
     build_ui()?;
     let mut server = cargo();
@@ -197,6 +199,7 @@ pub fn dist() -> Result<()> {
     run_setup(SetupOptions {
         lint: false,
         browser: false,
+        cuda_libraries: false,
     })?;
     build_ui()?;
     run(cargo().args(["build", "--release", "-p", "gpulab-server"]))?;

@@ -25,6 +25,25 @@ pub fn npm_node_bin() -> PathBuf {
     workspace_root().join(".tools/node/node_modules/.bin")
 }
 
+/// Where `setup` puts NVRTC and cuBLAS (CUDA 12.8), below the workspace root.
+pub const CUDA_LIB_DIR: &str = ".tools/cuda/lib";
+
+/// `command` with the CUDA libraries that `setup` installed in front of LD_LIBRARY_PATH, so
+/// that cudarc, which loads them by name, finds them; unchanged when there are none.
+pub fn with_cuda_libraries(command: &mut Command) -> &mut Command {
+    let dir = workspace_root().join(CUDA_LIB_DIR);
+    if dir.is_dir() {
+        let mut dirs = vec![dir];
+        if let Some(current) = env::var_os("LD_LIBRARY_PATH") {
+            dirs.extend(env::split_paths(&current));
+        }
+        if let Ok(joined) = env::join_paths(dirs) {
+            command.env("LD_LIBRARY_PATH", joined);
+        }
+    }
+    command
+}
+
 /// Where `cargo install` puts binaries (trunk, wasm-bindgen).
 pub fn cargo_install_bin() -> Option<PathBuf> {
     if let Some(root) = env::var_os("CARGO_INSTALL_ROOT") {

@@ -25,6 +25,8 @@ pub struct SetupOptions {
     pub lint: bool,
     /// Chromium, chromedriver and the end2end/ npm packages, for the browser tests.
     pub browser: bool,
+    /// NVRTC and cuBLAS from PyPI into .tools/, for the tests that need them but no GPU.
+    pub cuda_libraries: bool,
 }
 
 /// Installs whatever is missing.
@@ -45,7 +47,113 @@ pub fn run_setup(options: SetupOptions) -> Result<()> {
         chromium(&mut apt)?;
         end2end_packages()?;
     }
+    if options.cuda_libraries {
+        for set in &CUDA_LIBRARIES {
+            cuda_libraries(set)?;
+        }
+    }
     Ok(())
+}
+
+/// CUDA libraries from NVIDIA's wheels on PyPI, which carry the real shared libraries:
+/// NVRTC and cuBLAS load and work without a GPU, so the tests compile every kernel and read
+/// the libraries' versions on any machine.
+struct CudaLibrarySet {
+    /// Where the libraries go, below the workspace root.
+    folder: &'static str,
+    /// Exact pins: a change here makes `setup` install again.
+    wheels: &'static [&'static str],
+    /// The files taken out of the wheels; the rest (headers, licences, Python files) is left.
+    libraries: &'static [&'static str],
+}
+
+/// CUDA 12.8 (NVRTC and cuBLAS, the versions of CUDA 12.8.1, which the Dockerfile's default
+/// runtime image carries; the container test's stand-in takes them from here), which the
+/// test step puts on LD_LIBRARY_PATH, and NVRTC 13,
+/// which the NVRTC tests also compile against in a child process of their own.
+const CUDA_LIBRARIES: [CudaLibrarySet; 2] = [
+    CudaLibrarySet {
+        folder: process::CUDA_LIB_DIR,
+        wheels: &[
+            "nvidia-cuda-nvrtc-cu12==12.8.93",
+            "nvidia-cublas-cu12==12.8.4.1",
+        ],
+        libraries: &[
+            "libnvrtc.so.12",
+            "libnvrtc-builtins.so.12.8",
+            "libcublas.so.12",
+            "libcublasLt.so.12",
+        ],
+    },
+    CudaLibrarySet {
+        folder: ".tools/cuda13/lib",
+        wheels: &["nvidia-cuda-nvrtc==13.5.37"],
+        libraries: &["libnvrtc.so.13", "libnvrtc-builtins.so.13.5"],
+    },
+];
+
+/// Takes the listed .so files out of every wheel in the folder argv[1] into argv[2].
+const EXTRACT_LIBRARIES: &str = r#"
+import os, sys, zipfile
+wheels, dest, wanted = sys.argv[1], sys.argv[2], set(sys.argv[3:])
+for wheel in sorted(os.listdir(wheels)):
+    with zipfile.ZipFile(os.path.join(wheels, wheel)) as archive:
+        for member in archive.namelist():
+            name = os.path.basename(member)
+            if name in wanted:
+                with archive.open(member) as src, open(os.path.join(dest, name), "wb") as out:
+                    while chunk := src.read(1 << 20):
+                        out.write(chunk)
+                wanted.discard(name)
+if wanted:
+    sys.exit("the wheels hold no " + ", ".join(sorted(wanted)))
+"#;
+
+fn cuda_libraries(set: &CudaLibrarySet) -> Result<()> {
+    let folder = workspace_root().join(set.folder);
+    // The pins of what is installed, written last, so an interrupted install is redone.
+    let stamp = folder.join("WHEELS");
+    let wanted = set.wheels.join("\n");
+    if fs::read_to_string(&stamp).is_ok_and(|installed| installed == wanted)
+        && set.libraries.iter().all(|lib| folder.join(lib).is_file())
+    {
+        found(&format!("{} in {}", set.wheels.join(", "), set.folder));
+        return Ok(());
+    }
+    if query("python3", &["-m", "pip", "--version"]).is_none() {
+        bail!(
+            "the CUDA libraries for the NVRTC tests come from PyPI through pip, which is missing: \
+             install python3-pip (Debian) and run this command again"
+        );
+    }
+    let downloads = folder.with_file_name("wheels");
+    if downloads.exists() {
+        fs::remove_dir_all(&downloads)
+            .with_context(|| format!("could not empty {}", downloads.display()))?;
+    }
+    fs::create_dir_all(&folder)
+        .with_context(|| format!("could not create {}", folder.display()))?;
+    run(command("python3")
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            // The wheels go once their libraries are out: no second copy in pip's cache.
+            "--no-cache-dir",
+            "--dest",
+        ])
+        .arg(&downloads)
+        .args(set.wheels))?;
+    run(command("python3")
+        .args(["-c", EXTRACT_LIBRARIES])
+        .arg(&downloads)
+        .arg(&folder)
+        .args(set.libraries))?;
+    fs::remove_dir_all(&downloads)
+        .with_context(|| format!("could not remove {}", downloads.display()))?;
+    fs::write(&stamp, wanted).with_context(|| format!("could not write {}", stamp.display()))
 }
 
 fn found(what: &str) {

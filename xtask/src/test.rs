@@ -46,6 +46,7 @@ pub fn run_tests() -> Result<()> {
             run_setup(SetupOptions {
                 lint: true,
                 browser: true,
+                cuda_libraries: true,
             })
         }),
         ("format", || run(cargo().args(["fmt", "--all", "--check"]))),
@@ -74,7 +75,12 @@ pub fn run_tests() -> Result<()> {
             ]))
         }),
         ("unit and integration tests", || {
-            run(cargo().args(["test", "--workspace", "--exclude", "gpulab-frontend"]))
+            run(process::with_cuda_libraries(&mut cargo()).args([
+                "test",
+                "--workspace",
+                "--exclude",
+                "gpulab-frontend",
+            ]))
         }),
         // The frontend's pure modules (the editor's checks, the compile-log reader) are
         // tested on the host: the crate builds natively too.

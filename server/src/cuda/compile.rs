@@ -67,7 +67,7 @@ pub fn version() -> Result<(i32, i32), String> {
 }
 
 /// The architectures (`90` for sm_90) this NVRTC can build CUBINs for.
-fn supported_archs() -> Result<Vec<i32>, String> {
+pub fn supported_archs() -> Result<Vec<i32>, String> {
     let mut count: c_int = 0;
     // SAFETY: `count` is a live c_int for NVRTC to write.
     check(unsafe { sys::nvrtcGetNumSupportedArchs(&mut count) })
@@ -93,6 +93,8 @@ pub fn compile(
             "the source holds a NUL byte, which CUDA C cannot contain".into(),
         ));
     }
+    // Before NVRTC opens anything: an include would read the server's own files.
+    super::includes::check(source, name)?;
     let wanted = (arch.0 * 10 + arch.1) as i32;
     let supported = supported_archs().map_err(CompileError::Nvrtc)?;
     // GPULAB_NVRTC_PTX=1 asks for PTX even where a CUBIN could be built: a diagnostic, and

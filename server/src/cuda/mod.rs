@@ -8,6 +8,7 @@
 
 pub mod compile;
 pub mod custom;
+mod includes;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use cudarc::driver::sys::CUdevice_attribute_enum as Attr;
 use cudarc::driver::{
     CudaContext, CudaEvent, CudaFunction, CudaModule, CudaStream, DriverError, LaunchConfig,
 };
+use gpulab_shared::{CudaLibraries, LibraryStatus};
 use serde::Serialize;
 
 pub use compile::{CompileError, Image, ImageKind, Options};
@@ -80,6 +82,109 @@ pub fn library_present(library: Library) -> bool {
         }
     })
     .unwrap_or(false)
+}
+
+/// Whether NVRTC and cuBLAS can be loaded, and their versions. Needs no GPU: neither
+/// `nvrtcVersion` nor `cublasGetProperty` touches the driver.
+pub fn libraries() -> CudaLibraries {
+    CudaLibraries {
+        nvrtc: library_status(
+            Library::Nvrtc,
+            "libnvrtc.so.12 or .13 not found on the library path: no GPU kernel can be compiled",
+            || compile::version().map(|(major, minor)| format!("{major}.{minor}")),
+        ),
+        cublas: library_status(
+            Library::Cublas,
+            "libcublas.so.12 or .13 not found on the library path: matmul's `cublas` variant \
+             cannot run",
+            cublas_version,
+        ),
+    }
+}
+
+/// [`libraries`] as a child process (`gpulab cuda-libraries`) finds them. Loading cuBLAS
+/// maps close to a gigabyte and costs some 190 MB of resident memory, which the server, which
+/// never runs a kernel itself, should not keep for a health report; the child also sees the
+/// library path exactly as the workers will. Outside the `gpulab` binary (in tests), in this
+/// process.
+pub fn libraries_from_child() -> CudaLibraries {
+    let unknown = |why: String| {
+        let status = LibraryStatus {
+            found: false,
+            version: None,
+            error: Some(why),
+        };
+        CudaLibraries {
+            nvrtc: status.clone(),
+            cublas: status,
+        }
+    };
+    let exe = match std::env::current_exe() {
+        Ok(exe) if exe.file_stem().is_some_and(|stem| stem == "gpulab") => exe,
+        _ => return libraries(),
+    };
+    let output = std::process::Command::new(exe)
+        .arg("cuda-libraries")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output();
+    match output {
+        Ok(output) if output.status.success() => serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| unknown(format!("the library probe answered no JSON: {e}"))),
+        Ok(output) => unknown(format!("the library probe failed ({})", output.status)),
+        Err(e) => unknown(format!("the library probe could not start: {e}")),
+    }
+}
+
+fn library_status(
+    library: Library,
+    missing: &str,
+    version: fn() -> Result<String, String>,
+) -> LibraryStatus {
+    if !library_present(library) {
+        return LibraryStatus {
+            found: false,
+            version: None,
+            error: Some(missing.to_owned()),
+        };
+    }
+    // cudarc panics when a symbol is missing from the library it loaded.
+    let version = std::panic::catch_unwind(version)
+        .unwrap_or_else(|payload| Err(panic_message(payload.as_ref())));
+    match version {
+        Ok(version) => LibraryStatus {
+            found: true,
+            version: Some(version),
+            error: None,
+        },
+        Err(error) => LibraryStatus {
+            found: true,
+            version: None,
+            error: Some(error),
+        },
+    }
+}
+
+/// cuBLAS's version as `major.minor.patch`.
+fn cublas_version() -> Result<String, String> {
+    use cudarc::cublas::sys::{cublasGetProperty, cublasStatus_t, libraryPropertyType};
+    let mut parts = Vec::with_capacity(3);
+    for property in [
+        libraryPropertyType::MAJOR_VERSION,
+        libraryPropertyType::MINOR_VERSION,
+        libraryPropertyType::PATCH_LEVEL,
+    ] {
+        let mut value = 0;
+        // SAFETY: `value` is a live c_int for cuBLAS to write; the call needs no handle.
+        let status = unsafe { cublasGetProperty(property, &mut value) };
+        if status != cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+            return Err(format!(
+                "cublasGetProperty({property:?}) failed: {status:?}"
+            ));
+        }
+        parts.push(value.to_string());
+    }
+    Ok(parts.join("."))
 }
 
 /// The text of a caught panic.

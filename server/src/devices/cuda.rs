@@ -91,6 +91,7 @@ fn probe() -> (Vec<Device>, CudaStatus) {
             available: true,
             driver_version,
             reason: None,
+            libraries: Default::default(),
         }
     };
     (devices, status)
@@ -258,6 +259,7 @@ fn unavailable(driver_version: Option<String>, reason: String) -> CudaStatus {
         available: false,
         driver_version,
         reason: Some(reason),
+        libraries: Default::default(),
     }
 }
 

@@ -26,7 +26,8 @@ impl DeviceInventory {
     /// context to read its free memory, which takes up to a few hundred milliseconds per GPU.
     /// No context is left alive afterwards.
     pub fn detect() -> Self {
-        let (mut devices, cuda) = cuda::detect();
+        let (mut devices, mut cuda) = cuda::detect();
+        cuda.libraries = crate::cuda::libraries_from_child();
         devices.push(cpu::detect());
         DeviceInventory { devices, cuda }
     }
@@ -207,6 +208,7 @@ mod tests {
             available: false,
             driver_version: None,
             reason: Some(cuda::NO_DRIVER_REASON.to_owned()),
+            libraries: Default::default(),
         }
     }
 
@@ -222,6 +224,7 @@ mod tests {
                 available: true,
                 driver_version: Some("12.8".to_owned()),
                 reason: None,
+                libraries: Default::default(),
             },
         )
     }

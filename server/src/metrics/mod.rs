@@ -80,6 +80,7 @@ mod tests {
                 available: true,
                 driver_version: Some("12.8".into()),
                 reason: None,
+                libraries: Default::default(),
             },
         )
     }

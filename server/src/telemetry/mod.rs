@@ -280,6 +280,7 @@ mod tests {
             available: true,
             driver_version: None,
             reason: None,
+            libraries: Default::default(),
         };
         Arc::new(DeviceInventory::from_parts(vec![gpu, cpu], status))
     }
