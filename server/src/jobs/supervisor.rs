@@ -436,34 +436,54 @@ async fn run_jobs(
                 w.kill().await;
             }
         }
-        if worker.is_none() {
-            worker = spawn_logged(&cmd, &device).await;
-        }
         let mut cancel_rx = cancel_rx;
-        let mut tries = 0;
-        let ended = loop {
-            let ended = match worker.as_mut() {
-                None => Ended::failed(
-                    format!("the worker process for {device} could not start"),
-                    false,
-                ),
-                Some(w) => {
-                    let ended = run_one(w, &job, &mut cancel_rx, &store, &events).await;
-                    w.log_output(&device, id);
-                    ended
+        // A worker can take long to start (a CUDA context, up to READY_TIMEOUT): a cancel
+        // meanwhile is answered at once, not after the start (a dropped start is killed).
+        let mut cancelled_at_start = None;
+        if worker.is_none() {
+            tokio::select! {
+                spawned = spawn_logged(&cmd, &device) => worker = spawned,
+                request = &mut cancel_rx => {
+                    cancelled_at_start = Some(Ended {
+                        status: JobStatus::Cancelled,
+                        result: None,
+                        error: Some("cancelled while its worker was starting".into()),
+                        artifact: None,
+                        worker_lost: false,
+                        undelivered: false,
+                        cancelled_by: request.ok(),
+                    });
                 }
-            };
-            tries += 1;
-            if !ended.undelivered || tries == 2 {
-                break ended;
             }
-            // The worker died before it had the job (killed while idle, just now): the job
-            // goes to a new one.
-            if let Some(w) = worker.take() {
-                let status = w.kill().await;
-                tracing::warn!(%device, job = id, "the worker died before the job reached it ({})", describe_exit(status));
+        }
+        let mut tries = 0;
+        let ended = if let Some(ended) = cancelled_at_start {
+            ended
+        } else {
+            loop {
+                let ended = match worker.as_mut() {
+                    None => Ended::failed(
+                        format!("the worker process for {device} could not start"),
+                        false,
+                    ),
+                    Some(w) => {
+                        let ended = run_one(w, &job, &mut cancel_rx, &store, &events).await;
+                        w.log_output(&device, id);
+                        ended
+                    }
+                };
+                tries += 1;
+                if !ended.undelivered || tries == 2 {
+                    break ended;
+                }
+                // The worker died before it had the job (killed while idle, just now): the job
+                // goes to a new one.
+                if let Some(w) = worker.take() {
+                    let status = w.kill().await;
+                    tracing::warn!(%device, job = id, "the worker died before the job reached it ({})", describe_exit(status));
+                }
+                worker = spawn_logged(&cmd, &device).await;
             }
-            worker = spawn_logged(&cmd, &device).await;
         };
         let retire = ended.worker_lost || custom;
         if retire {
