@@ -87,9 +87,60 @@ fn openapi_path_item() -> utoipa::openapi::PathItem {
         HttpMethod::Get,
         OperationBuilder::new()
             .summary(Some("This OpenAPI 3.1 document"))
+            .operation_id(Some("getOpenApi"))
             .tag("meta")
-            .response("200", ResponseBuilder::new().description("The document")),
+            .response(
+                "200",
+                ResponseBuilder::new()
+                    .description("The document")
+                    .content("application/json", Default::default()),
+            ),
     )
+}
+
+/// The document as served. utoipa 5.5 writes a link's fields in snake case
+/// (`operation_id`); OpenAPI names them in camel case, and clients such as Schemathesis
+/// ignore a link without `operationId`.
+fn openapi_json(doc: &utoipa::openapi::OpenApi) -> serde_json::Value {
+    let mut json = serde_json::to_value(doc).expect("the OpenAPI document serializes");
+    // `get_mut`, not indexing: indexing a missing key of a mutable `Value` inserts a null.
+    let paths = json
+        .get_mut("paths")
+        .and_then(|paths| paths.as_object_mut());
+    let operations = paths.into_iter().flat_map(|paths| {
+        paths
+            .values_mut()
+            .filter_map(|item| item.as_object_mut())
+            .flat_map(|item| item.values_mut())
+    });
+    for operation in operations {
+        let Some(responses) = operation
+            .get_mut("responses")
+            .and_then(|responses| responses.as_object_mut())
+        else {
+            continue;
+        };
+        for response in responses.values_mut() {
+            let Some(links) = response
+                .get_mut("links")
+                .and_then(|links| links.as_object_mut())
+            else {
+                continue;
+            };
+            for link in links.values_mut().filter_map(|link| link.as_object_mut()) {
+                for (snake, camel) in [
+                    ("operation_id", "operationId"),
+                    ("operation_ref", "operationRef"),
+                    ("request_body", "requestBody"),
+                ] {
+                    if let Some(value) = link.remove(snake) {
+                        link.insert(camel.into(), value);
+                    }
+                }
+            }
+        }
+    }
+    json
 }
 
 /// The whole application: the API under `/api`, the UI from `static_dir` for every other
@@ -103,7 +154,7 @@ pub fn app(state: AppState, static_dir: Option<PathBuf>) -> Router {
     let access = state.access.clone();
     let headers = Arc::new(security::ResponseHeaders::for_ui(static_dir.as_deref()));
     let (api, doc) = api_routes();
-    let doc = Arc::new(doc);
+    let doc = Arc::new(openapi_json(&doc));
     let api = api
         .route(
             "/api/openapi.json",
