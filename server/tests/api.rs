@@ -661,6 +661,14 @@ async fn the_openapi_document_describes_operations_as_the_server_serves_them() {
         for (method, op) in item.as_object().unwrap() {
             let id = op["operationId"].as_str();
             ids.push(id.unwrap_or_else(|| panic!("{method} {path} has no operationId")));
+            // The guards in front of every route: the token, and the `Host` check.
+            let open_read = ["/api/health", "/api/openapi.json"].contains(&path.as_str());
+            assert_eq!(
+                op["responses"].get("401").is_some(),
+                !open_read,
+                "{method} {path}: 401"
+            );
+            assert!(op["responses"]["403"].is_object(), "{method} {path}: 403");
             for param in op["parameters"].as_array().into_iter().flatten() {
                 let name = param["name"].as_str().unwrap();
                 let in_path = path.contains(&format!("{{{name}}}"));

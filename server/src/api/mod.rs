@@ -77,7 +77,48 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     doc.paths
         .paths
         .insert("/api/openapi.json".into(), openapi_path_item());
+    document_guard_answers(&mut doc);
     (router, doc)
+}
+
+/// Adds what the guards in front of every route may answer ([`security`]) to each
+/// operation that does not list it yet: 403 for a `Host` the server does not answer to,
+/// and 401 without the token, except on the reads that stay open.
+fn document_guard_answers(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
+    let problem = |description: &str| -> RefOr<Response> {
+        let content = ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("Problem")))
+            .build();
+        ResponseBuilder::new()
+            .description(description)
+            .content(error::PROBLEM_JSON, content)
+            .build()
+            .into()
+    };
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let open = security::OPEN_READS.contains(&path.as_str());
+        let operations = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+        ];
+        for operation in operations.into_iter().flatten() {
+            let responses = &mut operation.responses.responses;
+            if !open {
+                responses.entry("401".into()).or_insert_with(|| {
+                    problem(
+                        "A token is set and missing or wrong (for a read: the server protects \
+                         reads, `--protect-reads`)",
+                    )
+                });
+            }
+            responses
+                .entry("403".into())
+                .or_insert_with(|| problem("The `Host` is not a name this server answers to"));
+        }
+    }
 }
 
 fn openapi_path_item() -> utoipa::openapi::PathItem {
