@@ -99,7 +99,7 @@ impl AllowedHosts {
         if name == "localhost" || name.ends_with(".localhost") {
             return true;
         }
-        self.names.iter().any(|n| *n == name)
+        self.names.contains(&name)
     }
 }
 
