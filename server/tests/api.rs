@@ -664,6 +664,104 @@ async fn the_openapi_document_lists_every_route() {
     }
 }
 
+/// What Schemathesis (the `api schema` step of `cargo xtask test`) relies on to reach every
+/// operation: names that identify operations, links that name them, parameters where the
+/// server reads them, and a 202 body described as it is sent.
+#[tokio::test]
+async fn the_openapi_document_describes_operations_as_the_server_serves_them() {
+    let app = spawn_app().await;
+    let doc: serde_json::Value = app.get_json("/api/openapi.json").await;
+    let mut ids = Vec::new();
+    let mut links = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let id = op["operationId"].as_str();
+            ids.push(id.unwrap_or_else(|| panic!("{method} {path} has no operationId")));
+            // The guards in front of every route: the token, and the `Host` check.
+            let open_read = ["/api/health", "/api/openapi.json"].contains(&path.as_str());
+            assert_eq!(
+                op["responses"].get("401").is_some(),
+                !open_read,
+                "{method} {path}: 401"
+            );
+            assert!(op["responses"]["403"].is_object(), "{method} {path}: 403");
+            for param in op["parameters"].as_array().into_iter().flatten() {
+                let name = param["name"].as_str().unwrap();
+                let in_path = path.contains(&format!("{{{name}}}"));
+                assert_eq!(
+                    param["in"] == "path",
+                    in_path,
+                    "{method} {path}: parameter {name} is declared in {}",
+                    param["in"]
+                );
+            }
+            for response in op["responses"].as_object().unwrap().values() {
+                assert!(
+                    response.get("links").is_none_or(|l| l.is_object()),
+                    "{method} {path}: {response}"
+                );
+                for link in response["links"]
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|l| l.values())
+                {
+                    links.push((format!("{method} {path}"), link.clone()));
+                }
+            }
+        }
+    }
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "operationIds repeat: {ids:?}");
+    assert!(!links.is_empty(), "POST /api/jobs links to its job");
+    for (from, link) in links {
+        let target = link["operationId"].as_str();
+        assert!(
+            target.is_some_and(|t| ids.contains(&t)),
+            "a link of {from} names no operation: {link}"
+        );
+    }
+
+    // The 202 body is the job itself, with no wrapper naming the variant.
+    let submitted = &doc["components"]["schemas"]["Submitted"]["oneOf"];
+    assert_eq!(
+        submitted,
+        &json!([
+            {"$ref": "#/components/schemas/Job"},
+            {"$ref": "#/components/schemas/JobGroup"}
+        ])
+    );
+    let resp = app
+        .post_json(
+            "/api/jobs",
+            &json!({"kernel": "vector_add", "device": "cpu", "params": {"n": 16}}),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(body["id"].is_i64(), "{body}");
+
+    // A parameter's default is a number, string or boolean, never an object.
+    let default = &doc["components"]["schemas"]["ParamSpec"]["properties"]["default"];
+    let types: Vec<&str> = default["oneOf"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{default}"))
+        .iter()
+        .map(|t| t["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["number", "string", "boolean"]);
+    let kernels: Vec<KernelSpec> = app.get_json("/api/kernels").await;
+    for param in kernels.iter().flat_map(|k| &k.params) {
+        assert!(
+            param.default.is_number() || param.default.is_string() || param.default.is_boolean(),
+            "{}: {}",
+            param.name,
+            param.default
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_token_guards_changes_but_not_reads() {
     let app = spawn_app_with(AppOptions {

@@ -156,7 +156,8 @@ pub struct ParamSpec {
     pub name: String,
     #[serde(rename = "type")]
     pub ty: ParamType,
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    /// A number, string or boolean, as `type` says.
+    #[cfg_attr(feature = "openapi", schema(schema_with = param_value_schema))]
     pub default: serde_json::Value,
     /// Inclusive lower bound of a numeric parameter.
     pub min: Option<f64>,
@@ -167,6 +168,18 @@ pub struct ParamSpec {
     pub choices: Option<Vec<String>>,
     pub unit: Option<String>,
     pub help: String,
+}
+
+/// The schema of one parameter value: a JSON number, string or boolean.
+#[cfg(feature = "openapi")]
+fn param_value_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+    OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::Number))
+        .item(ObjectBuilder::new().schema_type(Type::String))
+        .item(ObjectBuilder::new().schema_type(Type::Boolean))
+        .build()
+        .into()
 }
 
 /// One entry of `GET /api/kernels`.

@@ -47,8 +47,10 @@ tasks:
                      (--full: the whole two-stage build, its log in docs/docker/), run it
                      as the README says and check it (prints figures)
   test               everything CI checks: setup --browser, fmt, clippy, tests, ui, the
-                     browser tests against a running server, and the container test
-                     (`docker` without --full); .ci/run runs this
+                     browser tests and Schemathesis against a running server, and the
+                     container test (`docker` without --full); .ci/run runs this
+  api-schema         the debug server build, then Schemathesis (installed into
+                     .tools/schemathesis) against its /api/openapi.json
 ";
 
 fn main() -> ExitCode {
@@ -95,6 +97,11 @@ fn run_task() -> Result<()> {
         Some("test") => {
             no_arguments("test", &rest)?;
             test::run_tests()
+        }
+        Some("api-schema") => {
+            no_arguments("api-schema", &rest)?;
+            run(cargo().args(["build", "-p", "gpulab-server"]))?;
+            test::api_schema()
         }
         Some("bench") => {
             no_arguments("bench", &rest)?;

@@ -17,6 +17,10 @@ const NODE_MIN_MAJOR_FOR_BROWSER_TESTS: u32 = 20;
 const NODE_SERIES: &str = "22";
 /// The binaryen release whose wasm-opt trunk runs; Debian's binaryen 108 emits broken wasm.
 const BINARYEN_VERSION: &str = "132";
+/// The Schemathesis release that checks the server against its OpenAPI document.
+const SCHEMATHESIS_VERSION: &str = "4.32.5";
+/// Where `schemathesis()` keeps its Python virtual environment.
+const SCHEMATHESIS_VENV: &str = ".tools/schemathesis";
 
 /// What to install beyond the tools every build needs.
 #[derive(Clone, Copy, Debug)]
@@ -311,6 +315,46 @@ fn wasm_opt() -> Result<()> {
         ".tools",
         &format!("binaryen@{BINARYEN_VERSION}"),
     ]))
+}
+
+/// Installs Schemathesis (from PyPI, into a virtual environment under .tools) unless that
+/// version is there, and returns the path of its `st` command.
+pub fn schemathesis() -> Result<std::path::PathBuf> {
+    let venv = workspace_root().join(SCHEMATHESIS_VENV);
+    let st = venv.join("bin/st");
+    // `st --version` prints `st, version 4.32.5`.
+    let wanted = format!("version {SCHEMATHESIS_VERSION}");
+    if let Some(version) = query(&st.to_string_lossy(), &["--version"]) {
+        if version.ends_with(&wanted) {
+            found(&format!(
+                "Schemathesis {SCHEMATHESIS_VERSION} in {SCHEMATHESIS_VENV}"
+            ));
+            return Ok(st);
+        }
+        println!("found {version}, but the project needs Schemathesis {SCHEMATHESIS_VERSION}");
+    }
+    if query("python3", &["--version"]).is_none() {
+        apt_install(
+            "Python 3, which runs Schemathesis,",
+            &["python3", "python3-venv"],
+        )?;
+    }
+    if !venv.join("bin/pip").is_file() {
+        // Debian's python3 makes no virtual environment without its python3-venv package.
+        if query("python3", &["-c", "import ensurepip"]).is_none() {
+            apt_install(
+                "Python's venv module, which holds Schemathesis,",
+                &["python3-venv"],
+            )?;
+        }
+        run(command("python3").args(["-m", "venv", SCHEMATHESIS_VENV]))?;
+    }
+    run(command(&venv.join("bin/pip").to_string_lossy()).args([
+        "install",
+        "--disable-pip-version-check",
+        &format!("schemathesis=={SCHEMATHESIS_VERSION}"),
+    ]))?;
+    Ok(st)
 }
 
 fn chromium(apt: &mut Apt) -> Result<()> {

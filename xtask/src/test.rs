@@ -41,7 +41,7 @@ type Step = (&'static str, fn() -> Result<()>);
 
 /// Runs every step and prints the summary.
 pub fn run_tests() -> Result<()> {
-    let steps: [Step; 10] = [
+    let steps: [Step; 11] = [
         ("setup --browser", || {
             run_setup(SetupOptions {
                 lint: true,
@@ -92,6 +92,7 @@ pub fn run_tests() -> Result<()> {
             run(cargo().args(["build", "-p", "gpulab-server"]))
         }),
         ("browser tests", browser_tests),
+        ("api schema (schemathesis)", api_schema),
         // The image from the real Dockerfile, run and checked with a real Docker engine;
         // the UI in dist/ is the one the `ui` step built.
         ("container", || {
@@ -122,8 +123,75 @@ fn browser_tests() -> Result<()> {
     if !has_node_tests(&end2end)? {
         bail!("end2end/ holds no test files that `node --test` would run (such as `*.test.mjs`)");
     }
+    in_fresh_data_dir(|data_dir| run_against_server(&end2end, data_dir))
+}
+
+/// The Schemathesis checks: the status code, content type, headers and body of every answer
+/// must be the ones the document declares, no answer may be a 5xx, and a request the schema
+/// forbids must be refused. Left out: `use_after_free` (DELETE cancels a job, which stays
+/// readable), `ensure_resource_availability` (it follows the link Schemathesis infers from
+/// POST /api/jobs to the job's artifact, which only a Mandelbrot job has),
+/// `positive_data_acceptance` (the schema cannot list the kernels and devices a server has,
+/// so schema-valid requests meet 404 and 422) and the token checks (this server has no
+/// token).
+const SCHEMATHESIS_CHECKS: &str = "not_a_server_error,status_code_conformance,\
+    content_type_conformance,response_headers_conformance,response_schema_conformance,\
+    negative_data_rejection,unsupported_method,allow_header_conformance";
+/// Test cases per operation and phase: enough to reach every documented answer, few enough
+/// for about a minute on two cores.
+const SCHEMATHESIS_EXAMPLES: &str = "50";
+/// A fixed seed, so that a failure is the same on every run; change it to explore further.
+const SCHEMATHESIS_SEED: &str = "20261203";
+
+/// Starts the debug server on a free port with a fresh data folder and runs Schemathesis
+/// against its `/api/openapi.json`: every operation in every phase (the document's examples,
+/// coverage, fuzzing, and the stateful phase that follows its links).
+pub fn api_schema() -> Result<()> {
+    let st = crate::setup::schemathesis()?;
+    // Schemathesis keeps its cache (for `st replay`) in its working folder.
+    let work_dir = target_dir().join("schemathesis");
+    fs::create_dir_all(&work_dir)
+        .with_context(|| format!("could not create {}", work_dir.display()))?;
+    in_fresh_data_dir(|data_dir| {
+        // Schema-valid submissions start real CPU jobs: two may wait, each ends within 10 s.
+        let server = RunningServer::start_with_env(
+            &target_dir().join("debug/gpulab"),
+            &workspace_root().join("dist"),
+            data_dir,
+            &[
+                ("GPULAB_QUEUE_CAPACITY", "2"),
+                ("GPULAB_MAX_TIMEOUT_S", "10"),
+                ("GPULAB_DEFAULT_TIMEOUT_S", "10"),
+            ],
+        )?;
+        let checked = run(command(&st.to_string_lossy())
+            .arg("run")
+            .arg(format!("{}/api/openapi.json", server.url))
+            .args(["--checks", SCHEMATHESIS_CHECKS])
+            // An event stream never ends: each request would run into the timeout.
+            .args(["--exclude-path", "/api/events"])
+            .args(["--max-examples", SCHEMATHESIS_EXAMPLES])
+            .args(["--seed", SCHEMATHESIS_SEED])
+            // One worker: Python 3.11's ast.parse, which Hypothesis calls, is not thread-safe.
+            .args(["--workers", "1", "--request-timeout", "10", "--no-color"])
+            .args(["--generation-database", "none"])
+            .current_dir(&work_dir));
+        let stopped = server.stop();
+        match (checked, stopped) {
+            (Err(checked), Err(stopped)) => {
+                eprintln!("warning: {stopped:#}");
+                Err(checked)
+            }
+            (checked, stopped) => checked.and(stopped),
+        }
+    })
+}
+
+/// Runs `with_dir` with a new, empty data folder, removed afterwards unless the run failed and
+/// the server wrote something there.
+fn in_fresh_data_dir(with_dir: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let data_dir = fresh_data_dir()?;
-    match run_against_server(&end2end, &data_dir) {
+    match with_dir(&data_dir) {
         Ok(()) => fs::remove_dir_all(&data_dir)
             .with_context(|| format!("could not remove {}", data_dir.display())),
         Err(error) => {
@@ -174,8 +242,19 @@ impl RunningServer {
     /// Starts `binary` on a free port, serving the UI in `static_dir` and keeping its jobs
     /// in `data_dir`, and waits until it listens.
     pub fn start(binary: &Path, static_dir: &Path, data_dir: &Path) -> Result<Self> {
+        Self::start_with_env(binary, static_dir, data_dir, &[])
+    }
+
+    /// [`RunningServer::start`] with environment variables (`GPULAB_*` settings) added.
+    pub fn start_with_env(
+        binary: &Path,
+        static_dir: &Path,
+        data_dir: &Path,
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let mut server = Command::new(binary);
         server
+            .envs(env.iter().copied())
             .current_dir(workspace_root())
             .args(["serve", "--addr", "127.0.0.1:0", "--static-dir"])
             .arg(static_dir)

@@ -11,17 +11,31 @@ use super::error::ApiError;
 use super::AppState;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DevicesQuery {
     /// `json` (the default) or `text`: the one line of the original PyCUDA page.
+    #[param(inline, value_type = Option<DeviceListFormat>)]
     format: Option<String>,
 }
 
+/// `json`: the devices as JSON; `text`: the PyCUDA line.
+// Only for the OpenAPI document, which lists the values: the handler reads the raw
+// string, so that an unknown one gets its own message.
+#[derive(utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum DeviceListFormat {
+    Json,
+    Text,
+}
+
 /// Every device: each CUDA GPU, then the host CPU.
-#[utoipa::path(get, path = "/api/devices", tag = "devices", params(DevicesQuery),
+#[utoipa::path(get, path = "/api/devices", tag = "devices", operation_id = "listDevices",
+    params(DevicesQuery),
     responses(
         (status = 200, description = "The devices; with `format=text`, the line \
             `N device(s) found., Device #0: NAME, Compute Capability: X.Y, Total Memory: M KB`",
-            body = [Device]),
+            content((Vec<Device> = "application/json"), (String = "text/plain"))),
         (status = 400, description = "Unknown format", body = Problem,
             content_type = "application/problem+json")))]
 pub async fn list(
@@ -43,8 +57,8 @@ pub async fn list(
 }
 
 /// One device by id: `cpu` or `cuda:N`.
-#[utoipa::path(get, path = "/api/devices/{id}", tag = "devices",
-    params(("id" = String, Path, description = "`cpu` or `cuda:N`")),
+#[utoipa::path(get, path = "/api/devices/{id}", tag = "devices", operation_id = "getDevice",
+    params(("id" = String, Path, description = "`cpu` or `cuda:N`", example = "cpu")),
     responses(
         (status = 200, description = "The device", body = Device),
         (status = 404, description = "No such device", body = Problem,

@@ -16,7 +16,7 @@ use super::AppState;
 /// ended) and `telemetry` events (each device's new sample, once a second). A client that
 /// falls behind skips what it missed; `EventSource` reconnects by itself after a restart.
 /// The stream ends when the server shuts down.
-#[utoipa::path(get, path = "/api/events", tag = "events",
+#[utoipa::path(get, path = "/api/events", tag = "events", operation_id = "streamEvents",
     responses((status = 200, description = "`text/event-stream` of `job` events (data: Job) \
         and `telemetry` events (data: TelemetrySample)", content_type = "text/event-stream")))]
 pub async fn stream(

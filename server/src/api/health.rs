@@ -7,7 +7,7 @@ use gpulab_shared::Health;
 use super::AppState;
 
 /// The server is up; whether CUDA is usable, and why not.
-#[utoipa::path(get, path = "/api/health", tag = "health",
+#[utoipa::path(get, path = "/api/health", tag = "health", operation_id = "getHealth",
     responses((status = 200, description = "The server answers", body = Health)))]
 pub async fn health(State(state): State<AppState>) -> Json<Health> {
     Json(Health {

@@ -19,13 +19,20 @@ const MAX_PAGE: u32 = 500;
 /// Queues a job. Only `kernel` and `device` are required. `kernel: "custom"` runs CUDA C
 /// (see the README); `device: "all"` queues the job on every CUDA device and answers a
 /// [`JobGroup`] whose `compare` link gives each device's figure.
-#[utoipa::path(post, path = "/api/jobs", tag = "jobs", request_body = JobRequest,
+#[utoipa::path(post, path = "/api/jobs", tag = "jobs", operation_id = "createJob",
+    request_body(content = JobRequest, example = json!({
+        "kernel": "vector_add", "device": "cpu", "params": {"n": 1024}, "repetitions": 1})),
     responses(
-        (status = 202, description = "Queued; `Location` names the job. With `device: \"all\"`, a JobGroup", body = Submitted),
+        (status = 202, description = "Queued; `Location` names the job. With `device: \"all\"`, a JobGroup", body = Submitted,
+            headers(("Location" = String, description = "`/api/jobs/{id}` of the new job (not sent for a JobGroup)")),
+            links(
+                ("GetJob" = (operation_id = "getJob", parameters(("id" = "$response.body#/id")))),
+                ("CancelJob" = (operation_id = "cancelJob", parameters(("id" = "$response.body#/id")))))),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "A token is set and missing or wrong", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown device", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not sent as `Content-Type: application/json`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Unknown kernel, bad parameter, wrong device kind or too big", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "The device's queue is full; see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 507, description = "The disk of the job history is full", body = Problem, content_type = "application/problem+json")))]
@@ -57,7 +64,9 @@ pub async fn create(
 pub const ALL_DEVICES: &str = "all";
 
 /// What `POST /api/jobs` answers: one job, or a group for `device: "all"`.
+/// Untagged: the body is the job (or the group) itself, with no wrapper object.
 #[derive(utoipa::ToSchema)]
+#[serde(untagged)]
 #[allow(dead_code)] // Only its schema is used: the handler answers either type itself.
 pub enum Submitted {
     Job(Box<Job>),
@@ -65,6 +74,7 @@ pub enum Submitted {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CompareQuery {
     /// Job ids, separated by commas (at most 64).
     ids: String,
@@ -72,9 +82,11 @@ pub struct CompareQuery {
 
 /// The same job's figure on several devices: each job's throughput, how much slower than
 /// the best it is, and a flag on any more than 10 % slower.
-#[utoipa::path(get, path = "/api/jobs/compare", tag = "jobs", params(CompareQuery),
+#[utoipa::path(get, path = "/api/jobs/compare", tag = "jobs", operation_id = "compareJobs",
+    params(CompareQuery),
     responses(
         (status = 200, description = "The comparison", body = JobComparison),
+        (status = 400, description = "The query string cannot be read (`ids` missing or given twice)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "An id names no job", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The ids are not a list of job ids", body = Problem, content_type = "application/problem+json")))]
 pub async fn compare(
@@ -107,6 +119,7 @@ pub async fn compare(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only jobs in this status.
     status: Option<String>,
@@ -121,9 +134,10 @@ pub struct ListQuery {
 }
 
 /// Jobs, newest first, a page at a time.
-#[utoipa::path(get, path = "/api/jobs", tag = "jobs", params(ListQuery),
+#[utoipa::path(get, path = "/api/jobs", tag = "jobs", operation_id = "listJobs", params(ListQuery),
     responses(
         (status = 200, description = "A page of jobs", body = JobPage),
+        (status = 400, description = "The query string cannot be read (a filter given twice)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A bad filter", body = Problem, content_type = "application/problem+json")))]
 pub async fn list(
     State(state): State<AppState>,
@@ -177,7 +191,7 @@ pub async fn list(
 }
 
 /// One job, with its progress while it runs and its result once it has finished.
-#[utoipa::path(get, path = "/api/jobs/{id}", tag = "jobs",
+#[utoipa::path(get, path = "/api/jobs/{id}", tag = "jobs", operation_id = "getJob",
     params(("id" = i64, Path, description = "The job's id")),
     responses(
         (status = 200, description = "The job", body = Job),
@@ -197,7 +211,7 @@ pub async fn get(
 }
 
 /// Cancels a queued job, or stops a running one (its worker is killed and replaced).
-#[utoipa::path(delete, path = "/api/jobs/{id}", tag = "jobs",
+#[utoipa::path(delete, path = "/api/jobs/{id}", tag = "jobs", operation_id = "cancelJob",
     params(("id" = i64, Path, description = "The job's id")),
     responses(
         (status = 200, description = "The job, now cancelled", body = Job),
@@ -220,7 +234,7 @@ pub async fn cancel(
 }
 
 /// The image a job made (the Mandelbrot set's PNG).
-#[utoipa::path(get, path = "/api/jobs/{id}/artifact", tag = "jobs",
+#[utoipa::path(get, path = "/api/jobs/{id}/artifact", tag = "jobs", operation_id = "getJobArtifact",
     params(("id" = i64, Path, description = "The job's id")),
     responses(
         (status = 200, description = "The image", content_type = "image/png"),

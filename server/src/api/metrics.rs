@@ -11,7 +11,7 @@ use super::AppState;
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Device telemetry gauges, device info, job counters and durations, build information.
-#[utoipa::path(get, path = "/metrics", tag = "metrics",
+#[utoipa::path(get, path = "/metrics", tag = "metrics", operation_id = "getMetrics",
     responses((status = 200, description = "Prometheus text exposition format 0.0.4",
         content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {

@@ -78,7 +78,48 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     doc.paths
         .paths
         .insert("/api/openapi.json".into(), openapi_path_item());
+    document_guard_answers(&mut doc);
     (router, doc)
+}
+
+/// Adds what the guards in front of every route may answer ([`security`]) to each
+/// operation that does not list it yet: 403 for a `Host` the server does not answer to,
+/// and 401 without the token, except on the reads that stay open.
+fn document_guard_answers(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
+    let problem = |description: &str| -> RefOr<Response> {
+        let content = ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("Problem")))
+            .build();
+        ResponseBuilder::new()
+            .description(description)
+            .content(error::PROBLEM_JSON, content)
+            .build()
+            .into()
+    };
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let open = security::OPEN_READS.contains(&path.as_str());
+        let operations = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+        ];
+        for operation in operations.into_iter().flatten() {
+            let responses = &mut operation.responses.responses;
+            if !open {
+                responses.entry("401".into()).or_insert_with(|| {
+                    problem(
+                        "A token is set and missing or wrong (for a read: the server protects \
+                         reads, `--protect-reads`)",
+                    )
+                });
+            }
+            responses
+                .entry("403".into())
+                .or_insert_with(|| problem("The `Host` is not a name this server answers to"));
+        }
+    }
 }
 
 fn openapi_path_item() -> utoipa::openapi::PathItem {
@@ -88,9 +129,60 @@ fn openapi_path_item() -> utoipa::openapi::PathItem {
         HttpMethod::Get,
         OperationBuilder::new()
             .summary(Some("This OpenAPI 3.1 document"))
+            .operation_id(Some("getOpenApi"))
             .tag("meta")
-            .response("200", ResponseBuilder::new().description("The document")),
+            .response(
+                "200",
+                ResponseBuilder::new()
+                    .description("The document")
+                    .content("application/json", Default::default()),
+            ),
     )
+}
+
+/// The document as served. utoipa 5.5 writes a link's fields in snake case
+/// (`operation_id`); OpenAPI names them in camel case, and clients such as Schemathesis
+/// ignore a link without `operationId`.
+fn openapi_json(doc: &utoipa::openapi::OpenApi) -> serde_json::Value {
+    let mut json = serde_json::to_value(doc).expect("the OpenAPI document serializes");
+    // `get_mut`, not indexing: indexing a missing key of a mutable `Value` inserts a null.
+    let paths = json
+        .get_mut("paths")
+        .and_then(|paths| paths.as_object_mut());
+    let operations = paths.into_iter().flat_map(|paths| {
+        paths
+            .values_mut()
+            .filter_map(|item| item.as_object_mut())
+            .flat_map(|item| item.values_mut())
+    });
+    for operation in operations {
+        let Some(responses) = operation
+            .get_mut("responses")
+            .and_then(|responses| responses.as_object_mut())
+        else {
+            continue;
+        };
+        for response in responses.values_mut() {
+            let Some(links) = response
+                .get_mut("links")
+                .and_then(|links| links.as_object_mut())
+            else {
+                continue;
+            };
+            for link in links.values_mut().filter_map(|link| link.as_object_mut()) {
+                for (snake, camel) in [
+                    ("operation_id", "operationId"),
+                    ("operation_ref", "operationRef"),
+                    ("request_body", "requestBody"),
+                ] {
+                    if let Some(value) = link.remove(snake) {
+                        link.insert(camel.into(), value);
+                    }
+                }
+            }
+        }
+    }
+    json
 }
 
 /// The whole application: the API under `/api`, the UI from `static_dir` for every other
@@ -104,7 +196,7 @@ pub fn app(state: AppState, static_dir: Option<PathBuf>) -> Router {
     let access = state.access.clone();
     let headers = Arc::new(security::ResponseHeaders::for_ui(static_dir.as_deref()));
     let (api, doc) = api_routes();
-    let doc = Arc::new(doc);
+    let doc = Arc::new(openapi_json(&doc));
     let api = api
         .route(
             "/api/openapi.json",

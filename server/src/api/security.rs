@@ -163,7 +163,7 @@ pub async fn check_host(State(access): State<Arc<Access>>, req: Request, next: N
 
 /// The API routes that anyone may read even where reads are protected: a health check
 /// (the container's own, a load balancer's) and the API's description.
-const OPEN_READS: [&str; 2] = ["/api/health", "/api/openapi.json"];
+pub(crate) const OPEN_READS: [&str; 2] = ["/api/health", "/api/openapi.json"];
 
 /// Changes need the token when one is set; reads too where they are protected.
 pub async fn require_token(

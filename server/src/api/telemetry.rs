@@ -8,8 +8,8 @@ use super::error::ApiError;
 use super::AppState;
 
 /// The latest telemetry sample of a device and its history (the last ten minutes).
-#[utoipa::path(get, path = "/api/devices/{id}/telemetry", tag = "devices",
-    params(("id" = String, Path, description = "`cpu` or `cuda:N`")),
+#[utoipa::path(get, path = "/api/devices/{id}/telemetry", tag = "devices", operation_id = "getDeviceTelemetry",
+    params(("id" = String, Path, description = "`cpu` or `cuda:N`", example = "cpu")),
     responses(
         (status = 200, description = "Latest sample and history", body = DeviceTelemetry),
         (status = 404, description = "No such device", body = Problem,
