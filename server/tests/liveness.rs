@@ -332,3 +332,49 @@ async fn silent_connections_cannot_hold_every_place_for_good() {
     eprintln!("answered after {waited:?}, when the silent connections were closed");
     drop(silent);
 }
+
+/// A cancel while the job's worker is still starting (slowly, as one making a CUDA context
+/// can: up to a minute) is answered at once, and the job ends `cancelled`; it used to wait
+/// for the start.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancel_while_the_worker_starts_is_answered_at_once() {
+    const START_DELAY: Duration = Duration::from_secs(8);
+    let app = spawn_app_with(AppOptions {
+        test_faults: true,
+        env: vec![(
+            "GPULAB_TEST_WORKER_START_DELAY_MS".into(),
+            START_DELAY.as_millis().to_string(),
+        )],
+        ..Default::default()
+    })
+    .await;
+    // A crash leaves the device without a worker: the next job starts a new one.
+    let crash = app
+        .submit(json!({"kernel": "_test_fault", "device": "cpu", "params": {"mode": "crash"}}))
+        .await;
+    let crashed = app.wait_finished(crash.id).await;
+    assert_eq!(crashed.status, JobStatus::Failed, "{crashed:?}");
+    let job = app
+        .submit(json!({"kernel": "vector_add", "device": "cpu"}))
+        .await;
+    app.wait_status(job.id, JobStatus::Running).await;
+
+    let asked = Instant::now();
+    let resp = app.delete(&format!("/api/jobs/{}", job.id)).await;
+    let took = asked.elapsed();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let cancelled: Job = resp.json().await.unwrap();
+    assert_eq!(cancelled.status, JobStatus::Cancelled, "{cancelled:?}");
+    assert!(
+        took < START_DELAY / 2,
+        "the cancel waited {took:?} for a worker that takes {START_DELAY:?} to start"
+    );
+    // The device still runs jobs once its worker is up.
+    let next = app
+        .submit(json!({"kernel": "vector_add", "device": "cpu"}))
+        .await;
+    assert_eq!(
+        app.wait_finished(next.id).await.status,
+        JobStatus::Succeeded
+    );
+}

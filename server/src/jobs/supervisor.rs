@@ -148,6 +148,11 @@ impl WorkerProcess {
                 command.env(name, value);
             }
         }
+        if cmd.test_faults {
+            if let Some(delay) = std::env::var_os(crate::worker::SLOW_START_VAR) {
+                command.env(crate::worker::SLOW_START_VAR, delay);
+            }
+        }
         let theirs_fd = theirs.as_raw_fd();
         // SAFETY: the closure runs in the child between fork and exec, so it may only make
         // async-signal-safe calls: it makes dup2, fcntl and setrlimit, on integers it holds

@@ -22,6 +22,8 @@ use protocol::{Event, Request, WireArtifact};
 /// The hidden kernel that tests use to make a worker hang or crash. The server only knows it
 /// when started with the hidden `--enable-test-faults` flag.
 pub const TEST_FAULT_KERNEL: &str = "_test_fault";
+/// With test faults on, a worker waits this many milliseconds before it says it is ready.
+pub const SLOW_START_VAR: &str = "GPULAB_TEST_WORKER_START_DELAY_MS";
 
 /// How often a running job reports progress at most.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(50);
@@ -109,6 +111,16 @@ pub fn run(device: &str, server_pid: u32, test_faults: bool) -> anyhow::Result<(
         // A closed channel means the server is gone; the next read ends the loop.
         let _ = (&channel).write_all(&protocol::encode(event));
     };
+    if test_faults {
+        // A worker that starts slowly, as one creating a CUDA context can: tests of what
+        // the server does meanwhile (a cancel must not wait for it).
+        if let Some(ms) = std::env::var(SLOW_START_VAR)
+            .ok()
+            .and_then(|ms| ms.parse::<u64>().ok())
+        {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
+    }
     emit(&Event::Ready {
         device: device.to_string(),
     });
