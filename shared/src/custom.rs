@@ -145,6 +145,16 @@ impl ElementType {
         Self::ALL.into_iter().find(|t| t.as_str() == s)
     }
 
+    /// The C type a kernel declares for it.
+    pub fn c_type(self) -> &'static str {
+        match self {
+            Self::F32 => "float",
+            Self::F64 => "double",
+            Self::I32 => "int",
+            Self::U32 => "unsigned int",
+        }
+    }
+
     /// Bytes of one element.
     pub fn size(self) -> usize {
         match self {
