@@ -575,6 +575,18 @@ mod tests {
     }
 
     #[test]
+    fn hole4_the_stored_json_is_bounded_even_when_escapes_inflate_the_source() {
+        // 60 000 bytes of source, each a control character that JSON writes as `\u0001`:
+        // 360 000 bytes stored.
+        let mut v = fixture();
+        v["source"] = json!(format!("vector_add{}", "\u{1}".repeat(60_000)));
+        let e = CustomParams::parse(Some(&params(v))).unwrap_err();
+        assert!(e.too_large);
+        assert_eq!(e.field, "params");
+        assert!(e.detail.contains("256 KiB"), "{}", e.detail);
+    }
+
+    #[test]
     fn hole4_listed_values_are_bounded_per_job() {
         let mut v = fixture();
         for i in [0, 1] {
