@@ -396,6 +396,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         inventory,
         jobs: jobs.clone(),
         access: Arc::new(access),
+        event_clients: Default::default(),
     };
     let app = api::app(state, Some(args.static_dir.clone()));
     // Scripts and tests read this line to find the port when --addr asks for port 0.

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 #[cfg(feature = "openapi")]
 use utoipa::ToSchema;
 
+pub mod custom;
+
 /// Parameters of a job, by name. Values are JSON numbers, strings or booleans.
 pub type Params = BTreeMap<String, serde_json::Value>;
 

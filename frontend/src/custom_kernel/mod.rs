@@ -9,128 +9,50 @@ pub mod compile_log;
 
 use std::collections::BTreeMap;
 
+use gpulab_shared::custom::{is_identifier, CustomArg, CustomParams, Dims};
+pub use gpulab_shared::custom::{ElementType, Fill, KERNEL};
 use gpulab_shared::Params;
-use serde_json::{json, Value};
+use serde_json::Number;
 
 use crate::validate;
 
-/// The kernel name of a custom job in `POST /api/jobs`.
-pub const KERNEL: &str = "custom";
-
-/// The most threads a CUDA block may hold, and per dimension.
-const MAX_BLOCK_THREADS: u64 = 1024;
-const MAX_BLOCK: [u64; 3] = [1024, 1024, 64];
-const MAX_GRID: [u64; 3] = [(1 << 31) - 1, 65_535, 65_535];
 /// Dynamic shared memory every CUDA GPU gives a block without opting in to more: 48 KiB.
-pub const MAX_SHARED_MEM_BYTES: u64 = 48 * 1024;
+pub use gpulab_shared::custom::MAX_SHARED_MEM_BYTES;
+use gpulab_shared::custom::{MAX_BLOCK, MAX_BLOCK_THREADS, MAX_GRID};
 
-/// The element type of a buffer or a scalar argument.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ElementType {
-    F32,
-    F64,
-    I32,
-    U32,
-}
-
-impl ElementType {
-    pub const ALL: [ElementType; 4] = [Self::F32, Self::F64, Self::I32, Self::U32];
-
-    /// The API's name, which is also what the form shows.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::F32 => "f32",
-            Self::F64 => "f64",
-            Self::I32 => "i32",
-            Self::U32 => "u32",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.as_str() == s)
-    }
-
-    /// The C type a kernel declares for it.
-    pub fn c_type(self) -> &'static str {
-        match self {
-            Self::F32 => "float",
-            Self::F64 => "double",
-            Self::I32 => "int",
-            Self::U32 => "unsigned int",
-        }
-    }
-
-    /// `text` as a JSON number of this type, or what is wrong with it.
-    fn value(self, text: &str) -> Result<Value, String> {
-        let text = text.trim();
-        let wrong = || format!("Enter {}.", self.describe());
-        match self {
-            Self::F32 | Self::F64 => text
-                .parse::<f64>()
-                .ok()
-                .filter(|x| x.is_finite() && (self == Self::F64 || x.abs() <= f64::from(f32::MAX)))
-                .map(Value::from)
-                .ok_or_else(wrong),
-            Self::I32 => text.parse::<i32>().map(Value::from).map_err(|_| wrong()),
-            Self::U32 => text.parse::<u32>().map(Value::from).map_err(|_| wrong()),
-        }
-    }
-
-    fn describe(self) -> &'static str {
-        match self {
-            Self::F32 => "a number (f32)",
-            Self::F64 => "a number (f64)",
-            Self::I32 => "a whole number from -2147483648 to 2147483647 (i32)",
-            Self::U32 => "a whole number from 0 to 4294967295 (u32)",
-        }
+/// `text` as a number of type `ty`, or what is wrong with it.
+fn typed_number(ty: ElementType, text: &str) -> Result<Number, String> {
+    let text = text.trim();
+    let wrong = || format!("Enter {}.", describe(ty));
+    match ty {
+        ElementType::F32 | ElementType::F64 => text
+            .parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite() && (ty == ElementType::F64 || x.abs() <= f64::from(f32::MAX)))
+            .and_then(Number::from_f64)
+            .ok_or_else(wrong),
+        ElementType::I32 => text.parse::<i32>().map(Number::from).map_err(|_| wrong()),
+        ElementType::U32 => text.parse::<u32>().map(Number::from).map_err(|_| wrong()),
     }
 }
 
-/// What a buffer holds before the kernel runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fill {
-    Zeros,
-    Ones,
-    /// 0, 1, 2, …
-    Iota,
-    Random,
-    /// The numbers the user lists.
-    Values,
+fn describe(ty: ElementType) -> &'static str {
+    match ty {
+        ElementType::F32 => "a number (f32)",
+        ElementType::F64 => "a number (f64)",
+        ElementType::I32 => "a whole number from -2147483648 to 2147483647 (i32)",
+        ElementType::U32 => "a whole number from 0 to 4294967295 (u32)",
+    }
 }
 
-impl Fill {
-    pub const ALL: [Fill; 5] = [
-        Self::Zeros,
-        Self::Ones,
-        Self::Iota,
-        Self::Random,
-        Self::Values,
-    ];
-
-    /// The API's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Zeros => "zeros",
-            Self::Ones => "ones",
-            Self::Iota => "iota",
-            Self::Random => "random",
-            Self::Values => "values",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|f| f.as_str() == s)
-    }
-
-    /// What the form's select shows.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Zeros => "zeros",
-            Self::Ones => "ones",
-            Self::Iota => "0, 1, 2, …",
-            Self::Random => "random",
-            Self::Values => "these values…",
-        }
+/// What the form's select shows for a fill.
+pub fn fill_label(fill: Fill) -> &'static str {
+    match fill {
+        Fill::Zeros => "zeros",
+        Fill::Ones => "ones",
+        Fill::Iota => "0, 1, 2, …",
+        Fill::Random => "random",
+        Fill::Values => "these values…",
     }
 }
 
@@ -202,30 +124,29 @@ impl Arg {
     }
 
     /// The argument as the API takes it, given the element count `n`.
-    fn to_json(&self, n: Option<u32>) -> Result<Value, String> {
+    fn to_arg(&self, n: Option<u32>) -> Result<CustomArg, String> {
         let ty = self.ty;
         match self.kind {
-            ArgKind::Buffer => {
-                let mut arg = json!({
-                    "kind": "buffer",
-                    "type": ty.as_str(),
-                    "fill": self.fill.as_str(),
-                    "output": self.output,
-                });
-                if self.fill == Fill::Values {
-                    arg["values"] = Value::Array(buffer_values(ty, &self.values, n)?);
-                }
-                Ok(arg)
-            }
+            ArgKind::Buffer => Ok(CustomArg::Buffer {
+                ty,
+                fill: self.fill,
+                seed: None,
+                values: if self.fill == Fill::Values {
+                    Some(buffer_values(ty, &self.values, n)?)
+                } else {
+                    None
+                },
+                output: self.output,
+            }),
             ArgKind::Scalar => {
                 let value = if self.value.trim() == N {
                     let n = n.ok_or("Enter a valid n first: this value is n.")?;
-                    ty.value(&n.to_string())
+                    typed_number(ty, &n.to_string())
                         .map_err(|_| format!("n = {n} does not fit in {}.", ty.as_str()))?
                 } else {
-                    ty.value(&self.value)?
+                    typed_number(ty, &self.value)?
                 };
-                Ok(json!({ "kind": "scalar", "type": ty.as_str(), "value": value }))
+                Ok(CustomArg::Scalar { ty, value })
             }
         }
     }
@@ -235,14 +156,11 @@ impl Arg {
 pub const N: &str = "n";
 
 /// The numbers of a `values` buffer: one to `n` of them, split by commas or spaces.
-fn buffer_values(ty: ElementType, text: &str, n: Option<u32>) -> Result<Vec<Value>, String> {
+fn buffer_values(ty: ElementType, text: &str, n: Option<u32>) -> Result<Vec<Number>, String> {
     let values = text
         .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|s| !s.is_empty())
-        .map(|s| {
-            ty.value(s)
-                .map_err(|_| format!("“{s}” is not {}.", ty.describe()))
-        })
+        .map(|s| typed_number(ty, s).map_err(|_| format!("“{s}” is not {}.", describe(ty))))
         .collect::<Result<Vec<_>, _>>()?;
     if values.is_empty() {
         return Err("List the values, separated by commas.".to_owned());
@@ -300,114 +218,123 @@ pub struct CustomJob {
 
 impl LaunchForm {
     /// The `params` of the job, or the message for each field that is wrong, by field name
-    /// (see [`field`]).
+    /// (see [`field`]). The params are the typed request of `gpulab_shared::custom`, checked
+    /// as the server checks them.
     pub fn params(
         &self,
         source: &str,
         args: &[Arg],
     ) -> Result<CustomJob, BTreeMap<String, String>> {
         let mut errors = BTreeMap::new();
-        let mut check = |name: &str, result: Result<Value, String>| {
+        fn keep<T>(
+            errors: &mut BTreeMap<String, String>,
+            name: &str,
+            result: Result<T, String>,
+        ) -> Option<T> {
             result
                 .map_err(|message| errors.insert(name.to_owned(), message))
                 .ok()
-        };
+        }
 
         let entry = self.entry.trim();
-        let source_value = check(field::SOURCE, check_source(source, entry));
-        let entry_value = check(field::ENTRY, check_entry(entry));
-        let n = self
-            .n
-            .trim()
-            .parse::<u32>()
-            .ok()
-            .filter(|&n| n >= 1)
-            .ok_or_else(|| "Enter a whole number from 1 to 4294967295.".to_owned());
-        let n_value = check(field::N, n.clone().map(Value::from));
-        let n = n.ok();
-        let block = check(
+        let source_value = keep(&mut errors, field::SOURCE, check_source(source, entry));
+        let entry_value = keep(&mut errors, field::ENTRY, check_entry(entry));
+        let n = keep(
+            &mut errors,
+            field::N,
+            self.n
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|&n| n >= 1)
+                .ok_or_else(|| "Enter a whole number from 1 to 4294967295.".to_owned()),
+        );
+        let block = keep(
+            &mut errors,
             field::BLOCK,
             dims(&self.block, MAX_BLOCK).and_then(check_block),
         );
         let grid = if self.per_element {
-            Some(Value::Null)
+            Some(None)
         } else {
-            check(field::GRID, dims(&self.grid, MAX_GRID))
+            keep(&mut errors, field::GRID, dims(&self.grid, MAX_GRID)).map(Some)
         };
-        let shared = check(
+        let shared = keep(
+            &mut errors,
             field::SHARED_MEM_BYTES,
             self.shared_mem_bytes
                 .trim()
-                .parse::<u64>()
+                .parse::<u32>()
                 .ok()
                 .filter(|&b| b <= MAX_SHARED_MEM_BYTES)
-                .map(Value::from)
                 .ok_or_else(|| {
                     format!(
                         "Enter a whole number of bytes from 0 to {MAX_SHARED_MEM_BYTES} (48 KiB)."
                     )
                 }),
         );
-        let repetitions = validate::repetitions(&self.repetitions)
-            .map_err(|message| errors.insert(field::REPETITIONS.to_owned(), message))
-            .ok();
+        let repetitions = keep(
+            &mut errors,
+            field::REPETITIONS,
+            validate::repetitions(&self.repetitions),
+        );
         if args.is_empty() {
             errors.insert(
                 field::ARGS.to_owned(),
                 "Add the kernel's arguments, in the order it declares them.".to_owned(),
             );
         }
-        let args: Vec<Value> = args
+        let args: Vec<CustomArg> = args
             .iter()
             .enumerate()
-            .filter_map(|(i, arg)| {
-                arg.to_json(n)
-                    .map_err(|message| errors.insert(field::arg(i), message))
-                    .ok()
-            })
+            .filter_map(|(i, arg)| keep(&mut errors, &field::arg(i), arg.to_arg(n)))
             .collect();
 
-        match (
+        let (
+            Some(source),
+            Some(entry),
+            Some(n),
+            Some(grid),
+            Some(block),
+            Some(shared_mem_bytes),
+            Some(repetitions),
+        ) = (
             source_value,
             entry_value,
-            n_value,
+            n,
             grid,
             block,
             shared,
             repetitions,
-        ) {
-            (
-                Some(source),
-                Some(entry),
-                Some(n),
-                Some(grid),
-                Some(block),
-                Some(shared),
-                Some(repetitions),
-            ) if errors.is_empty() => {
-                let params = [
-                    ("source", source),
-                    ("entry", entry),
-                    ("n", n),
-                    ("grid", grid),
-                    ("block", block),
-                    ("shared_mem_bytes", shared),
-                    ("args", Value::Array(args)),
-                ]
-                .into_iter()
-                .map(|(name, value)| (name.to_owned(), value))
-                .collect();
-                Ok(CustomJob {
-                    params,
-                    repetitions,
-                })
-            }
-            _ => Err(errors),
+        )
+        else {
+            return Err(errors);
+        };
+        if !errors.is_empty() {
+            return Err(errors);
         }
+        let custom = CustomParams {
+            source,
+            entry,
+            n,
+            grid,
+            block,
+            shared_mem_bytes,
+            args,
+        };
+        // What only the whole request shows, such as the limit on listed values.
+        if let Err(e) = custom.check() {
+            errors.insert(e.field, format!("{}.", e.detail));
+            return Err(errors);
+        }
+        Ok(CustomJob {
+            params: custom.to_params(),
+            repetitions,
+        })
     }
 }
 
-fn check_source(source: &str, entry: &str) -> Result<Value, String> {
+fn check_source(source: &str, entry: &str) -> Result<String, String> {
     if source.trim().is_empty() {
         return Err("Write the kernel, or start from a template.".to_owned());
     }
@@ -416,24 +343,15 @@ fn check_source(source: &str, entry: &str) -> Result<Value, String> {
             "The source has no function `{entry}`: the entry must name one of its extern \"C\" __global__ functions."
         ));
     }
-    Ok(Value::from(source))
+    Ok(source.to_owned())
 }
 
-fn check_entry(entry: &str) -> Result<Value, String> {
+fn check_entry(entry: &str) -> Result<String, String> {
     if is_identifier(entry) {
-        Ok(Value::from(entry))
+        Ok(entry.to_owned())
     } else {
         Err("Enter the name of an extern \"C\" __global__ function, such as vector_add.".to_owned())
     }
-}
-
-/// Whether `text` is a C identifier.
-fn is_identifier(text: &str) -> bool {
-    let mut chars = text.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Whether `source` holds `name` as a whole word.
@@ -447,27 +365,22 @@ fn mentions(source: &str, name: &str) -> bool {
 }
 
 /// Three dimensions, each a whole number from 1 to its limit.
-fn dims(text: &[String; 3], max: [u64; 3]) -> Result<Value, String> {
-    let mut dims = [0u64; 3];
+fn dims(text: &[String; 3], max: [u32; 3]) -> Result<Dims, String> {
+    let mut dims = [0u32; 3];
     for (i, (text, max)) in text.iter().zip(max).enumerate() {
         let axis = ["x", "y", "z"][i];
         dims[i] = text
             .trim()
-            .parse::<u64>()
+            .parse::<u32>()
             .ok()
             .filter(|&d| (1..=max).contains(&d))
             .ok_or_else(|| format!("Enter a whole number from 1 to {max} for {axis}."))?;
     }
-    Ok(json!(dims))
+    Ok(Dims(dims))
 }
 
-fn check_block(block: Value) -> Result<Value, String> {
-    let threads: u64 = block
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_u64)
-        .product();
+fn check_block(block: Dims) -> Result<Dims, String> {
+    let threads: u64 = block.0.iter().map(|&d| u64::from(d)).product();
     if threads > MAX_BLOCK_THREADS {
         Err(format!(
             "A block holds at most {MAX_BLOCK_THREADS} threads; x × y × z is {threads}."
@@ -568,6 +481,7 @@ impl Template {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
 
     fn vector_add() -> (LaunchForm, Vec<Arg>, &'static str) {
         let template = Template::find("vector_add").unwrap();
@@ -717,6 +631,19 @@ mod tests {
             let errors = form.params(source, &args).unwrap_err();
             assert!(errors["args.0"].contains(wanted), "{errors:?}");
         }
+    }
+
+    #[test]
+    fn hole4_the_servers_limit_on_listed_values_is_checked_before_sending() {
+        let (form, mut args, source) = vector_add();
+        let many = vec!["1"; gpulab_shared::custom::MAX_LISTED_VALUES + 1].join(",");
+        args[0] = Arg {
+            fill: Fill::Values,
+            values: many,
+            ..Arg::buffer()
+        };
+        let errors = form.params(source, &args).unwrap_err();
+        assert!(errors["args.0"].contains("at most 4096"), "{errors:?}");
     }
 
     #[test]

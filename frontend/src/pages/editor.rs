@@ -9,7 +9,7 @@ use crate::api::{self, ApiError};
 use crate::components::{CodeEditor, ErrorNotice, FieldError, JobResultView};
 use crate::custom_kernel::compile_log::{self, CompileDiagnostic, Severity};
 use crate::custom_kernel::{
-    field, Arg, ArgKind, ElementType, Fill, LaunchForm, Template, KERNEL, N,
+    field, fill_label, Arg, ArgKind, ElementType, Fill, LaunchForm, Template, KERNEL, N,
 };
 use crate::hooks::use_title;
 use crate::watched_jobs::WatchedJobs;
@@ -660,7 +660,7 @@ fn ArgRowView(
         .collect_view();
     let fills = Fill::ALL
         .into_iter()
-        .map(|f| view! { <option value=f.as_str() selected=f == initial.fill>{f.label()}</option> })
+        .map(|f| view! { <option value=f.as_str() selected=f == initial.fill>{fill_label(f)}</option> })
         .collect_view();
     let (up, down, remove) = (title.clone(), title.clone(), title);
 

@@ -32,6 +32,9 @@ pub enum ApiError {
     },
     #[error("{0}")]
     TooLarge(String),
+    /// A field over a size limit the server states.
+    #[error("{detail}")]
+    FieldTooLarge { field: String, detail: String },
     #[error("{detail}")]
     TooManyRequests { detail: String, retry_after_s: u32 },
     /// The disk (of the job history) is full.
@@ -53,7 +56,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooLarge(_) | ApiError::FieldTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -101,6 +104,9 @@ impl IntoResponse for ApiError {
                 problem_response(status, "the server failed; see its log".into(), None)
             }
             ApiError::Unprocessable { field, detail } => problem_response(status, detail, field),
+            ApiError::FieldTooLarge { field, detail } => {
+                problem_response(status, detail, Some(field))
+            }
             ApiError::Unauthorized { read } => {
                 let what = if read {
                     "to read this"
@@ -141,6 +147,7 @@ impl From<RequestError> for ApiError {
                 field: Some(field),
                 detail,
             },
+            RequestError::TooLarge { field, detail } => ApiError::FieldTooLarge { field, detail },
         }
     }
 }

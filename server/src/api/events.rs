@@ -1,27 +1,70 @@
 //! `GET /api/events`: server-sent events of job changes and telemetry samples.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use gpulab_shared::events;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt;
 
+use super::error::ApiError;
 use super::AppState;
+
+/// Streams open at once. Each holds a connection and, while it catches up, its clones of
+/// the events; the broadcast ring behind them is one for all clients.
+pub const MAX_CLIENTS: usize = 64;
+
+/// The count of open event streams, shared by every clone of the state.
+#[derive(Debug, Clone, Default)]
+pub struct EventClients(Arc<AtomicUsize>);
+
+/// One place among [`MAX_CLIENTS`], given back when its stream is dropped.
+struct Place(Arc<AtomicUsize>);
+
+impl EventClients {
+    fn take(&self) -> Option<Place> {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < MAX_CLIENTS).then_some(open + 1)
+            })
+            .ok()
+            .map(|_| Place(self.0.clone()))
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// A stream of `job` events (the whole job, at each change: queued, started, progress,
 /// ended) and `telemetry` events (each device's new sample, once a second). A client that
 /// falls behind skips what it missed; `EventSource` reconnects by itself after a restart.
-/// The stream ends when the server shuts down.
+/// The stream ends when the server shuts down. At most 64 streams are open at once.
 #[utoipa::path(get, path = "/api/events", tag = "events", operation_id = "streamEvents",
     responses((status = 200, description = "`text/event-stream` of `job` events (data: Job) \
-        and `telemetry` events (data: TelemetrySample)", content_type = "text/event-stream")))]
+        and `telemetry` events (data: TelemetrySample)", content_type = "text/event-stream"),
+        (status = 503, description = "64 streams are open already", body = gpulab_shared::Problem, content_type = "application/problem+json")))]
 pub async fn stream(
     State(state): State<AppState>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let place = state
+        .event_clients
+        .take()
+        .ok_or_else(|| ApiError::Rejected {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            detail: format!(
+                "{MAX_CLIENTS} event streams are open already, the most this server keeps; close \
+             one (another tab of the UI) or try again later"
+            ),
+        })?;
     let jobs = BroadcastStream::new(state.jobs.subscribe())
         .filter_map(|job| job.ok())
         .filter_map(|job| Event::default().event(events::JOB).json_data(job).ok());
@@ -34,8 +77,13 @@ pub async fn stream(
                 .ok()
         });
     let mut shutdown = state.shutdown.clone();
-    let stream = futures_util::StreamExt::take_until(jobs.merge(samples).map(Ok), async move {
+    // The place goes with the stream: it is given back when the client disconnects.
+    let events = jobs.merge(samples).map(move |event| {
+        let _held = &place;
+        Ok(event)
+    });
+    let stream = futures_util::StreamExt::take_until(events, async move {
         let _ = shutdown.wait_for(|down| *down).await;
     });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

@@ -15,6 +15,8 @@ use crate::store::JobFilter;
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;
+/// Distinct jobs one comparison may read.
+const MAX_COMPARED: usize = 64;
 
 /// Queues a job. Only `kernel` and `device` are required. `kernel: "custom"` runs CUDA C
 /// (see the README); `device: "all"` queues the job on every CUDA device and answers a
@@ -76,7 +78,7 @@ pub enum Submitted {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct CompareQuery {
-    /// Job ids, separated by commas (at most 64).
+    /// Job ids, separated by commas (at most 64 distinct; a repeated id is listed once).
     ids: String,
 }
 
@@ -100,11 +102,13 @@ pub async fn compare(
         .map(|id| id.trim().parse::<i64>())
         .collect::<Result<Vec<i64>, _>>()
         .ok()
-        .filter(|ids| (1..=64).contains(&ids.len()))
+        // A repeated id is one entry: each id costs a read of its whole job.
+        .map(distinct)
+        .filter(|ids| (1..=MAX_COMPARED).contains(&ids.len()))
         .ok_or_else(|| ApiError::Unprocessable {
             field: Some("ids".into()),
             detail: format!(
-                "`ids` must be 1 to 64 job ids separated by commas, got {:?}",
+                "`ids` must be 1 to {MAX_COMPARED} distinct job ids separated by commas, got {:?}",
                 q.ids
             ),
         })?;
@@ -251,6 +255,12 @@ pub async fn artifact(
         }
         None => Err(no_job(id)),
     }
+}
+
+/// The ids in the order first given, each once.
+fn distinct(ids: Vec<i64>) -> Vec<i64> {
+    let mut seen = std::collections::HashSet::new();
+    ids.into_iter().filter(|id| seen.insert(*id)).collect()
 }
 
 fn job_id(raw: &str) -> Result<i64, ApiError> {

@@ -2,7 +2,7 @@
 
 mod devices;
 pub mod error;
-mod events;
+pub mod events;
 mod health;
 mod jobs;
 mod kernels;
@@ -46,6 +46,8 @@ pub struct AppState {
     pub access: Arc<security::Access>,
     /// Turns true when the server begins to shut down: long-lived responses end then.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// The `/api/events` streams open now, at most [`events::MAX_CLIENTS`].
+    pub event_clients: events::EventClients,
 }
 
 #[derive(OpenApi)]

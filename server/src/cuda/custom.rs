@@ -11,20 +11,8 @@ use serde_json::{json, Value};
 use super::{fnv1a, DriverContext, Gpu, GpuError, Options};
 use crate::kernels::{rng, GpuRun, PreparedGpu, RunReport, Work};
 
-/// The kernel name of a custom job.
-pub const KERNEL: &str = "custom";
+pub use gpulab_shared::custom::{CustomError, CustomParams, ElementType, KERNEL};
 
-/// The longest source accepted.
-pub const MAX_SOURCE_BYTES: usize = 64 * 1024;
-/// The most bytes a buffer's listed `values` may fill.
-pub const MAX_VALUES_BYTES: usize = 1 << 20;
-/// The most arguments a kernel may take here.
-pub const MAX_ARGS: usize = 32;
-/// Dynamic shared memory a block gets without opting in to more.
-pub const MAX_SHARED_MEM_BYTES: u32 = 48 * 1024;
-const MAX_BLOCK: [u32; 3] = [1024, 1024, 64];
-const MAX_BLOCK_THREADS: u64 = 1024;
-const MAX_GRID: [u32; 3] = [(1u32 << 31) - 1, 65_535, 65_535];
 /// Elements of each output buffer that the result lists.
 const SHOWN: usize = 64;
 
@@ -56,44 +44,6 @@ pub enum Arg {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ElementType {
-    F32,
-    F64,
-    I32,
-    U32,
-}
-
-impl ElementType {
-    const ALL: [ElementType; 4] = [Self::F32, Self::F64, Self::I32, Self::U32];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::F32 => "f32",
-            Self::F64 => "f64",
-            Self::I32 => "i32",
-            Self::U32 => "u32",
-        }
-    }
-
-    pub fn size(self) -> usize {
-        match self {
-            Self::F64 => 8,
-            _ => 4,
-        }
-    }
-
-    /// Whether `x` is a value of this type (a whole number in range for the integers).
-    fn holds(self, x: f64) -> bool {
-        match self {
-            Self::F32 => x.is_finite() && x.abs() <= f32::MAX as f64,
-            Self::F64 => x.is_finite(),
-            Self::I32 => x.fract() == 0.0 && (i32::MIN as f64..=i32::MAX as f64).contains(&x),
-            Self::U32 => x.fract() == 0.0 && (0.0..=u32::MAX as f64).contains(&x),
-        }
-    }
-}
-
 /// What a buffer holds before the first run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fill {
@@ -109,128 +59,10 @@ pub enum Fill {
     Values(Vec<f64>),
 }
 
-/// A wrong field: its name (`args.2`, `block`, …) and why.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FieldError {
-    pub field: String,
-    pub detail: String,
-}
-
-fn invalid(field: impl Into<String>, detail: impl Into<String>) -> FieldError {
-    FieldError {
-        field: field.into(),
-        detail: detail.into(),
-    }
-}
-
 impl CustomJob {
-    /// Checks a job's `params`; unknown parameters are refused.
-    pub fn parse(params: Option<&Params>) -> Result<Self, FieldError> {
-        let empty = Params::new();
-        let params = params.unwrap_or(&empty);
-        const KNOWN: [&str; 7] = [
-            "source",
-            "entry",
-            "n",
-            "grid",
-            "block",
-            "shared_mem_bytes",
-            "args",
-        ];
-        if let Some(unknown) = params.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-            return Err(invalid(
-                unknown.as_str(),
-                format!(
-                    "`{unknown}` is not a parameter of custom kernels; they take: {}",
-                    KNOWN.join(", ")
-                ),
-            ));
-        }
-
-        let source = match params.get("source") {
-            Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-            _ => {
-                return Err(invalid(
-                    "source",
-                    "`source` must be the kernel's CUDA C, as a non-empty string",
-                ))
-            }
-        };
-        if source.len() > MAX_SOURCE_BYTES {
-            return Err(invalid(
-                "source",
-                format!(
-                    "`source` is {} bytes; at most {MAX_SOURCE_BYTES} (64 KiB) are accepted",
-                    source.len()
-                ),
-            ));
-        }
-        if let Some(at) = source.find('\0') {
-            return Err(invalid(
-                "source",
-                format!("`source` holds a NUL byte at byte {at}; CUDA C source cannot contain one"),
-            ));
-        }
-        let entry = match params.get("entry") {
-            Some(Value::String(s)) if is_identifier(s) => s.clone(),
-            _ => return Err(invalid(
-                "entry",
-                "`entry` must name the kernel's extern \"C\" __global__ function, a C identifier",
-            )),
-        };
-        let n = whole(params.get("n"), "n", 1, u32::MAX as u64)?;
-        let block = dims(params.get("block"), "block", MAX_BLOCK)?.unwrap_or([256, 1, 1]);
-        let threads: u64 = block.iter().map(|&d| d as u64).product();
-        if threads > MAX_BLOCK_THREADS {
-            return Err(invalid(
-                "block",
-                format!(
-                    "a block holds at most {MAX_BLOCK_THREADS} threads; x × y × z is {threads}"
-                ),
-            ));
-        }
-        let grid = dims(params.get("grid"), "grid", MAX_GRID)?;
-        if grid.is_none() && n.div_ceil(block[0] as u64) > MAX_GRID[0] as u64 {
-            return Err(invalid(
-                "grid",
-                "n / block.x blocks exceed the grid's limit: give a grid",
-            ));
-        }
-        let shared_mem_bytes = match params.get("shared_mem_bytes") {
-            None | Some(Value::Null) => 0,
-            v => whole(v, "shared_mem_bytes", 0, MAX_SHARED_MEM_BYTES as u64)? as u32,
-        };
-        let args = match params.get("args") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(items)) => {
-                if items.len() > MAX_ARGS {
-                    return Err(invalid(
-                        "args",
-                        format!("at most {MAX_ARGS} arguments; {} given", items.len()),
-                    ));
-                }
-                items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, item)| parse_arg(item, i, n))
-                    .collect::<Result<_, _>>()?
-            }
-            Some(_) => {
-                return Err(invalid(
-                    "args",
-                    "`args` must be a list of buffers and scalars",
-                ))
-            }
-        };
-        Ok(CustomJob {
-            source,
-            entry,
-            n,
-            grid,
-            block,
-            shared_mem_bytes,
-            args,
-        })
+    /// Reads and checks a job's `params` (see [`CustomParams::parse`]).
+    pub fn parse(params: Option<&Params>) -> Result<Self, CustomError> {
+        CustomParams::parse(params).map(Self::from)
     }
 
     /// Bytes of GPU memory the buffers take.
@@ -242,6 +74,19 @@ impl CustomJob {
                 Arg::Scalar { .. } => 0,
             })
             .sum()
+    }
+
+    /// Bytes of host memory the run needs at most at once: each buffer is filled, and
+    /// each output read back, one at a time.
+    pub fn host_bytes(&self) -> u64 {
+        self.args
+            .iter()
+            .map(|a| match a {
+                Arg::Buffer { ty, .. } => self.n * ty.size() as u64,
+                Arg::Scalar { .. } => 0,
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     /// The launch: the grid given, or one thread per element.
@@ -287,160 +132,52 @@ impl CustomJob {
     }
 }
 
-fn parse_arg(item: &Value, index: usize, n: u64) -> Result<Arg, FieldError> {
-    let field = format!("args.{index}");
-    let Some(obj) = item.as_object() else {
-        return Err(invalid(
-            &field,
-            format!("argument {index} must be an object with a `kind`"),
-        ));
-    };
-    let ty = match obj.get("type").and_then(Value::as_str) {
-        Some(t) => ElementType::ALL
-            .into_iter()
-            .find(|e| e.as_str() == t)
-            .ok_or_else(|| {
-                invalid(
-                    &field,
-                    format!("argument {index}: `type` must be f32, f64, i32 or u32, not `{t}`"),
-                )
-            })?,
-        None => {
-            return Err(invalid(
-                &field,
-                format!("argument {index}: `type` (f32, f64, i32 or u32) is missing"),
-            ))
-        }
-    };
-    match obj.get("kind").and_then(Value::as_str) {
-        Some("scalar") => {
-            let value = obj
-                .get("value")
-                .and_then(Value::as_f64)
-                .filter(|&v| ty.holds(v))
-                .ok_or_else(|| {
-                    invalid(
-                        &field,
-                        format!(
-                            "argument {index}: a scalar needs a `value` that is a {} number",
-                            ty.as_str()
-                        ),
-                    )
-                })?;
-            Ok(Arg::Scalar { ty, value })
-        }
-        Some("buffer") => {
-            let output = match obj.get("output") {
-                None | Some(Value::Null) => false,
-                Some(Value::Bool(b)) => *b,
-                Some(_) => {
-                    return Err(invalid(
-                        &field,
-                        format!("argument {index}: `output` must be true or false"),
-                    ))
-                }
-            };
-            let fill = match obj.get("fill").and_then(Value::as_str).unwrap_or("zeros") {
-                "zeros" => Fill::Zeros,
-                "ones" => Fill::Ones,
-                "iota" => Fill::Iota,
-                "random" => Fill::Random {
-                    seed: match obj.get("seed") {
-                        None | Some(Value::Null) => 0,
-                        v => v.and_then(Value::as_u64).ok_or_else(|| {
-                            invalid(&field, format!("argument {index}: `seed` must be a whole number from 0"))
-                        })?,
+impl From<CustomParams> for CustomJob {
+    /// The run's form of checked params: numbers as `f64`, each fill with its data.
+    fn from(p: CustomParams) -> Self {
+        use gpulab_shared::custom::{CustomArg, Fill as FillKind};
+        let number = |v: &serde_json::Number| v.as_f64().unwrap_or(0.0);
+        let args = p
+            .args
+            .iter()
+            .map(|arg| match arg {
+                CustomArg::Scalar { ty, value } => Arg::Scalar {
+                    ty: *ty,
+                    value: number(value),
+                },
+                CustomArg::Buffer {
+                    ty,
+                    fill,
+                    seed,
+                    values,
+                    output,
+                } => Arg::Buffer {
+                    ty: *ty,
+                    output: *output,
+                    fill: match fill {
+                        FillKind::Zeros => Fill::Zeros,
+                        FillKind::Ones => Fill::Ones,
+                        FillKind::Iota => Fill::Iota,
+                        FillKind::Random => Fill::Random {
+                            seed: seed.unwrap_or(0),
+                        },
+                        FillKind::Values => {
+                            Fill::Values(values.iter().flatten().map(number).collect())
+                        }
                     },
                 },
-                "values" => {
-                    let values = obj.get("values").and_then(Value::as_array).ok_or_else(|| {
-                        invalid(&field, format!("argument {index}: fill `values` needs a `values` list"))
-                    })?;
-                    if values.is_empty() || values.len() as u64 > n {
-                        return Err(invalid(&field, format!(
-                            "argument {index}: `values` must list 1 to n = {n} numbers, not {}", values.len()
-                        )));
-                    }
-                    if values.len() * ty.size() > MAX_VALUES_BYTES {
-                        return Err(invalid(&field, format!(
-                            "argument {index}: {} {} values are more than 1 MiB; use another fill",
-                            values.len(), ty.as_str()
-                        )));
-                    }
-                    let parsed = values
-                        .iter()
-                        .enumerate()
-                        .map(|(i, v)| v.as_f64().filter(|&x| ty.holds(x)).ok_or_else(|| {
-                            invalid(&field, format!("argument {index}: value {i} ({v}) is not a {} number", ty.as_str()))
-                        }))
-                        .collect::<Result<Vec<f64>, _>>()?;
-                    Fill::Values(parsed)
-                }
-                other => return Err(invalid(&field, format!(
-                    "argument {index}: `fill` must be zeros, ones, iota, random or values, not `{other}`"
-                ))),
-            };
-            Ok(Arg::Buffer { ty, fill, output })
-        }
-        _ => Err(invalid(
-            &field,
-            format!("argument {index}: `kind` must be buffer or scalar"),
-        )),
-    }
-}
-
-/// A whole number from `min` to `max`.
-fn whole(value: Option<&Value>, field: &str, min: u64, max: u64) -> Result<u64, FieldError> {
-    value
-        .and_then(|v| {
-            v.as_u64().or_else(|| {
-                v.as_f64()
-                    .filter(|f| f.fract() == 0.0 && *f >= 0.0)
-                    .map(|f| f as u64)
             })
-        })
-        .filter(|v| (min..=max).contains(v))
-        .ok_or_else(|| {
-            invalid(
-                field,
-                format!("`{field}` must be a whole number from {min} to {max}"),
-            )
-        })
-}
-
-/// `[x, y, z]` (or `[x]`, `[x, y]`), each from 1 to its limit; `None` when absent or null.
-fn dims(value: Option<&Value>, field: &str, max: [u32; 3]) -> Result<Option<[u32; 3]>, FieldError> {
-    let items = match value {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Array(items)) if (1..=3).contains(&items.len()) => items,
-        Some(v) if v.is_u64() => std::slice::from_ref(v),
-        Some(_) => return Err(invalid(field, format!("`{field}` must be [x, y, z]"))),
-    };
-    let mut out = [1u32; 3];
-    for (axis, item) in items.iter().enumerate() {
-        let name = ["x", "y", "z"][axis];
-        out[axis] = item
-            .as_u64()
-            .filter(|&d| d >= 1 && d <= max[axis] as u64)
-            .ok_or_else(|| {
-                invalid(
-                    field,
-                    format!(
-                        "`{field}`.{name} must be a whole number from 1 to {}",
-                        max[axis]
-                    ),
-                )
-            })? as u32;
+            .collect();
+        CustomJob {
+            source: p.source,
+            entry: p.entry,
+            n: u64::from(p.n),
+            grid: p.grid.map(|g| g.0),
+            block: p.block.0,
+            shared_mem_bytes: p.shared_mem_bytes,
+            args,
+        }
     }
-    Ok(Some(out))
-}
-
-fn is_identifier(text: &str) -> bool {
-    let mut chars = text.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// The raw bytes of a buffer filled as asked.
@@ -711,7 +448,7 @@ mod tests {
     fn each_mistake_names_its_field() {
         let cases: &[(&str, Value, &str)] = &[
             ("source", json!("a\u{0}b"), "NUL"),
-            ("source", json!("x".repeat(MAX_SOURCE_BYTES + 1)), "64 KiB"),
+            ("source", json!("x".repeat(64 * 1024 + 1)), "64 KiB"),
             ("entry", json!("not an identifier"), "identifier"),
             ("n", json!(0), "from 1"),
             ("block", json!([1024, 2, 1]), "at most 1024 threads"),
@@ -760,13 +497,25 @@ mod tests {
     }
 
     #[test]
-    fn values_of_more_than_a_mebibyte_are_refused() {
+    fn hole4_more_listed_values_than_the_stated_limit_are_refused() {
         let mut p = vector_add();
         p["n"] = json!(1 << 20);
         p["args"][0]["fill"] = json!("values");
-        p["args"][0]["values"] = json!(vec![0.5; (1 << 18) + 1]);
+        p["args"][0]["values"] = json!(vec![0.5; 4097]);
         let err = CustomJob::parse(Some(&params(p))).unwrap_err();
-        assert!(err.detail.contains("1 MiB"), "{}", err.detail);
+        assert!(err.too_large);
+        assert!(err.detail.contains("at most 4096"), "{}", err.detail);
+    }
+
+    #[test]
+    fn hole4_host_memory_is_the_largest_buffer() {
+        let mut p = vector_add();
+        p["n"] = json!(u32::MAX);
+        p["grid"] = json!([1, 1, 1]);
+        p["args"][2]["type"] = json!("f64");
+        let job = CustomJob::parse(Some(&params(p))).unwrap();
+        // The 32 GiB f64 buffer, not the sum of all three.
+        assert_eq!(job.host_bytes(), u32::MAX as u64 * 8);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod cpu;
 mod cuda;
+pub mod host_memory;
 pub use cuda::NO_DRIVER_REASON;
 
 use gpulab_shared::{CudaStatus, Device, DeviceKind};

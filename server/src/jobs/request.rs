@@ -7,7 +7,7 @@ use gpulab_shared::{Device, DeviceKind, JobRequest, KernelSpec};
 
 use super::JobSettings;
 use crate::cuda::custom;
-use crate::devices::DeviceInventory;
+use crate::devices::{host_memory, DeviceInventory};
 use crate::kernels::{self, params::spec, ResolvedParams};
 use crate::store::NewJob;
 use crate::worker::TEST_FAULT_KERNEL;
@@ -46,6 +46,9 @@ pub enum RequestError {
     /// A field is wrong (422).
     #[error("{detail}")]
     Invalid { field: String, detail: String },
+    /// A field is over a size limit the server states (413).
+    #[error("{detail}")]
+    TooLarge { field: String, detail: String },
 }
 
 impl RequestError {
@@ -150,7 +153,12 @@ pub fn check(
         }
     })?;
     if let Some(k) = kernel {
-        check_memory(&spec.name, k.memory_bytes(&params), device, free_now)?;
+        let needed = k.memory_bytes(&params);
+        check_memory(&spec.name, needed, device, free_now)?;
+        if device.kind == DeviceKind::Cuda {
+            // The GPU path fills its inputs and checks its outputs on the host.
+            check_host_memory(&spec.name, needed)?;
+        }
     }
     Ok(NewJob {
         kernel: spec.name,
@@ -161,8 +169,9 @@ pub fn check(
     })
 }
 
-/// A custom CUDA C kernel: CUDA devices only, every parameter checked here so that the
-/// worker only meets mistakes NVRTC or the GPU can find.
+/// A custom CUDA C kernel: its `params` are checked first (so that a mistake is named on
+/// any host), then the device: CUDA devices only. What is stored is the normalised
+/// request, re-serialised from the checked types, never the client's bytes.
 fn check_custom(
     req: &JobRequest,
     device: &Device,
@@ -170,6 +179,19 @@ fn check_custom(
     repetitions: u32,
     timeout_s: f64,
 ) -> Result<NewJob, RequestError> {
+    let params = custom::CustomParams::parse(req.params.as_ref()).map_err(|e| {
+        if e.too_large {
+            RequestError::TooLarge {
+                field: e.field,
+                detail: e.detail,
+            }
+        } else {
+            RequestError::Invalid {
+                field: e.field,
+                detail: e.detail,
+            }
+        }
+    })?;
     if device.kind != DeviceKind::Cuda {
         return Err(RequestError::invalid(
             "device",
@@ -179,18 +201,22 @@ fn check_custom(
             ),
         ));
     }
-    let job = custom::CustomJob::parse(req.params.as_ref()).map_err(|e| RequestError::Invalid {
-        field: e.field,
-        detail: e.detail,
-    })?;
-    check_memory(custom::KERNEL, job.memory_bytes(), device, free_now)?;
+    check_memory(custom::KERNEL, params.buffer_bytes(), device, free_now)?;
+    check_host_memory(custom::KERNEL, params.host_bytes())?;
     Ok(NewJob {
         kernel: custom::KERNEL.to_owned(),
         device: device.id.clone(),
-        params: req.params.clone().unwrap_or_default(),
+        params: params.to_params(),
         repetitions,
         timeout_s,
     })
+}
+
+/// Refuses a GPU job whose host-side buffers do not fit in the host's available memory
+/// now; the worker checks again before it allocates them.
+fn check_host_memory(kernel: &str, needed: u64) -> Result<(), RequestError> {
+    host_memory::ensure_fits(kernel, needed, host_memory::available())
+        .map_err(|detail| RequestError::invalid("params", detail))
 }
 
 fn check_memory(

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use gpulab_shared::{DeviceKind, Params};
 
 use crate::cuda::{custom, library_present, panic_message, Gpu, GpuError, Library};
+use crate::devices::host_memory;
 use crate::kernels::{self, harness::Outcome, ResolvedParams};
 use protocol::{Event, Request, WireArtifact};
 
@@ -228,6 +229,7 @@ pub fn execute(
         let job = custom::CustomJob::parse(Some(&params))
             .map_err(|e| JobError::new(format!("{}: {}", e.field, e.detail)))?;
         let gpu = gpu_of(device, kernel)?;
+        fits_on_host(kernel, job.host_bytes())?;
         let prepared = job.prepare(gpu)?;
         return Ok(kernels::harness::time_gpu_run(
             prepared,
@@ -239,6 +241,9 @@ pub fn execute(
     let k =
         kernels::find(kernel).ok_or_else(|| JobError::new(format!("unknown kernel `{kernel}`")))?;
     let params = ResolvedParams::trusted(params);
+    // The host may have less memory now than when the job was queued: check before any
+    // buffer is allocated (a GPU path fills its inputs and checks its outputs on the host).
+    fits_on_host(kernel, k.memory_bytes(&params))?;
     match device {
         Device::Cpu => {
             let run = k.prepare_cpu(&params).map_err(JobError::new)?;
@@ -255,6 +260,10 @@ pub fn execute(
             )?)
         }
     }
+}
+
+fn fits_on_host(kernel: &str, needed: u64) -> Result<(), JobError> {
+    host_memory::ensure_fits(kernel, needed, host_memory::available()).map_err(JobError::new)
 }
 
 fn gpu_of<'d>(device: &'d mut Device, kernel: &str) -> Result<&'d mut Gpu, JobError> {
