@@ -188,6 +188,13 @@ fn workers(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// The scheduler state of a process (`R` running, `S` sleeping, …) from `/proc/<pid>/stat`.
+fn state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name in parentheses may hold spaces; the state follows its `)`.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
 fn kill9(pid: u32) {
     // SAFETY: kill(2) on a pid; it touches no memory of ours.
     unsafe {
@@ -317,7 +324,7 @@ async fn run(bin: PathBuf) -> ExitCode {
 
     // The chaos.
     let start = Instant::now();
-    let mut worker_kills = 0;
+    let (mut worker_kills, mut worker_kills_running) = (0, 0);
     let mut restart_gap = None;
     let mut rss_first_at_kill = 0;
     let mut next_worker_kill = start + WORKER_KILL_EVERY;
@@ -343,12 +350,20 @@ async fn run(bin: PathBuf) -> ExitCode {
             restart_gap = Some(down.elapsed());
         }
         if Instant::now() >= next_worker_kill {
+            // Prefer the moment the worker is on a CPU (most likely mid-job): wait up to 1 s
+            // for it, then kill it whatever it is doing.
             let pid = server.lock().unwrap().pid();
             if let Some(&worker) = workers(pid).first() {
-                kill9(worker);
-                worker_kills += 1;
+                let running = state(worker) == Some('R');
+                if running || Instant::now() >= next_worker_kill + Duration::from_secs(1) {
+                    kill9(worker);
+                    worker_kills += 1;
+                    worker_kills_running += u32::from(running);
+                    next_worker_kill += WORKER_KILL_EVERY;
+                }
+            } else {
+                next_worker_kill += WORKER_KILL_EVERY;
             }
-            next_worker_kill += WORKER_KILL_EVERY;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -397,7 +412,7 @@ async fn run(bin: PathBuf) -> ExitCode {
         field("counts:").unwrap_or_default()
     );
     println!(
-        "  chaos: {worker_kills} workers killed, the server killed at {} s and listening again after {:.0} ms",
+        "  chaos: {worker_kills} workers killed ({worker_kills_running} of them on a CPU), the server killed at {} s and listening again after {:.0} ms",
         SERVER_KILL_AT.as_secs(),
         restart_gap.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
     );
