@@ -155,6 +155,14 @@ impl Server {
     }
 }
 
+impl Drop for Server {
+    /// Stops the server even when the bench panics; its workers die with it.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Resident memory of a process in KiB (`VmRSS`), or `None` once it is gone.
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -484,9 +492,7 @@ async fn run(bin: PathBuf) -> ExitCode {
         println!("    {n:>3} × {text}");
     }
 
-    let mut s = server.lock().unwrap();
-    let _ = s.child.kill();
-    let _ = s.child.wait();
+    drop(server);
     let mut failed = false;
     if !lost.is_empty() {
         println!(
