@@ -34,7 +34,8 @@ tasks:
                      the arguments go to `gpulab serve` (see `gpulab serve --help`)
   dist               setup, ui and the release build of the server (used by the Dockerfile)
   bench              the benchmark: job latency, GET /api/devices requests/s, CPU saxpy and
-                     reduce_sum GB/s beside a memory copy (prints figures)
+                     reduce_sum GB/s beside a memory copy, then 30 s of load and chaos
+                     (kill -9 of workers and the server; fails if a job is lost or stuck)
   bench-ui           the UI benchmark: compressed bytes of every page and load time of the
                      devices page in headless Chromium, jobs table paging with 1,000 jobs
                      (prints figures)
@@ -106,7 +107,9 @@ fn run_task() -> Result<()> {
         Some("bench") => {
             no_arguments("bench", &rest)?;
             // The benchmark starts the release server itself (CARGO_BIN_EXE_gpulab).
-            run(cargo().args(["bench", "-p", "gpulab-server", "--bench", "e2e"]))
+            run(cargo().args(["bench", "-p", "gpulab-server", "--bench", "e2e"]))?;
+            // Load and chaos: it exits non-zero if a job answered 202 is lost or stuck.
+            run(cargo().args(["bench", "-p", "gpulab-server", "--bench", "chaos"]))
         }
         Some("docker") => {
             let full = match rest.as_slice() {
