@@ -4,14 +4,19 @@
 //! that owns one device, and is stored in [`store`]. [`devices`] takes the inventory and
 //! [`kernels`] holds the built-in kernels.
 
-pub mod api;
+//!
+//! The library exposes only what `main` needs ([`cli`]) and what the NVRTC tests call
+//! ([`cuda`]'s compiler and library checks); everything else is private, so that code no
+//! path uses shows up as dead.
+
+mod api;
 pub mod cli;
 pub mod cuda;
-pub mod devices;
-pub mod jobs;
-pub mod kernels;
-pub mod metrics;
-pub mod probe;
-pub mod store;
-pub mod telemetry;
-pub mod worker;
+mod devices;
+mod jobs;
+mod kernels;
+mod metrics;
+mod probe;
+mod store;
+mod telemetry;
+mod worker;

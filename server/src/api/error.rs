@@ -30,8 +30,6 @@ pub enum ApiError {
         field: Option<String>,
         detail: String,
     },
-    #[error("{0}")]
-    TooLarge(String),
     /// A field over a size limit the server states.
     #[error("{detail}")]
     FieldTooLarge { field: String, detail: String },
@@ -56,7 +54,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::TooLarge(_) | ApiError::FieldTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::FieldTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -33,7 +33,8 @@ impl DeviceInventory {
         DeviceInventory { devices, cuda }
     }
 
-    /// An inventory of the given devices, for tests and for callers that took it elsewhere.
+    /// An inventory of the given devices, for tests.
+    #[cfg(test)]
     pub fn from_parts(devices: Vec<Device>, cuda: CudaStatus) -> Self {
         DeviceInventory { devices, cuda }
     }

@@ -17,7 +17,7 @@ use crate::kernels::Artifact;
 use crate::store::stats::JobStats;
 use crate::store::{Ending, JobFilter, JobStore, NewJob};
 use queue::{Cancel, DeviceQueue, QueuedJob};
-pub use request::{RequestError, TEST_FAULT_SPEC};
+pub use request::RequestError;
 use supervisor::blocking;
 pub use supervisor::WorkerCommand;
 

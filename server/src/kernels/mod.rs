@@ -26,7 +26,7 @@ use gpulab_shared::{KernelSpec, Verification};
 
 use crate::cuda::{Gpu, GpuError, ModuleReport};
 
-pub use params::{ParamError, ResolvedParams};
+pub use params::ResolvedParams;
 
 /// A built-in kernel of the catalog.
 pub trait Kernel: Send + Sync + 'static {

@@ -96,7 +96,8 @@ pub struct JobStore {
 }
 
 impl JobStore {
-    /// Opens (or creates) the history in `data_dir`, without retention.
+    /// Opens (or creates) the history in `data_dir`, without retention (the tests' store).
+    #[cfg(test)]
     pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
         Self::open_with(data_dir, StoreOptions::default())
     }
