@@ -103,15 +103,29 @@ pub fn run_tests() -> Result<()> {
         }),
     ];
     let mut passed = 0;
+    // How long each step took, printed before the summary: CI's time limit is 90 minutes.
+    let mut times = String::new();
+    let started = Instant::now();
     for (name, step) in steps {
         println!("\n=== {name}");
-        if let Err(error) = step() {
+        let step_started = Instant::now();
+        let outcome = step();
+        times.push_str(&format!(
+            "  {:>6.0} s  {name}\n",
+            step_started.elapsed().as_secs_f64()
+        ));
+        if let Err(error) = outcome {
             eprintln!("\nerror in step `{name}`: {error:#}");
+            print!("\ntime per step:\n{times}");
             println!("{passed} passed, 1 failed");
             return Err(FailureReported.into());
         }
         passed += 1;
     }
+    print!(
+        "\ntime per step:\n{times}  {:>6.0} s  in all\n",
+        started.elapsed().as_secs_f64()
+    );
     println!("\n{passed} passed, 0 failed");
     Ok(())
 }
