@@ -130,6 +130,11 @@ pub fn docker(options: DockerOptions) -> Result<()> {
     let report = target_dir().join("docker/figures.txt");
     fs::write(&report, &table).with_context(|| format!("could not write {}", report.display()))?;
     println!("(also in {})", report.display());
+    if options.full {
+        // Kept beside the build's log: what the full image did when it was checked.
+        let kept = workspace_root().join("docs/docker/full-figures.txt");
+        fs::write(&kept, &table).with_context(|| format!("could not write {}", kept.display()))?;
+    }
     Ok(())
 }
 
