@@ -148,7 +148,7 @@ async function pretendThereAreGpus(page, outcomes) {
     }),
   );
   await page.route('**/api/health', (route) =>
-    route.fulfill({ json: { status: 'ok', version: 'test', cuda: { available: true, driver_version: '12.8', reason: null } } }),
+    route.fulfill({ json: { status: 'ok', version: 'test', cuda: { available: true, driver_version: '12.8', reason: null, libraries: { nvrtc: { found: true, version: '12.8', error: null }, cublas: { found: true, version: '12.8.4', error: null } } } } }),
   );
   await page.route('**/api/kernels', async (route) => {
     const kernels = await (await route.fetch()).json();

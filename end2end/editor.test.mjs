@@ -128,7 +128,7 @@ test('choosing a template replaces the source and the launch fields', async () =
 async function pretendThereIsAGpu(page, postAnswer) {
   await page.route('**/api/health', (route) =>
     route.fulfill({
-      json: { status: 'ok', version: 'test', cuda: { available: true, driver_version: '12.8', reason: null } },
+      json: { status: 'ok', version: 'test', cuda: { available: true, driver_version: '12.8', reason: null, libraries: { nvrtc: { found: true, version: '12.8', error: null }, cublas: { found: true, version: '12.8.4', error: null } } } },
     }),
   );
   await page.route('**/api/devices', (route) =>

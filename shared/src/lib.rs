@@ -35,6 +35,8 @@ pub struct CudaStatus {
     /// Why no CUDA device can be used; `null` when CUDA is available.
     pub reason: Option<String>,
     /// The CUDA libraries the server loads at run time, found or not whether or not a GPU is.
+    /// Absent from an older server's answer, where it reads as nothing found.
+    #[serde(default)]
     pub libraries: CudaLibraries,
 }
 
