@@ -247,6 +247,38 @@ fn recipe_of(image: &str) -> Option<String> {
     docker_output(&["image", "inspect", "-f", &format, image]).ok()
 }
 
+/// Whether `image` exists, made from the recipe `id`.
+fn made_before(image: &str, id: &str) -> bool {
+    let made = recipe_of(image).as_deref() == Some(id);
+    if made {
+        println!("{image}: made before");
+    }
+    made
+}
+
+/// An empty folder at `path`, whatever was there.
+fn fresh_folder(path: &Path) -> Result<()> {
+    if path.exists() {
+        fs::remove_dir_all(path).with_context(|| format!("could not empty {}", path.display()))?;
+    }
+    fs::create_dir_all(path).with_context(|| format!("could not create {}", path.display()))
+}
+
+/// Builds the stand-in `tag` from the Dockerfile in `context`, labelled with its recipe `id`,
+/// then removes the context.
+fn build_stand_in(tag: &str, id: &str, context: &Path) -> Result<()> {
+    docker_run(&[
+        "build",
+        "--label",
+        &format!("{RECIPE_LABEL}={id}"),
+        "-t",
+        tag,
+        &context.to_string_lossy(),
+    ])?;
+    fs::remove_dir_all(context)?;
+    Ok(())
+}
+
 /// A digest of a recipe's text, to put in a label.
 fn recipe_id(recipe: &str) -> String {
     // FNV-1a: enough to notice a change, and no dependency.
@@ -264,15 +296,11 @@ fn debian_stand_in() -> Result<()> {
     let mirror = debian_mirror();
     let recipe = format!("debootstrap --variant=minbase bookworm {mirror}");
     let id = recipe_id(&recipe);
-    if recipe_of(DEBIAN_STAND_IN).as_deref() == Some(id.as_str()) {
-        println!("{DEBIAN_STAND_IN}: made before");
+    if made_before(DEBIAN_STAND_IN, &id) {
         return Ok(());
     }
     let root = target_dir().join("docker/debian-rootfs");
-    if root.exists() {
-        fs::remove_dir_all(&root)?;
-    }
-    fs::create_dir_all(&root)?;
+    fresh_folder(&root)?;
     run(command("debootstrap")
         .args(["--variant=minbase", "bookworm"])
         .arg(&root)
@@ -354,31 +382,18 @@ ENV NVIDIA_REQUIRE_CUDA=cuda>=12.8 CUDA_VERSION=12.8.1 \\
     let id = recipe_id(&recipe);
     let base_id = recipe_of(DEBIAN_STAND_IN).unwrap_or_default();
     let id = recipe_id(&format!("{id}{base_id}"));
-    if recipe_of(CUDA_STAND_IN).as_deref() == Some(id.as_str()) {
-        println!("{CUDA_STAND_IN}: made before");
+    if made_before(CUDA_STAND_IN, &id) {
         return Ok(());
     }
     let context = target_dir().join("docker/cuda-stand-in");
-    if context.exists() {
-        fs::remove_dir_all(&context)?;
-    }
-    fs::create_dir_all(&context)?;
+    fresh_folder(&context)?;
     run(command("cp")
         .args(["-a", "--reflink=auto"])
         .arg(&libraries)
         .arg(context.join("lib")))?;
     let _ = fs::remove_file(context.join("lib/WHEELS"));
     fs::write(context.join("Dockerfile"), DOCKERFILE)?;
-    docker_run(&[
-        "build",
-        "--label",
-        &format!("{RECIPE_LABEL}={id}"),
-        "-t",
-        CUDA_STAND_IN,
-        &context.to_string_lossy(),
-    ])?;
-    fs::remove_dir_all(&context)?;
-    Ok(())
+    build_stand_in(CUDA_STAND_IN, &id, &context)
 }
 
 /// The Rust stand-in for the full build: Debian with a C toolchain, this machine's Rust
@@ -408,14 +423,11 @@ RUN cd /usr/local/cargo/bin \\
         "{DOCKERFILE}{toolchain}{}",
         recipe_of(DEBIAN_STAND_IN).unwrap_or_default()
     ));
-    if recipe_of(RUST_STAND_IN).as_deref() == Some(id.as_str()) {
-        println!("{RUST_STAND_IN}: made before");
+    if made_before(RUST_STAND_IN, &id) {
         return Ok(());
     }
     let context = target_dir().join("docker/rust-stand-in");
-    if context.exists() {
-        fs::remove_dir_all(&context)?;
-    }
+    fresh_folder(&context)?;
     fs::create_dir_all(context.join("cargo/bin"))?;
     fs::create_dir_all(context.join("ca-certificates"))?;
     // Only the toolchains and settings: not rustup's downloads or the host's crates.
@@ -467,16 +479,7 @@ RUN cd /usr/local/cargo/bin \\
         }
     }
     fs::write(context.join("Dockerfile"), DOCKERFILE)?;
-    docker_run(&[
-        "build",
-        "--label",
-        &format!("{RECIPE_LABEL}={id}"),
-        "-t",
-        RUST_STAND_IN,
-        &context.to_string_lossy(),
-    ])?;
-    fs::remove_dir_all(&context)?;
-    Ok(())
+    build_stand_in(RUST_STAND_IN, &id, &context)
 }
 
 /// The runtime stage from the release server and UI built on this machine.
@@ -489,9 +492,7 @@ fn prebuilt_build(options: &DockerOptions, figures: &mut Figures) -> Result<Stri
     }
     figures.time("release server and UI build", step);
     let context = target_dir().join("docker/context");
-    if context.exists() {
-        fs::remove_dir_all(&context)?;
-    }
+    fresh_folder(&context)?;
     let prebuilt = context.join("prebuilt");
     fs::create_dir_all(&prebuilt)?;
     fs::copy(target_dir().join("release/gpulab"), prebuilt.join("gpulab"))
