@@ -365,6 +365,14 @@ fn inject_fault(params: &Params, channel: &UnixStream, job_id: i64, nonce: u64) 
             let _ = (&*channel).write_all(&[b'{'; 4096]);
             "test fault: sent a frame over the limit".into()
         }
+        // What a kernel reading the server's files by absolute path would get.
+        "read_path" => {
+            let path = params.get("path").and_then(|p| p.as_str()).unwrap_or("");
+            match std::fs::read(path) {
+                Ok(bytes) => format!("test fault: read {} bytes from {path}", bytes.len()),
+                Err(e) => format!("test fault: cannot read {path}: {e}"),
+            }
+        }
         other => format!("test fault: mode `{other}` does nothing in the worker"),
     }
 }
