@@ -56,6 +56,9 @@ pub enum Command {
         server_pid: u32,
         #[arg(long)]
         enable_test_faults: bool,
+        /// A directory the worker must not touch (the server's data directory).
+        #[arg(long)]
+        deny_dir: Option<PathBuf>,
     },
     /// Print NVRTC's and cuBLAS's status as JSON (the server asks a child process).
     #[command(hide = true)]
@@ -178,9 +181,10 @@ pub fn main() -> anyhow::Result<std::process::ExitCode> {
             device,
             server_pid,
             enable_test_faults,
+            deny_dir,
         } => {
             init_logging();
-            worker::run(&device, server_pid, enable_test_faults)?;
+            worker::run(&device, server_pid, enable_test_faults, deny_dir.as_deref())?;
         }
         Command::Serve(args) => {
             init_logging();
@@ -295,6 +299,10 @@ impl ServeArgs {
             worker: WorkerCommand {
                 exe: std::env::current_exe().context("cannot find the gpulab binary")?,
                 test_faults: self.enable_test_faults,
+                // Absolute: workers run in `/`.
+                deny_dir: Some(
+                    std::path::absolute(&self.data_dir).context("cannot find --data-dir")?,
+                ),
             },
             queue_capacity: self.queue_capacity,
             default_timeout_s: self.default_timeout_s,

@@ -57,6 +57,8 @@ pub struct WorkerCommand {
     /// The `gpulab` binary.
     pub exe: PathBuf,
     pub test_faults: bool,
+    /// The directory workers are kept out of (the data directory), where Landlock allows.
+    pub deny_dir: Option<PathBuf>,
 }
 
 /// The last bytes a worker wrote to one of its output streams.
@@ -141,6 +143,9 @@ impl WorkerProcess {
             .arg(std::process::id().to_string());
         if cmd.test_faults {
             command.arg("--enable-test-faults");
+        }
+        if let Some(dir) = &cmd.deny_dir {
+            command.arg("--deny-dir").arg(dir);
         }
         command.env_clear();
         for name in WORKER_ENV {

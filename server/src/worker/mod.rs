@@ -5,12 +5,14 @@
 //! unusable until the process exits, and a hung kernel cannot be stopped from inside: the
 //! supervisor in the server kills the worker and starts a new one instead.
 
+mod landlock;
 pub mod protocol;
 
 use std::io::Write;
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use gpulab_shared::{DeviceKind, Params};
@@ -100,9 +102,20 @@ fn open_gpu(ordinal: usize) -> Result<Gpu, String> {
 }
 
 /// Runs the worker loop on the channel (fd 3) until the server closes it. `server_pid` is
-/// the process that started this worker: the worker dies with it.
-pub fn run(device: &str, server_pid: u32, test_faults: bool) -> anyhow::Result<()> {
+/// the process that started this worker: the worker dies with it. `deny_dir` (the server's
+/// data directory) is kept from it, where the kernel has Landlock.
+pub fn run(
+    device: &str,
+    server_pid: u32,
+    test_faults: bool,
+    deny_dir: Option<&Path>,
+) -> anyhow::Result<()> {
     die_with_server(server_pid);
+    if let Some(dir) = deny_dir {
+        // Before any thread is started (CUDA starts some): Landlock restricts the calling
+        // thread and what it starts later.
+        confine(dir)?;
+    }
     let channel = take_channel()?;
     let mut owned = Device::open(device)?;
     if let Device::Cuda(Err(reason)) = &owned {
@@ -190,6 +203,29 @@ pub fn run(device: &str, server_pid: u32, test_faults: bool) -> anyhow::Result<(
         }
     }
     Ok(())
+}
+
+/// Keeps this process out of `dir`; without Landlock, says so once and goes on.
+fn confine(dir: &Path) -> anyhow::Result<()> {
+    match landlock::deny_dir(dir) {
+        Ok(abi) => {
+            tracing::info!(
+                "confined by Landlock (ABI {abi}): no access to {}",
+                dir.display()
+            );
+            Ok(())
+        }
+        Err(landlock::NotConfined::Unavailable(e)) => {
+            tracing::warn!(
+                "not confined: this kernel offers no Landlock ({e}), so jobs can read {}",
+                dir.display()
+            );
+            Ok(())
+        }
+        Err(landlock::NotConfined::Failed(e)) => {
+            Err(e.context(format!("cannot keep the worker out of {}", dir.display())))
+        }
+    }
 }
 
 /// The channel to the server, which starts every worker with it as fd 3.
