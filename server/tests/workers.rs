@@ -302,7 +302,30 @@ async fn hole3_a_worker_cannot_read_the_data_dir_but_reads_elsewhere_and_runs_jo
     // Made before the server starts, outside its data directory.
     let mut outside = tempfile::NamedTempFile::new().unwrap();
     std::io::Write::write_all(&mut outside, b"twelve bytes").unwrap();
-    let app = spawn_app().await;
+    let token_file = tempfile::NamedTempFile::new().unwrap();
+    let token = "token-in-a-file-for-the-landlock-test";
+    std::fs::write(token_file.path(), token).unwrap();
+    let mut app = spawn_app_with(AppOptions {
+        test_faults: true,
+        capture_log: true,
+        env: vec![("GPULAB_LOG".into(), "info".into())],
+        args: vec![
+            "--token-file".into(),
+            token_file.path().display().to_string(),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let mut auth = reqwest::header::HeaderMap::new();
+    auth.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    app.client = reqwest::Client::builder()
+        .default_headers(auth)
+        .build()
+        .unwrap();
+    app.wait_for_log("confined by Landlock").await;
     let db = app.data_dir().join("gpulab.sqlite3");
     assert!(db.is_file(), "the history is at {}", db.display());
 
@@ -315,6 +338,8 @@ async fn hole3_a_worker_cannot_read_the_data_dir_but_reads_elsewhere_and_runs_jo
     let via_proc = std::path::PathBuf::from(format!("/proc/{}/root", app.pid()))
         .join(db.canonicalize().unwrap().strip_prefix("/").unwrap());
     let error = read_in_worker(&app, &via_proc).await;
+    assert!(error.contains("Permission denied"), "{error}");
+    let error = read_in_worker(&app, token_file.path()).await;
     assert!(error.contains("Permission denied"), "{error}");
     let error = read_in_worker(&app, outside.path()).await;
     assert!(error.contains("read 12 bytes"), "{error}");

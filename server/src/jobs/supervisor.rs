@@ -57,8 +57,9 @@ pub struct WorkerCommand {
     /// The `gpulab` binary.
     pub exe: PathBuf,
     pub test_faults: bool,
-    /// The directory workers are kept out of (the data directory), where Landlock allows.
-    pub deny_dir: Option<PathBuf>,
+    /// What workers are kept out of (the data directory, the token file), where Landlock
+    /// allows.
+    pub deny: Vec<PathBuf>,
 }
 
 /// The last bytes a worker wrote to one of its output streams.
@@ -144,8 +145,8 @@ impl WorkerProcess {
         if cmd.test_faults {
             command.arg("--enable-test-faults");
         }
-        if let Some(dir) = &cmd.deny_dir {
-            command.arg("--deny-dir").arg(dir);
+        for path in &cmd.deny {
+            command.arg("--deny-dir").arg(path);
         }
         command.env_clear();
         for name in WORKER_ENV {

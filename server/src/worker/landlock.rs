@@ -1,9 +1,9 @@
-//! Keeps a worker out of one directory, the server's data directory (every user's job
-//! history and kernel sources), with Landlock (Linux 5.13 and later).
+//! Keeps a worker out of the server's data directory (every user's job history and kernel
+//! sources) and token file, with Landlock (Linux 5.13 and later).
 //!
-//! Landlock rules only allow, so denying one directory `D` means allowing everything else:
-//! from `/` down to `D`, every entry beside the way to `D` gets all the handled rights, and
-//! the directories on the way get none. What is beside the way when the worker starts stays
+//! Landlock rules only allow, so denying a path `D` means allowing everything else: from `/`
+//! down to `D`, every entry beside the way to `D` gets all the handled rights, and the
+//! directories on the way get none. What is beside the way when the worker starts stays
 //! reachable (`/usr`, `/dev/nvidia*`, `/proc`, `/tmp`'s subdirectories…); an entry created
 //! later directly in one of `D`'s ancestors is not.
 //!
@@ -13,7 +13,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 // From <linux/landlock.h>.
 const CREATE_RULESET_VERSION: u32 = 1 << 0;
@@ -52,11 +52,11 @@ pub enum NotConfined {
 }
 
 /// Denies this process (and every process and thread it starts later) all access to
-/// `dir`. Returns the Landlock ABI version it used. Call it before any thread is started:
-/// only the calling thread is restricted.
-pub fn deny_dir(dir: &Path) -> Result<i64, NotConfined> {
+/// `paths` (directories or files). Returns the Landlock ABI version it used. Call it before
+/// any thread is started: only the calling thread is restricted.
+pub fn deny(paths: &[PathBuf]) -> Result<i64, NotConfined> {
     let abi = abi_version().map_err(NotConfined::Unavailable)?;
-    restrict(dir, abi).map_err(NotConfined::Failed)?;
+    restrict(paths, abi).map_err(NotConfined::Failed)?;
     Ok(abi)
 }
 
@@ -78,15 +78,19 @@ pub fn abi_version() -> io::Result<i64> {
     Ok(abi)
 }
 
-fn restrict(dir: &Path, abi: i64) -> anyhow::Result<()> {
+fn restrict(paths: &[PathBuf], abi: i64) -> anyhow::Result<()> {
     use anyhow::Context;
-    let denied = dir
-        .canonicalize()
-        .with_context(|| format!("cannot find the directory to deny, {}", dir.display()))?;
-    anyhow::ensure!(
-        denied != Path::new("/"),
-        "refusing to deny `/`: the worker could open nothing"
-    );
+    let mut denied = Vec::new();
+    for path in paths {
+        let canonical = path
+            .canonicalize()
+            .with_context(|| format!("cannot find {}, which is to be denied", path.display()))?;
+        anyhow::ensure!(
+            canonical != Path::new("/"),
+            "refusing to deny `/`: the worker could open nothing"
+        );
+        denied.push(canonical);
+    }
     let mut handled = ACCESS_FS_ABI1;
     if abi >= 2 {
         handled |= ACCESS_FS_REFER;
@@ -123,9 +127,14 @@ fn restrict(dir: &Path, abi: i64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Allows everything in `dir` (an ancestor of `denied`) except the way to `denied`, and
-/// goes down that way.
-fn allow_beside(ruleset: &OwnedFd, dir: &Path, denied: &Path, rights: u64) -> anyhow::Result<()> {
+/// Allows everything in `dir` (an ancestor of something denied) except the ways to what is
+/// denied, and goes down those ways.
+fn allow_beside(
+    ruleset: &OwnedFd,
+    dir: &Path,
+    denied: &[PathBuf],
+    rights: u64,
+) -> anyhow::Result<()> {
     use anyhow::Context;
     let entries =
         std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
@@ -133,11 +142,11 @@ fn allow_beside(ruleset: &OwnedFd, dir: &Path, denied: &Path, rights: u64) -> an
         let path = entry
             .with_context(|| format!("cannot list {}", dir.display()))?
             .path();
-        if path == denied {
+        if denied.contains(&path) {
             continue;
         }
-        // `denied` is canonical, so an entry on the way to it is a real directory.
-        if denied.starts_with(&path) {
+        // What is denied is canonical, so an entry on the way to it is a real directory.
+        if denied.iter().any(|d| d.starts_with(&path)) {
             allow_beside(ruleset, &path, denied, rights)?;
             continue;
         }

@@ -12,7 +12,7 @@ use std::io::Write;
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use gpulab_shared::{DeviceKind, Params};
@@ -102,19 +102,19 @@ fn open_gpu(ordinal: usize) -> Result<Gpu, String> {
 }
 
 /// Runs the worker loop on the channel (fd 3) until the server closes it. `server_pid` is
-/// the process that started this worker: the worker dies with it. `deny_dir` (the server's
-/// data directory) is kept from it, where the kernel has Landlock.
+/// the process that started this worker: the worker dies with it. `deny` (the server's data
+/// directory and token file) is kept from it, where the kernel has Landlock.
 pub fn run(
     device: &str,
     server_pid: u32,
     test_faults: bool,
-    deny_dir: Option<&Path>,
+    deny: &[PathBuf],
 ) -> anyhow::Result<()> {
     die_with_server(server_pid);
-    if let Some(dir) = deny_dir {
+    if !deny.is_empty() {
         // Before any thread is started (CUDA starts some): Landlock restricts the calling
         // thread and what it starts later.
-        confine(dir)?;
+        confine(deny)?;
     }
     let channel = take_channel()?;
     let mut owned = Device::open(device)?;
@@ -205,25 +205,26 @@ pub fn run(
     Ok(())
 }
 
-/// Keeps this process out of `dir`; without Landlock, says so once and goes on.
-fn confine(dir: &Path) -> anyhow::Result<()> {
-    match landlock::deny_dir(dir) {
+/// Keeps this process out of `paths`; without Landlock, says so once and goes on.
+fn confine(paths: &[PathBuf]) -> anyhow::Result<()> {
+    let shown = paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    match landlock::deny(paths) {
         Ok(abi) => {
-            tracing::info!(
-                "confined by Landlock (ABI {abi}): no access to {}",
-                dir.display()
-            );
+            tracing::info!("confined by Landlock (ABI {abi}): no access to {shown}");
             Ok(())
         }
         Err(landlock::NotConfined::Unavailable(e)) => {
             tracing::warn!(
-                "not confined: this kernel offers no Landlock ({e}), so jobs can read {}",
-                dir.display()
+                "not confined: this kernel offers no Landlock ({e}), so jobs can read {shown}"
             );
             Ok(())
         }
         Err(landlock::NotConfined::Failed(e)) => {
-            Err(e.context(format!("cannot keep the worker out of {}", dir.display())))
+            Err(e.context(format!("cannot keep the worker out of {shown}")))
         }
     }
 }
