@@ -82,9 +82,13 @@ fn restrict(paths: &[PathBuf], abi: i64) -> anyhow::Result<()> {
     use anyhow::Context;
     let mut denied = Vec::new();
     for path in paths {
-        let canonical = path
-            .canonicalize()
-            .with_context(|| format!("cannot find {}, which is to be denied", path.display()))?;
+        let canonical = match path.canonicalize() {
+            // Gone since the server started (a token file removed): nothing to keep from us.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            found => found.with_context(|| {
+                format!("cannot find {}, which is to be denied", path.display())
+            })?,
+        };
         anyhow::ensure!(
             canonical != Path::new("/"),
             "refusing to deny `/`: the worker could open nothing"
