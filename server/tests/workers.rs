@@ -339,6 +339,15 @@ async fn hole3_a_worker_cannot_read_the_data_dir_but_reads_elsewhere_and_runs_jo
         .join(db.canonicalize().unwrap().strip_prefix("/").unwrap());
     let error = read_in_worker(&app, &via_proc).await;
     assert!(error.contains("Permission denied"), "{error}");
+    // And through the server's open descriptor of it.
+    let canonical = db.canonicalize().unwrap();
+    let open_fd = std::fs::read_dir(format!("/proc/{}/fd", app.pid()))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|fd| std::fs::read_link(fd).ok().as_ref() == Some(&canonical))
+        .expect("the server holds the history open");
+    let error = read_in_worker(&app, &open_fd).await;
+    assert!(error.contains("Permission denied"), "{open_fd:?}: {error}");
     let error = read_in_worker(&app, token_file.path()).await;
     assert!(error.contains("Permission denied"), "{error}");
     let error = read_in_worker(&app, outside.path()).await;
