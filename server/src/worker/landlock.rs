@@ -61,7 +61,7 @@ pub fn deny(paths: &[PathBuf]) -> Result<i64, NotConfined> {
 }
 
 /// The Landlock ABI version of this kernel.
-pub fn abi_version() -> io::Result<i64> {
+fn abi_version() -> io::Result<i64> {
     // SAFETY: with a null attribute, size 0 and the VERSION flag the call reads no memory
     // and returns the version or -1.
     let abi = unsafe {
