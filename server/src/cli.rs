@@ -56,6 +56,10 @@ pub enum Command {
         server_pid: u32,
         #[arg(long)]
         enable_test_faults: bool,
+        /// A directory (or file) the worker must not touch: the server's data directory,
+        /// its token file. Repeatable.
+        #[arg(long)]
+        deny_dir: Vec<PathBuf>,
     },
     /// Print NVRTC's and cuBLAS's status as JSON (the server asks a child process).
     #[command(hide = true)]
@@ -178,9 +182,10 @@ pub fn main() -> anyhow::Result<std::process::ExitCode> {
             device,
             server_pid,
             enable_test_faults,
+            deny_dir,
         } => {
             init_logging();
-            worker::run(&device, server_pid, enable_test_faults)?;
+            worker::run(&device, server_pid, enable_test_faults, &deny_dir)?;
         }
         Command::Serve(args) => {
             init_logging();
@@ -295,6 +300,12 @@ impl ServeArgs {
             worker: WorkerCommand {
                 exe: std::env::current_exe().context("cannot find the gpulab binary")?,
                 test_faults: self.enable_test_faults,
+                // Absolute: workers run in `/`.
+                deny: std::iter::once(&self.data_dir)
+                    .chain(&self.token_file)
+                    .map(std::path::absolute)
+                    .collect::<Result<_, _>>()
+                    .context("cannot find --data-dir or --token-file")?,
             },
             queue_capacity: self.queue_capacity,
             default_timeout_s: self.default_timeout_s,

@@ -267,3 +267,90 @@ fn hole2_a_worker_started_by_hand_without_its_channel_says_so() {
     );
     assert!(out.stdout.is_empty(), "nothing on stdout: {:?}", out.stdout);
 }
+
+/// Whether this kernel has Landlock (asks for its ABI version, as the worker does).
+fn landlock_abi() -> Option<i64> {
+    // SAFETY: landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION) reads no
+    // memory of ours and returns the ABI version or -1.
+    let abi = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            1u32,
+        )
+    };
+    (abi > 0).then_some(abi)
+}
+
+async fn read_in_worker(app: &TestApp, path: &std::path::Path) -> String {
+    let job = app
+        .submit(json!({"kernel": "_test_fault", "device": "cpu",
+                       "params": {"mode": "read_path", "path": path}}))
+        .await;
+    let ended = app.wait_finished(job.id).await;
+    assert_eq!(ended.status, JobStatus::Failed, "{ended:?}");
+    ended.error.unwrap()
+}
+
+#[tokio::test]
+async fn hole3_a_worker_cannot_read_the_data_dir_but_reads_elsewhere_and_runs_jobs() {
+    let Some(abi) = landlock_abi() else {
+        eprintln!("note: this kernel has no Landlock: workers run unconfined, nothing to test");
+        return;
+    };
+    // Made before the server starts, outside its data directory.
+    let mut outside = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut outside, b"twelve bytes").unwrap();
+    let token_file = tempfile::NamedTempFile::new().unwrap();
+    let token = "token-in-a-file-for-the-landlock-test";
+    std::fs::write(token_file.path(), token).unwrap();
+    let mut app = spawn_app_with(AppOptions {
+        test_faults: true,
+        capture_log: true,
+        env: vec![("GPULAB_LOG".into(), "info".into())],
+        args: vec![
+            "--token-file".into(),
+            token_file.path().display().to_string(),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let mut auth = reqwest::header::HeaderMap::new();
+    auth.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    app.client = reqwest::Client::builder()
+        .default_headers(auth)
+        .build()
+        .unwrap();
+    app.wait_for_log("confined by Landlock").await;
+    let db = app.data_dir().join("gpulab.sqlite3");
+    assert!(db.is_file(), "the history is at {}", db.display());
+
+    let error = read_in_worker(&app, &db).await;
+    assert!(
+        error.contains("Permission denied"),
+        "Landlock ABI {abi}, yet the worker read the history: {error}"
+    );
+    // Through /proc too: the server's open database is the same file.
+    let via_proc = std::path::PathBuf::from(format!("/proc/{}/root", app.pid()))
+        .join(db.canonicalize().unwrap().strip_prefix("/").unwrap());
+    let error = read_in_worker(&app, &via_proc).await;
+    assert!(error.contains("Permission denied"), "{error}");
+    // And through the server's open descriptor of it.
+    let canonical = db.canonicalize().unwrap();
+    let open_fd = std::fs::read_dir(format!("/proc/{}/fd", app.pid()))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|fd| std::fs::read_link(fd).ok().as_ref() == Some(&canonical))
+        .expect("the server holds the history open");
+    let error = read_in_worker(&app, &open_fd).await;
+    assert!(error.contains("Permission denied"), "{open_fd:?}: {error}");
+    let error = read_in_worker(&app, token_file.path()).await;
+    assert!(error.contains("Permission denied"), "{error}");
+    let error = read_in_worker(&app, outside.path()).await;
+    assert!(error.contains("read 12 bytes"), "{error}");
+    vector_add_succeeds(&app).await;
+}

@@ -21,19 +21,32 @@ pub static TEST_FAULT_SPEC: LazyLock<KernelSpec> = LazyLock::new(|| KernelSpec {
     name: TEST_FAULT_KERNEL.into(),
     description: "Test only: makes the worker (or its runner) misbehave.".into(),
     devices: vec![DeviceKind::Cpu],
-    params: vec![spec::choice(
-        "mode",
-        "hang",
-        &[
+    params: vec![
+        spec::choice(
+            "mode",
             "hang",
-            "crash",
-            "stdout_flood",
-            "bad_nonce",
-            "oversized_frame",
-            "panic_runner",
-        ],
-        "What goes wrong.",
-    )],
+            &[
+                "hang",
+                "crash",
+                "stdout_flood",
+                "bad_nonce",
+                "oversized_frame",
+                "panic_runner",
+                "read_path",
+            ],
+            "What goes wrong.",
+        ),
+        gpulab_shared::ParamSpec {
+            name: "path".into(),
+            ty: gpulab_shared::ParamType::String,
+            default: "/".into(),
+            min: None,
+            max: None,
+            choices: None,
+            unit: None,
+            help: "The file `read_path` reads in the worker.".into(),
+        },
+    ],
     throughput_formula: String::new(),
 });
 

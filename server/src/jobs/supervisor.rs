@@ -57,6 +57,9 @@ pub struct WorkerCommand {
     /// The `gpulab` binary.
     pub exe: PathBuf,
     pub test_faults: bool,
+    /// What workers are kept out of (the data directory, the token file), where Landlock
+    /// allows.
+    pub deny: Vec<PathBuf>,
 }
 
 /// The last bytes a worker wrote to one of its output streams.
@@ -141,6 +144,9 @@ impl WorkerProcess {
             .arg(std::process::id().to_string());
         if cmd.test_faults {
             command.arg("--enable-test-faults");
+        }
+        for path in &cmd.deny {
+            command.arg("--deny-dir").arg(path);
         }
         command.env_clear();
         for name in WORKER_ENV {

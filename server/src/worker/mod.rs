@@ -5,12 +5,14 @@
 //! unusable until the process exits, and a hung kernel cannot be stopped from inside: the
 //! supervisor in the server kills the worker and starts a new one instead.
 
+mod landlock;
 pub mod protocol;
 
 use std::io::Write;
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use gpulab_shared::{DeviceKind, Params};
@@ -100,9 +102,20 @@ fn open_gpu(ordinal: usize) -> Result<Gpu, String> {
 }
 
 /// Runs the worker loop on the channel (fd 3) until the server closes it. `server_pid` is
-/// the process that started this worker: the worker dies with it.
-pub fn run(device: &str, server_pid: u32, test_faults: bool) -> anyhow::Result<()> {
+/// the process that started this worker: the worker dies with it. `deny` (the server's data
+/// directory and token file) is kept from it, where the kernel has Landlock.
+pub fn run(
+    device: &str,
+    server_pid: u32,
+    test_faults: bool,
+    deny: &[PathBuf],
+) -> anyhow::Result<()> {
     die_with_server(server_pid);
+    if !deny.is_empty() {
+        // Before any thread is started (CUDA starts some): Landlock restricts the calling
+        // thread and what it starts later.
+        confine(deny)?;
+    }
     let channel = take_channel()?;
     let mut owned = Device::open(device)?;
     if let Device::Cuda(Err(reason)) = &owned {
@@ -190,6 +203,30 @@ pub fn run(device: &str, server_pid: u32, test_faults: bool) -> anyhow::Result<(
         }
     }
     Ok(())
+}
+
+/// Keeps this process out of `paths`; without Landlock, says so once and goes on.
+fn confine(paths: &[PathBuf]) -> anyhow::Result<()> {
+    let shown = paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    match landlock::deny(paths) {
+        Ok(abi) => {
+            tracing::info!("confined by Landlock (ABI {abi}): no access to {shown}");
+            Ok(())
+        }
+        Err(landlock::NotConfined::Unavailable(e)) => {
+            tracing::warn!(
+                "not confined: this kernel offers no Landlock ({e}), so jobs can read {shown}"
+            );
+            Ok(())
+        }
+        Err(landlock::NotConfined::Failed(e)) => {
+            Err(e.context(format!("cannot keep the worker out of {shown}")))
+        }
+    }
 }
 
 /// The channel to the server, which starts every worker with it as fd 3.
@@ -364,6 +401,14 @@ fn inject_fault(params: &Params, channel: &UnixStream, job_id: i64, nonce: u64) 
             let _ = (&*channel).write_all(&len);
             let _ = (&*channel).write_all(&[b'{'; 4096]);
             "test fault: sent a frame over the limit".into()
+        }
+        // What a kernel reading the server's files by absolute path would get.
+        "read_path" => {
+            let path = params.get("path").and_then(|p| p.as_str()).unwrap_or("");
+            match std::fs::read(path) {
+                Ok(bytes) => format!("test fault: read {} bytes from {path}", bytes.len()),
+                Err(e) => format!("test fault: cannot read {path}: {e}"),
+            }
         }
         other => format!("test fault: mode `{other}` does nothing in the worker"),
     }
