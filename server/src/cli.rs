@@ -223,9 +223,12 @@ fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GPULAB_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Logs go to stderr: a worker's stdout is its kernels' printf.
+    // Colours only on a terminal: `docker logs`, files and the server (which passes its
+    // workers' lines on) get plain text.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
