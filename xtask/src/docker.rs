@@ -794,6 +794,13 @@ fn container_checks(image: &str, figures: &mut Figures) -> Result<()> {
     .context("the data volume is not writable by the server's user")?;
     figures.add("server uid", uid);
 
+    println!("\ncheck: the workers cannot open the data volume (Landlock)");
+    let logs = container_logs()?;
+    ensure!(
+        logs.contains("confined by Landlock") && logs.contains("no access to /var/lib/gpulab"),
+        "no worker says it is confined by Landlock away from /var/lib/gpulab; the log:\n{logs}"
+    );
+
     println!("\ncheck: /api/health says why there is no CUDA device, and finds NVRTC and cuBLAS");
     let health = get_json(&server, "/api/health")?;
     let cuda = &health["cuda"];
