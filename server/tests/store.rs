@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use gpulab_shared::{Job, JobPage, JobStatus, Problem};
@@ -11,7 +10,7 @@ use prometheus_parse::{Scrape, Value};
 use reqwest::StatusCode;
 use rusqlite::Connection;
 use serde_json::json;
-use support::{gpulab_exe, spawn_app, spawn_app_with, AppOptions, TestApp};
+use support::{serve_fails_in, spawn_app, spawn_app_with, AppOptions, TestApp};
 
 const DB_FILE: &str = "gpulab.sqlite3";
 
@@ -197,12 +196,9 @@ fn bad_retention_settings_are_refused_naming_the_setting() {
         ),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let mut cmd = serve_in(dir.path());
-        cmd.args(args);
-        if let Some((name, value)) = env {
-            cmd.env(name, value);
-        }
-        let stderr = refused(cmd, dir.path());
+        let env: Vec<(&str, &str)> = env.into_iter().collect();
+        let (status, stderr) = serve_fails_in(dir.path(), args, &env);
+        assert!(!status.success(), "{stderr}");
         assert!(stderr.contains(expected), "{args:?} {env:?}: {stderr}");
     }
 }
@@ -214,53 +210,12 @@ fn a_history_from_a_newer_gpulab_stops_the_server_saying_so() {
         .unwrap()
         .pragma_update(None, "user_version", 999)
         .unwrap();
-    let stderr = refused(serve_in(dir.path()), dir.path());
+    let (status, stderr) = serve_fails_in(dir.path(), &[], &[]);
+    assert!(!status.success(), "{stderr}");
     assert!(
         stderr.contains("schema version 999, written by a newer gpulab"),
         "{stderr}"
     );
-}
-
-/// `gpulab serve` on port 0 with `data_dir`.
-fn serve_in(data_dir: &std::path::Path) -> Command {
-    let mut cmd = Command::new(gpulab_exe());
-    cmd.args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .arg("--static-dir")
-        .arg(data_dir.join("no-ui"))
-        .env_remove("GPULAB_TOKEN")
-        .env("GPULAB_LOG", "error");
-    cmd
-}
-
-/// Runs `cmd`, which must exit with a failure within 30 s; returns what it wrote to stderr.
-/// A server that starts anyway is killed and fails the test.
-fn refused(mut cmd: Command, scratch: &std::path::Path) -> String {
-    let (out, err) = (scratch.join("stdout"), scratch.join("stderr"));
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "the server started anyway: {}",
-                std::fs::read_to_string(&out).unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stderr = std::fs::read_to_string(&err).unwrap();
-    assert!(!status.success(), "{stderr}");
-    stderr
 }
 
 async fn scrape(app: &TestApp) -> Scrape {

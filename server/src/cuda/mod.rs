@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::devices::host_memory::gib;
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::sys::CUdevice_attribute_enum as Attr;
 use cudarc::driver::{
@@ -540,10 +541,6 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
     hash
-}
-
-fn gib(bytes: u64) -> String {
-    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
 
 #[cfg(test)]

@@ -26,7 +26,8 @@ pub fn ensure_fits(what: &str, needed: u64, available: Option<u64>) -> Result<()
     }
 }
 
-fn gib(bytes: u64) -> String {
+/// `bytes` as GiB with two decimals, as memory figures are given in errors.
+pub fn gib(bytes: u64) -> String {
     format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
 

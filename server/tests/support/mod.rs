@@ -146,11 +146,19 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
 /// Runs `gpulab serve` with `args` (and `env`), which must fail within 20 s; returns its
 /// exit status and everything it wrote to stderr.
 pub fn serve_fails(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
-    let data_dir = tempfile::tempdir().unwrap();
+    serve_fails_in(tempfile::tempdir().unwrap().path(), args, env)
+}
+
+/// [`serve_fails`] with the history in `data_dir`.
+pub fn serve_fails_in(
+    data_dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (ExitStatus, String) {
     let mut child = Command::new(gpulab_exe())
         .args(["serve", "--addr", "127.0.0.1:0"])
         .arg("--data-dir")
-        .arg(data_dir.path())
+        .arg(data_dir)
         .args(args)
         .env_remove("GPULAB_TOKEN")
         .envs(env.iter().copied())
