@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 pub mod custom;
+pub mod diag;
 
 /// Parameters of a job, by name. Values are JSON numbers, strings or booleans.
 pub type Params = BTreeMap<String, serde_json::Value>;
@@ -93,6 +94,9 @@ pub struct Device {
     pub cuda: Option<CudaDeviceInfo>,
     /// Present for the CPU device.
     pub cpu: Option<CpuDeviceInfo>,
+    /// The device's last finished diagnostic, if it has had one.
+    #[serde(default)]
+    pub last_diagnostic: Option<diag::LastDiagnostic>,
 }
 
 /// What the CUDA driver reports about one GPU.
@@ -509,6 +513,9 @@ pub mod events {
     pub const JOB: &str = "job";
     /// A device's new telemetry sample. `data` is a [`crate::TelemetrySample`].
     pub const TELEMETRY: &str = "telemetry";
+    /// A diagnostic changed: queued, a check started or ended, finished. `data` is the whole
+    /// [`crate::diag::Diagnostic`].
+    pub const DIAGNOSTIC: &str = "diagnostic";
 }
 
 #[cfg(test)]

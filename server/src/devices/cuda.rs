@@ -165,6 +165,7 @@ fn query_device(ordinal: c_int, driver_version: Option<&str>) -> Result<Device, 
     Ok(Device {
         id: format!("cuda:{ordinal}"),
         kind: DeviceKind::Cuda,
+        last_diagnostic: None,
         name,
         total_memory_bytes,
         free_memory_bytes: free_memory(dev),

@@ -172,6 +172,7 @@ mod tests {
         Device {
             id: format!("cuda:{ordinal}"),
             kind: DeviceKind::Cuda,
+            last_diagnostic: None,
             name: name.to_owned(),
             total_memory_bytes: Some(total),
             free_memory_bytes: Some(total / 2),
@@ -191,6 +192,7 @@ mod tests {
         Device {
             id: "cpu".to_owned(),
             kind: DeviceKind::Cpu,
+            last_diagnostic: None,
             name: "AMD EPYC 7763 64-Core Processor".to_owned(),
             total_memory_bytes: Some(16 << 30),
             free_memory_bytes: Some(12 << 30),

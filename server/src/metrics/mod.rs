@@ -53,6 +53,7 @@ mod tests {
         let gpu = |ordinal: u32, uuid: Option<&str>| Device {
             id: format!("cuda:{ordinal}"),
             kind: DeviceKind::Cuda,
+            last_diagnostic: None,
             name: "NVIDIA \"Test\" GPU".into(),
             total_memory_bytes: Some(80 << 30),
             free_memory_bytes: None,
@@ -68,6 +69,7 @@ mod tests {
         let cpu = Device {
             id: "cpu".into(),
             kind: DeviceKind::Cpu,
+            last_diagnostic: None,
             name: "Test CPU".into(),
             total_memory_bytes: Some(1 << 30),
             free_memory_bytes: None,

@@ -256,6 +256,7 @@ mod tests {
         let gpu = Device {
             id: "cuda:0".to_owned(),
             kind: DeviceKind::Cuda,
+            last_diagnostic: None,
             name: "A GPU no NVML lists".to_owned(),
             total_memory_bytes: None,
             free_memory_bytes: None,
@@ -270,6 +271,7 @@ mod tests {
         let cpu = Device {
             id: "cpu".to_owned(),
             kind: DeviceKind::Cpu,
+            last_diagnostic: None,
             name: "CPU".to_owned(),
             total_memory_bytes: None,
             free_memory_bytes: None,
