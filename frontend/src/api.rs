@@ -8,6 +8,7 @@
 use std::fmt;
 
 use gloo_net::http::{Request, RequestBuilder, Response};
+use gpulab_shared::diag::{Diagnostic, DiagnosticPage, DiagnosticRequest};
 use gpulab_shared::{
     Device, DeviceTelemetry, Health, Job, JobPage, JobRequest, JobStatus, KernelSpec, Problem,
 };
@@ -160,6 +161,42 @@ pub async fn job(id: i64) -> ApiResult<Job> {
 pub async fn cancel_job(id: i64) -> ApiResult<Job> {
     read_json(
         authorized(Request::delete(&format!("/api/jobs/{id}")))
+            .send()
+            .await?,
+    )
+    .await
+}
+
+/// `POST /api/diagnostics`: queues a diagnostic and answers it as it was accepted.
+pub async fn create_diagnostic(request: DiagnosticRequest) -> ApiResult<Diagnostic> {
+    read_json(
+        authorized(Request::post("/api/diagnostics"))
+            .json(&request)?
+            .send()
+            .await?,
+    )
+    .await
+}
+
+/// `GET /api/diagnostics/{id}`.
+pub async fn diagnostic(id: i64) -> ApiResult<Diagnostic> {
+    read_json(get(&format!("/api/diagnostics/{id}")).send().await?).await
+}
+
+/// `GET /api/diagnostics?device=`: one page of a device's diagnostics, newest first,
+/// starting after `cursor`.
+pub async fn diagnostics(device: String, cursor: Option<String>) -> ApiResult<DiagnosticPage> {
+    let mut query = vec![("device", device)];
+    if let Some(cursor) = cursor {
+        query.push(("cursor", cursor));
+    }
+    read_json(get("/api/diagnostics").query(query).send().await?).await
+}
+
+/// `DELETE /api/diagnostics/{id}`: cancels a queued or running diagnostic.
+pub async fn cancel_diagnostic(id: i64) -> ApiResult<Diagnostic> {
+    read_json(
+        authorized(Request::delete(&format!("/api/diagnostics/{id}")))
             .send()
             .await?,
     )

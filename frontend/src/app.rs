@@ -7,7 +7,8 @@ use leptos_router::path;
 use crate::components::SiteHeader;
 use crate::live::provide_live_events;
 use crate::pages::{
-    ComparePage, DevicesPage, EditorPage, JobPage, JobsPage, LaunchPage, NotFoundPage,
+    ComparePage, DevicesPage, DiagnosticPage, DiagnosticsPage, EditorPage, JobPage, JobsPage,
+    LaunchPage, NotFoundPage,
 };
 use crate::token::provide_api_token;
 
@@ -28,6 +29,8 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/jobs/:id") view=JobPage />
                     <Route path=path!("/compare") view=ComparePage />
                     <Route path=path!("/editor") view=EditorPage />
+                    <Route path=path!("/diagnostics") view=DiagnosticsPage />
+                    <Route path=path!("/diagnostics/:id") view=DiagnosticPage />
                 </Routes>
             </main>
         </Router>

@@ -16,6 +16,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use gpulab_shared::diag::Diagnostic;
 use gpulab_shared::{events, Job, JobStatus, TelemetrySample};
 use leptos::prelude::*;
 use serde::de::DeserializeOwned;
@@ -28,6 +29,8 @@ const EVENTS_URL: &str = "/api/events";
 /// How many jobs the stream remembers; past it the lowest ids go, which pages show from
 /// their own fetch anyway.
 const REMEMBERED_JOBS: usize = 1000;
+/// Likewise for diagnostics, which are fewer and larger (a stress check's samples).
+const REMEMBERED_DIAGNOSTICS: usize = 100;
 /// How much telemetry history a device keeps: the sparklines show the last five minutes.
 const TELEMETRY_WINDOW: Duration = Duration::from_secs(5 * 60);
 /// A cap on the samples kept per device, whatever the server's sampling interval.
@@ -57,6 +60,7 @@ pub struct LiveEvents {
     /// See [`LiveEvents::sync`].
     sync: RwSignal<Option<u64>>,
     jobs: RwSignal<BTreeMap<i64, Job>>,
+    diagnostics: RwSignal<BTreeMap<i64, Diagnostic>>,
     telemetry: StoredValue<HashMap<String, ArcRwSignal<TelemetryTrack>>>,
 }
 
@@ -66,6 +70,7 @@ pub fn provide_live_events() {
         connection: RwSignal::new(Connection::Connecting),
         sync: RwSignal::new(None),
         jobs: RwSignal::new(BTreeMap::new()),
+        diagnostics: RwSignal::new(BTreeMap::new()),
         telemetry: StoredValue::new(HashMap::new()),
     };
     EventStream::open(live, Rc::new(RefCell::new(None)), RETRY_FIRST);
@@ -103,6 +108,16 @@ impl LiveEvents {
     /// Reads every job the stream has pushed, by id (tracked).
     pub fn with_jobs<R>(&self, f: impl FnOnce(&BTreeMap<i64, Job>) -> R) -> R {
         self.jobs.with(f)
+    }
+
+    /// The latest version of diagnostic `id` the stream has pushed, if any (tracked).
+    pub fn diagnostic(&self, id: i64) -> Option<Diagnostic> {
+        self.diagnostics.with(|d| d.get(&id).cloned())
+    }
+
+    /// Reads every diagnostic the stream has pushed, by id (tracked).
+    pub fn with_diagnostics<R>(&self, f: impl FnOnce(&BTreeMap<i64, Diagnostic>) -> R) -> R {
+        self.diagnostics.with(f)
     }
 
     /// The recent samples of `device`: those the stream pushed, and whatever a page merges in
@@ -146,6 +161,19 @@ impl LiveEvents {
             jobs.insert(latest.id, latest);
             while jobs.len() > REMEMBERED_JOBS {
                 jobs.pop_first();
+            }
+        });
+    }
+
+    fn record_diagnostic(&self, diagnostic: Diagnostic) {
+        self.diagnostics.update(|diagnostics| {
+            let latest = match diagnostics.remove(&diagnostic.id) {
+                Some(known) => crate::diag::fresher(known, diagnostic),
+                None => diagnostic,
+            };
+            diagnostics.insert(latest.id, latest);
+            while diagnostics.len() > REMEMBERED_DIAGNOSTICS {
+                diagnostics.pop_first();
             }
         });
     }
@@ -264,6 +292,11 @@ impl EventStream {
                 live.record_job(job);
             }
         });
+        let on_diagnostic = Closure::<dyn FnMut(_)>::new(move |event: web_sys::Event| {
+            if let Some(diagnostic) = message::<Diagnostic>(&event) {
+                live.record_diagnostic(diagnostic);
+            }
+        });
         let on_telemetry = Closure::<dyn FnMut(_)>::new(move |event: web_sys::Event| {
             if let Some(sample) = message::<TelemetrySample>(&event) {
                 live.record_sample(sample);
@@ -298,6 +331,7 @@ impl EventStream {
             ("error", on_error),
             (events::JOB, on_job),
             (events::TELEMETRY, on_telemetry),
+            (events::DIAGNOSTIC, on_diagnostic),
         ];
         for (name, handler) in &handlers {
             if let Err(err) =

@@ -5,6 +5,7 @@ mod api;
 mod app;
 mod components;
 mod custom_kernel;
+mod diag;
 mod format;
 mod hooks;
 mod kernel_form;

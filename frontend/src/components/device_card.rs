@@ -1,7 +1,9 @@
+use gpulab_shared::diag::LastDiagnostic;
 use gpulab_shared::{CpuDeviceInfo, CudaDeviceInfo, Device, DeviceKind, TelemetrySample};
 use leptos::prelude::*;
 
-use super::{MemoryBar, TelemetryPanel};
+use super::{MemoryBar, TelemetryPanel, VerdictBadge};
+use crate::diag;
 use crate::format::{self, or_dash};
 use crate::live::use_live_events;
 
@@ -10,8 +12,9 @@ use crate::live::use_live_events;
 /// or cores), its memory as a bar, and the rest; identifiers are folded away.
 #[component]
 pub fn DeviceCard(device: Device) -> impl IntoView {
+    let live = use_live_events();
     // The memory bar follows the latest sample; the inventory's figures are from startup.
-    let track = use_live_events().telemetry(&device.id);
+    let track = live.telemetry(&device.id);
     let memory = Memo::new({
         let (total, free) = (device.total_memory_bytes, device.free_memory_bytes);
         move |_| {
@@ -58,6 +61,7 @@ pub fn DeviceCard(device: Device) -> impl IntoView {
                     })
                     .collect_view()}
             </dl>
+            <LastDiagnosticLine device=device.id.clone() reported=device.last_diagnostic.clone() />
             <MemoryBar
                 total=Signal::derive(move || memory.get().0)
                 free=Signal::derive(move || memory.get().1)
@@ -82,6 +86,40 @@ pub fn DeviceCard(device: Device) -> impl IntoView {
                 "Launch a kernel here"
             </a>
         </article>
+    }
+}
+
+/// The device's last diagnostic: its verdict, level and when, linking to it; a diagnostic
+/// that ends while the card is shown takes its place through the event stream.
+#[component]
+fn LastDiagnosticLine(device: String, reported: Option<LastDiagnostic>) -> impl IntoView {
+    let live = use_live_events();
+    let last = Memo::new({
+        let device = device.clone();
+        move |_| {
+            live.with_diagnostics(|pushed| diag::latest_last(&device, reported.clone(), pushed))
+        }
+    });
+    let diagnose = format!("/diagnostics?device={device}");
+    view! {
+        <p class="last-diagnostic" data-testid="last-diagnostic">
+            {move || match last.get() {
+                Some(last) => view! {
+                    "Last diagnostic: "
+                    <a href=format!("/diagnostics/{}", last.id) data-testid="last-diagnostic-link">
+                        <VerdictBadge verdict=last.verdict />
+                        {format!(" level {}", last.level)}
+                    </a>
+                    {format!(", {}", format::local_time(&last.finished_at))}
+                }
+                .into_any(),
+                None => view! {
+                    "No diagnostic yet. "
+                    <a href=diagnose.clone()>"Run one"</a>
+                }
+                .into_any(),
+            }}
+        </p>
     }
 }
 

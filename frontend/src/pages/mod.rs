@@ -2,6 +2,8 @@
 
 mod compare;
 mod devices;
+mod diagnostic;
+mod diagnostics;
 mod editor;
 mod job;
 mod jobs;
@@ -10,6 +12,8 @@ mod not_found;
 
 pub use compare::ComparePage;
 pub use devices::DevicesPage;
+pub use diagnostic::DiagnosticPage;
+pub use diagnostics::DiagnosticsPage;
 pub use editor::EditorPage;
 pub use job::JobPage;
 pub use jobs::JobsPage;
