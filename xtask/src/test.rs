@@ -225,7 +225,14 @@ fn in_fresh_data_dir(with_dir: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
 fn run_against_server(end2end: &Path, data_dir: &Path) -> Result<()> {
     let binary = target_dir().join("debug/gpulab");
     let static_dir = workspace_root().join("dist");
-    let server = RunningServer::start(&binary, &static_dir, data_dir)?;
+    // Test faults let the browser tests see a diagnostic fail (an injected bit flip).
+    let server = RunningServer::start_with(
+        &binary,
+        &static_dir,
+        data_dir,
+        &[],
+        &["--enable-test-faults"],
+    )?;
     // Node 18 and 20 take a folder argument, newer Node only globs: running `node --test`
     // inside end2end/ finds the same files on every version. The binary and the UI are
     // passed too, for the test that restarts a server of its own.
@@ -266,6 +273,17 @@ impl RunningServer {
         data_dir: &Path,
         env: &[(&str, &str)],
     ) -> Result<Self> {
+        Self::start_with(binary, static_dir, data_dir, env, &[])
+    }
+
+    /// [`RunningServer::start_with_env`] with arguments added to `serve`'s.
+    pub fn start_with(
+        binary: &Path,
+        static_dir: &Path,
+        data_dir: &Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Result<Self> {
         let mut server = Command::new(binary);
         server
             .envs(env.iter().copied())
@@ -274,6 +292,7 @@ impl RunningServer {
             .arg(static_dir)
             .arg("--data-dir")
             .arg(data_dir)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped());
         println!("$ {}", process::display(&server));

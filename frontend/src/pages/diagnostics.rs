@@ -315,6 +315,8 @@ fn DeviceHistory(device: Device) -> impl IntoView {
             </header>
             {move || error().map(|error| view! { <ErrorNotice error /> })}
             {move || match rows.get() {
+                // Not fetched, or refused: the error above says why.
+                None if error().is_some() => ().into_any(),
                 None => view! { <p class="loading">"Loading its diagnostics…"</p> }.into_any(),
                 Some(rows) if rows.is_empty() => view! { <p class="empty">"No diagnostic yet."</p> }.into_any(),
                 Some(rows) => {
