@@ -101,10 +101,18 @@ pub fn expected(evidence: &Evidence) -> String {
 fn figure(number: Option<f64>, text: Option<&str>, unit: Option<&str>) -> String {
     match (text, number) {
         (Some(text), _) => text.to_owned(),
-        (None, Some(n)) => match unit.filter(|u| !u.is_empty()) {
-            Some(unit) => format!("{} {unit}", format::number(n)),
-            None => format::number(n),
-        },
+        (None, Some(n)) => {
+            // A count (of errors, of retired pages) reads as one: "1", not "1.00".
+            let n = if n.fract() == 0.0 && n.abs() < 1e15 {
+                format!("{n:.0}")
+            } else {
+                format::number(n)
+            };
+            match unit.filter(|u| !u.is_empty()) {
+                Some(unit) => format!("{n} {unit}"),
+                None => n,
+            }
+        }
         (None, None) => format::UNKNOWN.to_owned(),
     }
 }
@@ -359,7 +367,7 @@ mod tests {
     fn evidence_reads_as_a_figure_with_its_unit_or_as_its_text() {
         let mut e = evidence();
         assert_eq!(measured(&e), "12.3 GB/s");
-        assert_eq!(expected(&e), "20.0 GB/s");
+        assert_eq!(expected(&e), "20 GB/s");
         assert_eq!(bound_text(e.bound), "≥ at least");
         e.measured_text = Some("565.57.01".to_owned());
         e.expected = None;
@@ -368,7 +376,9 @@ mod tests {
         assert_eq!(expected(&e), "—");
         e.measured_text = None;
         e.measured = Some(3.0);
-        assert_eq!(measured(&e), "3.00");
+        assert_eq!(measured(&e), "3", "a count");
+        e.measured = Some(0.5);
+        assert_eq!(measured(&e), "0.5");
         assert_eq!(bound_text(None), "—");
     }
 

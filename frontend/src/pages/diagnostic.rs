@@ -345,8 +345,12 @@ fn EvidenceTable(evidence: Memo<Vec<gpulab_shared::diag::Evidence>>) -> impl Int
                             .map(|e| view! {
                                 <tr data-testid="evidence-row" data-verdict=e.verdict.as_str()>
                                     <th scope="row">{e.name.clone()}</th>
-                                    <td class="num" data-label="Measured">{diag::measured(&e)}</td>
-                                    <td class="num" data-label="Expected">{diag::expected(&e)}</td>
+                                    <td class=figure_class(e.measured_text.is_some()) data-label="Measured">
+                                        {diag::measured(&e)}
+                                    </td>
+                                    <td class=figure_class(e.expected_text.is_some()) data-label="Expected">
+                                        {diag::expected(&e)}
+                                    </td>
                                     <td data-label="Bound">{diag::bound_text(e.bound)}</td>
                                     <td class="source" data-label="Source">{format::or_dash(e.source.clone())}</td>
                                     <td data-label="Verdict"><VerdictBadge verdict=e.verdict /></td>
@@ -357,5 +361,14 @@ fn EvidenceTable(evidence: Memo<Vec<gpulab_shared::diag::Evidence>>) -> impl Int
                 </tbody>
             </table>
         </div>
+    }
+}
+
+/// A figure's cell: numbers line up on the right; a text (a version, a mode) wraps.
+fn figure_class(is_text: bool) -> &'static str {
+    if is_text {
+        "text"
+    } else {
+        "num"
     }
 }
