@@ -127,7 +127,6 @@ fn DiagnosticDetails(
         device,
         duration_s,
         created_at,
-        devices,
         ..
     } = diagnostic.get_untracked();
     let status = Memo::new(move |_| diagnostic.with(|d| (d.status, d.verdict)));
@@ -143,9 +142,14 @@ fn DiagnosticDetails(
     } else {
         device.clone()
     };
-    let sections = (0..devices.len())
-        .map(|index| view! { <DeviceSection diagnostic index /> })
-        .collect_view();
+    // The devices and their checks are listed from the start; should a server list them
+    // only as they begin, the sections are drawn again when their number changes.
+    let device_count = Memo::new(move |_| diagnostic.with(|d| d.devices.len()));
+    let sections = move || {
+        (0..device_count.get())
+            .map(|index| view! { <DeviceSection diagnostic index /> })
+            .collect_view()
+    };
     view! {
         <header class="job-header">
             <h1>{format!("Diagnostic {id}")}</h1>
@@ -203,9 +207,12 @@ fn DeviceSection(diagnostic: Memo<Diagnostic>, index: usize) -> impl IntoView {
     let error = Memo::new(move |_| part.with(|p| p.as_ref().and_then(|p| p.error.clone())));
     let heading_id = format!("diag-device-{index}");
     let labelled_by = heading_id.clone();
-    let checks = (0..first.checks.len())
-        .map(|check| view! { <CheckView part check /> })
-        .collect_view();
+    let check_count = Memo::new(move |_| part.with(|p| p.as_ref().map_or(0, |p| p.checks.len())));
+    let checks = move || {
+        (0..check_count.get())
+            .map(|check| view! { <CheckView part check /> })
+            .collect_view()
+    };
     Some(view! {
         <section
             class="card diag-device"
