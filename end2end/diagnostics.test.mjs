@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { ARTIFACTS, BASE_URL, api, withPage } from './browser.mjs';
+import { ARTIFACTS, BASE_URL, DESKTOP, PHONE, api, withPage } from './browser.mjs';
 
 // The level the tests run on the CPU: level 2 loads it (memory test, bandwidth, a compute
 // stress twice), which is what a check with evidence to show needs.
@@ -40,6 +40,17 @@ async function postJob(request) {
   });
   assert.ok(response.ok, `POST /api/jobs ${JSON.stringify(request)}: ${response.status}`);
   return response.json();
+}
+
+// Asks the API until diagnostic `id` has ended; answers it.
+async function apiDiagnosticDone(id) {
+  const deadline = Date.now() + DIAGNOSTIC_TIMEOUT_MS;
+  for (;;) {
+    const diagnostic = await api(`/api/diagnostics/${id}`);
+    if (!['queued', 'running'].includes(diagnostic.status)) return diagnostic;
+    assert.ok(Date.now() < deadline, `diagnostic ${id} still ${diagnostic.status}`);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
 }
 
 // Waits on a diagnostic's page until it has ended; answers its badge's status and verdict.
@@ -332,4 +343,31 @@ test('a level 3 run draws its stress check live, with its samples as a table', a
       }
     }
   });
+});
+
+test('the diagnostics pages fit a phone and read well light and dark', async () => {
+  const diagnostic = await apiDiagnosticDone((await postDiagnostic({ level: 1, device: 'cpu' })).id);
+  for (const [scheme, viewport, size] of [
+    ['light', DESKTOP, 'desktop'],
+    ['dark', DESKTOP, 'desktop'],
+    ['light', PHONE, 'phone'],
+    ['dark', PHONE, 'phone'],
+  ]) {
+    await withPage(`diagnostics-pages-${scheme}-${size}`, async (page) => {
+      for (const [name, path, ready] of [
+        ['diagnostics', '/diagnostics', '[data-testid="diagnostic-row"]'],
+        ['diagnostic', `/diagnostics/${diagnostic.id}`, '[data-testid="check"]'],
+      ]) {
+        await page.goto(`${BASE_URL}${path}`);
+        await page.locator(ready).first().waitFor();
+        await page.waitForFunction(() => !document.querySelector('.loading'));
+        const { scroll, width } = await page.evaluate(() => ({
+          scroll: document.documentElement.scrollWidth,
+          width: window.innerWidth,
+        }));
+        assert.ok(scroll <= width, `${path} is ${scroll} px wide in a ${width} px window`);
+        await page.screenshot({ path: `${ARTIFACTS}/page-${name}-${scheme}-${size}.png`, fullPage: true });
+      }
+    }, { context: { viewport, colorScheme: scheme } });
+  }
 });
