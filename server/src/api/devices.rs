@@ -44,7 +44,16 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let Query(query) = query?;
     match query.format.as_deref() {
-        None | Some("json") => Ok(Json(&state.inventory.devices).into_response()),
+        None | Some("json") => {
+            let last = state.jobs.last_diagnostics().await?;
+            let devices: Vec<Device> = state
+                .inventory
+                .devices
+                .iter()
+                .map(|d| with_last_diagnostic(d.clone(), &last))
+                .collect();
+            Ok(Json(devices).into_response())
+        }
         Some("text") => Ok((
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             state.inventory.pycuda_line(),
@@ -67,10 +76,20 @@ pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Device>, ApiError> {
-    state
+    let device = state
         .inventory
         .find(&id)
         .cloned()
-        .map(Json)
-        .ok_or_else(|| crate::jobs::RequestError::unknown_device(&id, &state.inventory).into())
+        .ok_or_else(|| crate::jobs::RequestError::unknown_device(&id, &state.inventory))?;
+    let last = state.jobs.last_diagnostics().await?;
+    Ok(Json(with_last_diagnostic(device, &last)))
+}
+
+/// The device with its last finished diagnostic, from the history.
+fn with_last_diagnostic(
+    mut device: Device,
+    last: &std::collections::BTreeMap<String, gpulab_shared::diag::LastDiagnostic>,
+) -> Device {
+    device.last_diagnostic = last.get(&device.id).cloned();
+    device
 }

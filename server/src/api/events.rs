@@ -1,4 +1,5 @@
-//! `GET /api/events`: server-sent events of job changes and telemetry samples.
+//! `GET /api/events`: server-sent events of job and diagnostic changes and telemetry
+//! samples.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,12 +46,14 @@ impl Drop for Place {
 }
 
 /// A stream of `job` events (the whole job, at each change: queued, started, progress,
-/// ended) and `telemetry` events (each device's new sample, once a second). A client that
+/// ended), `diagnostic` events (the whole diagnostic, at each change of a check or a part)
+/// and `telemetry` events (each device's new sample, once a second). A client that
 /// falls behind skips what it missed; `EventSource` reconnects by itself after a restart.
 /// The stream ends when the server shuts down. At most 64 streams are open at once.
 #[utoipa::path(get, path = "/api/events", tag = "events", operation_id = "streamEvents",
-    responses((status = 200, description = "`text/event-stream` of `job` events (data: Job) \
-        and `telemetry` events (data: TelemetrySample)", content_type = "text/event-stream"),
+    responses((status = 200, description = "`text/event-stream` of `job` events (data: Job), \
+        `diagnostic` events (data: Diagnostic) and `telemetry` events (data: TelemetrySample)",
+        content_type = "text/event-stream"),
         (status = 503, description = "64 streams are open already", body = gpulab_shared::Problem, content_type = "application/problem+json")))]
 pub async fn stream(
     State(state): State<AppState>,
@@ -68,6 +71,9 @@ pub async fn stream(
     let jobs = BroadcastStream::new(state.jobs.subscribe())
         .filter_map(|job| job.ok())
         .filter_map(|job| Event::default().event(events::JOB).json_data(job).ok());
+    let diagnostics = BroadcastStream::new(state.jobs.subscribe_diagnostics())
+        .filter_map(|d| d.ok())
+        .filter_map(|d| Event::default().event(events::DIAGNOSTIC).json_data(d).ok());
     let samples = BroadcastStream::new(state.telemetry.subscribe())
         .filter_map(|sample| sample.ok())
         .filter_map(|sample| {
@@ -78,7 +84,7 @@ pub async fn stream(
         });
     let mut shutdown = state.shutdown.clone();
     // The place goes with the stream: it is given back when the client disconnects.
-    let events = jobs.merge(samples).map(move |event| {
+    let events = jobs.merge(diagnostics).merge(samples).map(move |event| {
         let _held = &place;
         Ok(event)
     });

@@ -1,6 +1,7 @@
 //! The REST API (axum): one file per resource, the router built by [`app`].
 
 mod devices;
+mod diagnostics;
 pub mod error;
 pub mod events;
 mod health;
@@ -55,7 +56,7 @@ pub struct AppState {
     info(
         title = "gpulab",
         description = "See and exercise the GPUs (and the CPU) of a machine: devices, kernel \
-                       catalog and jobs. Every error is `application/problem+json`."
+                       catalog, jobs and diagnostics. Every error is `application/problem+json`."
     ),
     components(schemas(gpulab_shared::Problem, gpulab_shared::JobStatus))
 )]
@@ -75,6 +76,8 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(jobs::compare))
         .routes(routes!(jobs::get, jobs::cancel))
         .routes(routes!(jobs::artifact))
+        .routes(routes!(diagnostics::create, diagnostics::list))
+        .routes(routes!(diagnostics::get, diagnostics::cancel))
         .routes(routes!(metrics::metrics))
         .split_for_parts();
     doc.paths

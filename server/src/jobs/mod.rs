@@ -2,6 +2,7 @@
 //! runner that feeds a supervised worker process. Different devices run at the same time.
 
 pub mod compare;
+mod diagnostics;
 mod queue;
 mod request;
 mod supervisor;
@@ -16,7 +17,9 @@ use crate::devices::DeviceInventory;
 use crate::kernels::Artifact;
 use crate::store::stats::JobStats;
 use crate::store::{Ending, JobFilter, JobStore, NewJob};
-use queue::{Cancel, DeviceQueue, QueuedJob};
+pub use diagnostics::DiagnosticCancel;
+use diagnostics::DiagnosticLedger;
+use queue::{Cancel, DeviceQueue, QueuedJob, Work, WorkId};
 pub use request::RequestError;
 use supervisor::blocking;
 pub use supervisor::WorkerCommand;
@@ -81,6 +84,8 @@ struct Inner {
     inventory: Arc<DeviceInventory>,
     queues: BTreeMap<String, Arc<DeviceQueue>>,
     settings: JobSettings,
+    /// Where the runners write what diagnostics do.
+    diagnostics: DiagnosticLedger,
     /// The free memory of a device now, where something measures it (the telemetry).
     free_memory: std::sync::OnceLock<FreeMemory>,
 }
@@ -127,6 +132,14 @@ impl JobService {
                 "{interrupted} job(s) left unfinished by the last server are now interrupted"
             );
         }
+        let interrupted = blocking(&store, |s| s.interrupt_unfinished_diagnostics()).await?;
+        if interrupted > 0 {
+            tracing::warn!(
+                "{interrupted} diagnostic(s) left unfinished by the last server are now \
+                 interrupted"
+            );
+        }
+        let diagnostics = DiagnosticLedger::new(store.clone());
         tokio::spawn(prune_forever(store.clone()));
         let (events, _) = broadcast::channel(1024);
         let mut queues = BTreeMap::new();
@@ -138,6 +151,7 @@ impl JobService {
                 queue,
                 store.clone(),
                 events.clone(),
+                diagnostics.clone(),
                 settings.worker.clone(),
                 device.kind == gpulab_shared::DeviceKind::Cpu,
             ));
@@ -149,6 +163,7 @@ impl JobService {
                 inventory,
                 queues,
                 settings,
+                diagnostics,
                 free_memory: std::sync::OnceLock::new(),
             }),
         })
@@ -302,20 +317,25 @@ impl JobService {
                 return Err(e.into());
             }
         };
-        queue.push_reserved(QueuedJob {
+        queue.push_reserved(Work::Job(QueuedJob {
             id: job.id,
             kernel: job.kernel.clone(),
             params: job.params.clone(),
             repetitions: job.repetitions,
             timeout_s: job.timeout_s,
-        });
+        }));
         let _ = inner.events.send(job.clone());
         Ok(job)
     }
 
-    /// At shutdown: every job still queued or running ends `interrupted` (their workers die
-    /// with the server). Returns how many there were.
+    /// At shutdown: every job and diagnostic still queued or running ends `interrupted`
+    /// (their workers die with the server). Returns how many jobs there were.
     pub async fn interrupt_unfinished(&self) -> anyhow::Result<usize> {
+        let diagnostics =
+            blocking(&self.inner.store, |s| s.interrupt_unfinished_diagnostics()).await?;
+        if diagnostics > 0 {
+            tracing::warn!("{diagnostics} diagnostic(s) ended `interrupted` by the stop");
+        }
         blocking(&self.inner.store, |s| s.interrupt_unfinished()).await
     }
 
@@ -342,7 +362,7 @@ impl JobService {
         let Some(queue) = self.inner.queues.get(&job.device) else {
             anyhow::bail!("job {id} is on {}, which has no queue", job.device);
         };
-        match queue.cancel(id) {
+        match queue.cancel(WorkId::Job(id)) {
             Cancel::Dequeued => {
                 let ending = || Ending {
                     status: gpulab_shared::JobStatus::Cancelled,
@@ -360,9 +380,12 @@ impl JobService {
             }
             Cancel::Running(line) => {
                 let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
-                if line.send(reply_tx).is_ok() {
-                    if let Ok(job) = reply_rx.await {
-                        return Ok(CancelOutcome::Cancelled(job));
+                if line.send(reply_tx).is_ok() && reply_rx.await.is_ok() {
+                    match self.get(id).await? {
+                        Some(job) if job.status == gpulab_shared::JobStatus::Cancelled => {
+                            return Ok(CancelOutcome::Cancelled(job))
+                        }
+                        _ => {}
                     }
                 }
                 self.finished_meanwhile(id).await

@@ -1,9 +1,12 @@
-//! The FIFO queue of one device: jobs waiting, and the one running with its cancel line.
+//! The FIFO queue of one device: jobs and diagnostic parts waiting, and the one running
+//! with its cancel line. A diagnostic's part holds the device like a job: what is queued
+//! after it waits for it, and it waits for what runs before it.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 
-use gpulab_shared::{Job, Params};
+use gpulab_shared::diag::Fault;
+use gpulab_shared::{Device, Params};
 use tokio::sync::{oneshot, Notify};
 
 /// A job waiting for its device.
@@ -16,18 +19,54 @@ pub struct QueuedJob {
     pub timeout_s: f64,
 }
 
-/// Asks the device's runner to end the running job; the runner answers with the job as
-/// stored once its worker is gone.
-pub type CancelRequest = oneshot::Sender<Job>;
+/// One device's part of a diagnostic, waiting for its device.
+#[derive(Debug, Clone)]
+pub struct QueuedPart {
+    pub diag_id: i64,
+    pub device: Device,
+    pub level: u8,
+    /// Level 3's stress time.
+    pub duration_s: f64,
+    pub faults: Vec<Fault>,
+    /// How long the part may run before its worker is killed.
+    pub timeout_s: f64,
+}
+
+/// What waits in a device's queue.
+#[derive(Debug, Clone)]
+pub enum Work {
+    Job(QueuedJob),
+    Diagnostic(Box<QueuedPart>),
+}
+
+/// What a queue entry is: jobs and diagnostics number their ids apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkId {
+    Job(i64),
+    Diagnostic(i64),
+}
+
+impl Work {
+    pub fn id(&self) -> WorkId {
+        match self {
+            Work::Job(job) => WorkId::Job(job.id),
+            Work::Diagnostic(part) => WorkId::Diagnostic(part.diag_id),
+        }
+    }
+}
+
+/// Asks the device's runner to end the running work; the runner answers once it has
+/// stored the end and its worker is gone.
+pub type CancelRequest = oneshot::Sender<()>;
 
 struct RunningJob {
-    id: i64,
+    id: WorkId,
     cancel: Option<oneshot::Sender<CancelRequest>>,
 }
 
 #[derive(Default)]
 struct State {
-    pending: VecDeque<QueuedJob>,
+    pending: VecDeque<Work>,
     /// Places taken by submissions that are being written to the history.
     reserved: usize,
     running: Option<RunningJob>,
@@ -80,8 +119,8 @@ impl DeviceQueue {
         s.reserved = s.reserved.saturating_sub(1);
     }
 
-    /// Puts a job that holds a reservation at the back of the queue.
-    pub fn push_reserved(&self, job: QueuedJob) {
+    /// Puts a job or part that holds a reservation at the back of the queue.
+    pub fn push_reserved(&self, job: Work) {
         {
             let mut s = self.state();
             s.reserved = s.reserved.saturating_sub(1);
@@ -92,14 +131,14 @@ impl DeviceQueue {
 
     /// Waits for the next job and marks it running; returns it with the line on which a
     /// cancel request arrives.
-    pub async fn next(&self) -> (QueuedJob, oneshot::Receiver<CancelRequest>) {
+    pub async fn next(&self) -> (Work, oneshot::Receiver<CancelRequest>) {
         loop {
             {
                 let mut s = self.state();
                 if let Some(job) = s.pending.pop_front() {
                     let (tx, rx) = oneshot::channel();
                     s.running = Some(RunningJob {
-                        id: job.id,
+                        id: job.id(),
                         cancel: Some(tx),
                     });
                     return (job, rx);
@@ -116,13 +155,13 @@ impl DeviceQueue {
 
     /// The runner died in the middle of a job: the job it ran, which no one will finish
     /// now, and the device is free again.
-    pub fn take_running(&self) -> Option<i64> {
+    pub fn take_running(&self) -> Option<WorkId> {
         self.state().running.take().map(|r| r.id)
     }
 
-    pub fn cancel(&self, id: i64) -> Cancel {
+    pub fn cancel(&self, id: WorkId) -> Cancel {
         let mut s = self.state();
-        if let Some(pos) = s.pending.iter().position(|j| j.id == id) {
+        if let Some(pos) = s.pending.iter().position(|j| j.id() == id) {
             s.pending.remove(pos);
             return Cancel::Dequeued;
         }
@@ -146,14 +185,58 @@ impl DeviceQueue {
 mod tests {
     use super::*;
 
-    fn job(id: i64) -> QueuedJob {
-        QueuedJob {
+    fn job(id: i64) -> Work {
+        Work::Job(QueuedJob {
             id,
             kernel: "k".into(),
             params: Params::new(),
             repetitions: 1,
             timeout_s: 1.0,
+        })
+    }
+
+    fn part(diag_id: i64) -> Work {
+        Work::Diagnostic(Box::new(QueuedPart {
+            diag_id,
+            device: Device {
+                id: "cpu".into(),
+                kind: gpulab_shared::DeviceKind::Cpu,
+                name: "CPU".into(),
+                total_memory_bytes: None,
+                free_memory_bytes: None,
+                cuda: None,
+                cpu: None,
+                last_diagnostic: None,
+            },
+            level: 1,
+            duration_s: 0.0,
+            faults: Vec::new(),
+            timeout_s: 60.0,
+        }))
+    }
+
+    #[tokio::test]
+    async fn a_diagnostic_part_waits_in_line_and_is_told_from_a_job_of_the_same_id() {
+        let q = DeviceQueue::new(4);
+        for work in [job(1), part(1), job(2)] {
+            assert!(q.reserve());
+            q.push_reserved(work);
         }
+        let (first, _rx) = q.next().await;
+        assert_eq!(first.id(), WorkId::Job(1));
+        q.finish_running();
+        let (second, _rx) = q.next().await;
+        assert_eq!(
+            second.id(),
+            WorkId::Diagnostic(1),
+            "jobs queued after it wait"
+        );
+        assert!(matches!(q.cancel(WorkId::Job(1)), Cancel::NotHere));
+        assert!(matches!(
+            q.cancel(WorkId::Diagnostic(1)),
+            Cancel::Running(_)
+        ));
+        assert!(matches!(q.cancel(WorkId::Job(2)), Cancel::Dequeued));
     }
 
     #[tokio::test]
@@ -166,17 +249,17 @@ mod tests {
         q.push_reserved(job(2));
         assert!(!q.reserve());
         let (first, _rx) = q.next().await;
-        assert_eq!(first.id, 1);
+        assert_eq!(first.id(), WorkId::Job(1));
         assert!(q.reserve(), "the running job leaves its place");
         q.unreserve();
-        assert!(matches!(q.cancel(2), Cancel::Dequeued));
+        assert!(matches!(q.cancel(WorkId::Job(2)), Cancel::Dequeued));
         assert_eq!(q.waiting(), 0);
-        assert!(matches!(q.cancel(1), Cancel::Running(_)));
+        assert!(matches!(q.cancel(WorkId::Job(1)), Cancel::Running(_)));
         assert!(
-            matches!(q.cancel(1), Cancel::NotHere),
+            matches!(q.cancel(WorkId::Job(1)), Cancel::NotHere),
             "a cancel line is used once"
         );
         q.finish_running();
-        assert!(matches!(q.cancel(1), Cancel::NotHere));
+        assert!(matches!(q.cancel(WorkId::Job(1)), Cancel::NotHere));
     }
 }

@@ -1,6 +1,7 @@
-//! Supervision of one device's worker process: starts it, feeds it the device's jobs one at
-//! a time, and kills and replaces it when a job times out, is cancelled or crashes it, when
-//! it dies while idle, and after every custom job.
+//! Supervision of one device's worker process: starts it, feeds it the device's jobs and
+//! diagnostic parts one at a time, and kills and replaces it when a job times out, is
+//! cancelled or crashes it, when it dies while idle, and after every custom job and every
+//! diagnostic part.
 
 use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
@@ -11,13 +12,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use gpulab_shared::diag::DiagnosticStatus;
 use gpulab_shared::{Job, JobResult, JobStatus, Progress};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::process::{Child, Command};
 use tokio::sync::broadcast;
 
-use super::queue::{DeviceQueue, QueuedJob};
+use super::diagnostics::{DiagnosticLedger, PartEnd};
+use super::queue::{CancelRequest, DeviceQueue, QueuedJob, QueuedPart, Work, WorkId};
 use crate::cuda::{custom, panic_message};
 use crate::kernels::Artifact;
 use crate::store::{Ending, JobStore};
@@ -155,8 +158,13 @@ impl WorkerProcess {
             }
         }
         if cmd.test_faults {
-            if let Some(delay) = std::env::var_os(crate::worker::SLOW_START_VAR) {
-                command.env(crate::worker::SLOW_START_VAR, delay);
+            for var in [
+                crate::worker::SLOW_START_VAR,
+                crate::worker::MEMORY_TEST_BYTES_VAR,
+            ] {
+                if let Some(value) = std::env::var_os(var) {
+                    command.env(var, value);
+                }
             }
         }
         let theirs_fd = theirs.as_raw_fd();
@@ -287,8 +295,8 @@ struct Ended {
     worker_lost: bool,
     /// The worker died before it said it had the job: the job never ran.
     undelivered: bool,
-    /// Who asked to cancel, waiting for the final job.
-    cancelled_by: Option<super::queue::CancelRequest>,
+    /// Who asked to cancel, waiting for the end to be stored.
+    cancelled_by: Option<CancelRequest>,
 }
 
 impl Ended {
@@ -319,6 +327,7 @@ pub async fn run_device(
     queue: Arc<DeviceQueue>,
     store: JobStore,
     events: broadcast::Sender<Job>,
+    diagnostics: DiagnosticLedger,
     cmd: WorkerCommand,
     start_eagerly: bool,
 ) {
@@ -328,6 +337,7 @@ pub async fn run_device(
             queue.clone(),
             store.clone(),
             events.clone(),
+            diagnostics.clone(),
             cmd.clone(),
             start_eagerly,
         ));
@@ -338,7 +348,18 @@ pub async fn run_device(
         };
         tracing::error!(%device, "the device's runner panicked ({panic}); starting another");
         // Its worker was dropped with it: kill_on_drop kills it and tokio reaps it.
-        if let Some(id) = queue.take_running() {
+        let running = queue.take_running();
+        if let Some(WorkId::Diagnostic(id)) = running {
+            let end = PartEnd {
+                status: DiagnosticStatus::Failed,
+                checks: None,
+                error: Some(format!(
+                    "the server's runner for {device} failed while running this diagnostic \
+                     ({panic}); it was restarted"
+                )),
+            };
+            diagnostics.end_part(id, &device, end).await;
+        } else if let Some(WorkId::Job(id)) = running {
             let error = format!(
                 "the server's runner for {device} failed while running this job ({panic}); \
                  it was restarted"
@@ -370,10 +391,7 @@ pub async fn run_device(
 
 /// What the runner waited for while its worker was idle.
 enum Idle {
-    Job(
-        QueuedJob,
-        tokio::sync::oneshot::Receiver<super::queue::CancelRequest>,
-    ),
+    Job(Work, tokio::sync::oneshot::Receiver<CancelRequest>),
     WorkerExited(Option<ExitStatus>),
 }
 
@@ -382,6 +400,7 @@ async fn run_jobs(
     queue: Arc<DeviceQueue>,
     store: JobStore,
     events: broadcast::Sender<Job>,
+    diagnostics: DiagnosticLedger,
     cmd: WorkerCommand,
     start_eagerly: bool,
 ) {
@@ -402,7 +421,20 @@ async fn run_jobs(
             }
         };
         let (job, cancel_rx) = match idle {
-            Idle::Job(job, cancel_rx) => (job, cancel_rx),
+            Idle::Job(Work::Job(job), cancel_rx) => (job, cancel_rx),
+            Idle::Job(Work::Diagnostic(part), cancel_rx) => {
+                worker = run_part(
+                    worker,
+                    &device,
+                    *part,
+                    cancel_rx,
+                    &queue,
+                    &cmd,
+                    &diagnostics,
+                )
+                .await;
+                continue;
+            }
             Idle::WorkerExited(status) => {
                 // Reaped already by the wait. Replaced now, so that the next job does not
                 // fail on a dead worker; but not over and over for one that keeps dying.
@@ -531,7 +563,7 @@ async fn run_jobs(
             Ok(Some(job)) => {
                 let _ = events.send(job.clone());
                 if let Some(reply) = cancelled_by {
-                    let _ = reply.send(job);
+                    let _ = reply.send(());
                 }
             }
             Ok(None) => {}
@@ -558,7 +590,7 @@ async fn spawn_logged(cmd: &WorkerCommand, device: &str) -> Option<WorkerProcess
 async fn run_one(
     worker: &mut WorkerProcess,
     job: &QueuedJob,
-    cancel_rx: &mut tokio::sync::oneshot::Receiver<super::queue::CancelRequest>,
+    cancel_rx: &mut tokio::sync::oneshot::Receiver<CancelRequest>,
     store: &JobStore,
     events: &broadcast::Sender<Job>,
 ) -> Ended {
@@ -619,6 +651,7 @@ async fn run_one(
                 Ok(Some(Event::Ready { .. })) => {
                     return Ended::failed("the worker said it was ready in the middle of a job; it was replaced".into(), true);
                 }
+                Ok(Some(_)) => unreachable!("events of no job are refused above"),
                 Ok(None) => {
                     // The worker closed the channel: it exited in the middle of the job.
                     let status = tokio::time::timeout(Duration::from_secs(5), worker.child.wait()).await;
@@ -648,6 +681,201 @@ async fn run_one(
                     error: Some("cancelled while running; its worker was killed and replaced".into()),
                     artifact: None,
                     worker_lost: true,
+                    undelivered: false,
+                    cancelled_by: request.ok(),
+                };
+            }
+        }
+    }
+}
+
+/// Runs one device's part of a diagnostic in the device's worker (started when there is
+/// none) and stores its end. Whatever happens, the worker is retired after it: the checks
+/// took the device's memory and ran it at full load, and the next job gets a fresh one.
+/// Returns the replacement.
+async fn run_part(
+    mut worker: Option<WorkerProcess>,
+    device: &str,
+    part: QueuedPart,
+    mut cancel_rx: tokio::sync::oneshot::Receiver<CancelRequest>,
+    queue: &DeviceQueue,
+    cmd: &WorkerCommand,
+    ledger: &DiagnosticLedger,
+) -> Option<WorkerProcess> {
+    let id = part.diag_id;
+    if !ledger.start_part(id, device).await {
+        // Cancelled between the queue and here.
+        queue.finish_running();
+        return worker;
+    }
+    if let Some(w) = worker.as_mut() {
+        if let Ok(Some(status)) = w.child.try_wait() {
+            tracing::warn!(%device, "the idle worker exited ({})", describe_exit(Some(status)));
+            worker = None;
+        }
+    }
+    let baseline = ledger.baseline(device).await;
+    let mut tries = 0;
+    let (end, cancelled_by) = loop {
+        if worker.is_none() {
+            tokio::select! {
+                spawned = spawn_logged(cmd, device) => worker = spawned,
+                request = &mut cancel_rx => {
+                    let end = PartEnd {
+                        status: DiagnosticStatus::Cancelled,
+                        checks: None,
+                        error: Some("cancelled while its worker was starting".into()),
+                    };
+                    break (end, request.ok());
+                }
+            }
+        }
+        let Some(w) = worker.as_mut() else {
+            let end = PartEnd {
+                status: DiagnosticStatus::Failed,
+                checks: None,
+                error: Some(format!("the worker process for {device} could not start")),
+            };
+            break (end, None);
+        };
+        let ended = diagnose_one(w, &part, baseline.clone(), &mut cancel_rx, ledger, device).await;
+        w.log_output(device, id);
+        tries += 1;
+        if !ended.undelivered || tries == 2 {
+            break (ended.end, ended.cancelled_by);
+        }
+        // The worker died before it had the part (killed while idle, just now): a new one
+        // takes it.
+        if let Some(w) = worker.take() {
+            let status = w.kill().await;
+            tracing::warn!(%device, diagnostic = id, "the worker died before the diagnostic reached it ({})", describe_exit(status));
+        }
+    };
+    if let Some(w) = worker.take() {
+        let status = w.kill().await;
+        if end.status != DiagnosticStatus::Finished {
+            tracing::warn!(%device, diagnostic = id, "worker replaced ({})", describe_exit(status));
+        }
+    }
+    ledger.end_part(id, device, end).await;
+    queue.finish_running();
+    if let Some(reply) = cancelled_by {
+        let _ = reply.send(());
+    }
+    spawn_logged(cmd, device).await
+}
+
+/// How a part on a worker ended, before it is written down.
+struct PartEnded {
+    end: PartEnd,
+    /// The worker died before it said it had the part: the part never ran.
+    undelivered: bool,
+    cancelled_by: Option<CancelRequest>,
+}
+
+impl PartEnded {
+    fn failed(error: String) -> Self {
+        PartEnded {
+            end: PartEnd {
+                status: DiagnosticStatus::Failed,
+                checks: None,
+                error: Some(error),
+            },
+            undelivered: false,
+            cancelled_by: None,
+        }
+    }
+}
+
+/// Sends one part to the worker and waits for its end, its time limit or its
+/// cancellation, storing each check as the worker reports it.
+async fn diagnose_one(
+    worker: &mut WorkerProcess,
+    part: &QueuedPart,
+    baseline: Vec<protocol::PastFigures>,
+    cancel_rx: &mut tokio::sync::oneshot::Receiver<CancelRequest>,
+    ledger: &DiagnosticLedger,
+    device: &str,
+) -> PartEnded {
+    let id = part.diag_id;
+    let nonce: u64 = rand::random();
+    let request = Request::Diagnose {
+        diag_id: id,
+        nonce,
+        device: Box::new(part.device.clone()),
+        level: part.level,
+        duration_s: part.duration_s,
+        faults: part.faults.clone(),
+        baseline,
+    };
+    worker.jobs_run += 1;
+    if let Err(e) = worker.send(&request).await {
+        return PartEnded {
+            undelivered: true,
+            ..PartEnded::failed(format!(
+                "the worker process died before the diagnostic reached it ({e})"
+            ))
+        };
+    }
+    let mut started = false;
+    let deadline = tokio::time::sleep(Duration::from_secs_f64(part.timeout_s));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            event = worker.next_event() => match event {
+                Ok(Some(event)) if event.diagnostic() != Some((id, nonce)) => {
+                    return PartEnded::failed(match event.diagnostic() {
+                        Some(_) => "the worker sent an event with a wrong diagnostic or nonce, so \
+                                    nothing it says can be trusted; the part failed and the \
+                                    worker was replaced".to_owned(),
+                        None => format!("the worker answered out of turn ({event:?}); it was replaced"),
+                    });
+                }
+                Ok(Some(Event::DiagnosticStarted { .. })) => started = true,
+                Ok(Some(Event::DiagnosticCheck { check, .. })) => {
+                    ledger.update_check(id, device, *check).await;
+                }
+                Ok(Some(Event::DiagnosticFinished { checks, .. })) => {
+                    return PartEnded {
+                        end: PartEnd {
+                            status: DiagnosticStatus::Finished,
+                            checks: Some(checks),
+                            error: None,
+                        },
+                        undelivered: false,
+                        cancelled_by: None,
+                    };
+                }
+                Ok(Some(Event::DiagnosticFailed { error, .. })) => return PartEnded::failed(error),
+                Ok(Some(_)) => unreachable!("events of no diagnostic are refused above"),
+                Ok(None) => {
+                    // The worker closed the channel: it exited in the middle of the part.
+                    let status = tokio::time::timeout(Duration::from_secs(5), worker.child.wait()).await;
+                    let how = describe_exit(status.ok().and_then(Result::ok));
+                    if !started {
+                        return PartEnded {
+                            undelivered: true,
+                            ..PartEnded::failed(format!("the worker process died before the diagnostic reached it ({how})"))
+                        };
+                    }
+                    return PartEnded::failed(format!("the worker process crashed while running this diagnostic ({how}); it was replaced"));
+                }
+                Err(e) => return PartEnded::failed(format!("the worker broke the protocol ({e}); the part failed and the worker was replaced")),
+            },
+            () = &mut deadline => {
+                return PartEnded::failed(format!(
+                    "the diagnostic ran past its time limit of {} s for level {}; its worker \
+                     was killed and replaced",
+                    part.timeout_s, part.level
+                ));
+            }
+            request = &mut *cancel_rx => {
+                return PartEnded {
+                    end: PartEnd {
+                        status: DiagnosticStatus::Cancelled,
+                        checks: None,
+                        error: Some("cancelled while running; its worker was killed and replaced".into()),
+                    },
                     undelivered: false,
                     cancelled_by: request.ok(),
                 };

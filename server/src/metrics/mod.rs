@@ -1,17 +1,19 @@
 //! `GET /metrics`: the Prometheus text exposition (format 0.0.4) of device telemetry, device
-//! attributes, jobs and build, rendered at scrape time from what the API itself serves. This
+//! attributes, jobs, diagnostics and build, rendered at scrape time from what the API itself serves. This
 //! room only writes text from the data it is given; the API reads that data.
 //!
 //! Units are Prometheus' base units: seconds, bytes, hertz, joules, ratios from 0 to 1.
 //! Every GPU series is labelled `{device, uuid}`, every CPU series `{device="cpu"}`.
 
 mod devices;
+mod diagnostics;
 mod exposition;
 mod jobs;
 
 use gpulab_shared::TelemetrySample;
 
 use crate::devices::DeviceInventory;
+use crate::store::diagnostics::LastPart;
 use crate::store::stats::JobStats;
 use exposition::{Exposition, MetricType};
 pub use jobs::DURATION_BUCKETS_S;
@@ -21,6 +23,7 @@ pub fn render(
     inventory: &DeviceInventory,
     telemetry: &[TelemetrySample],
     jobs: &JobStats,
+    diagnostics: &[(String, LastPart)],
 ) -> String {
     let mut out = Exposition::new();
     out.family(
@@ -34,6 +37,7 @@ pub fn render(
     devices::write_cpu(&mut out, telemetry);
     devices::write_gpus(&mut out, inventory, telemetry);
     jobs::write(&mut out, inventory, jobs);
+    diagnostics::write(&mut out, diagnostics);
     out.finish()
 }
 
@@ -198,7 +202,7 @@ mod tests {
 
     #[test]
     fn gpu_telemetry_is_written_in_base_units_and_nulls_are_left_out() {
-        let text = render(&inventory(), &telemetry(), &stats());
+        let text = render(&inventory(), &telemetry(), &stats(), &[]);
         let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
         let gpu0 = [("device", "cuda:0"), ("uuid", "GPU-0000")];
         let with = |extra: (&str, &str)| labels(&[gpu0[0], gpu0[1], extra]);
@@ -270,7 +274,7 @@ mod tests {
 
     #[test]
     fn device_info_has_every_device_with_its_static_attributes() {
-        let text = render(&inventory(), &[], &JobStats::default());
+        let text = render(&inventory(), &[], &JobStats::default(), &[]);
         assert!(text.contains(
             "gpulab_device_info{device=\"cuda:0\",kind=\"cuda\",name=\"NVIDIA \\\"Test\\\" GPU\",\
              uuid=\"GPU-0000\",pci_bus_id=\"00000000:00:00.0\",compute_capability=\"9.0\"} 1\n"
@@ -288,8 +292,97 @@ mod tests {
     }
 
     #[test]
+    fn diagnostics_show_each_judged_check_the_verdict_and_when_per_device_and_level() {
+        use crate::store::diagnostics::LastPart;
+        use gpulab_shared::diag::Verdict;
+        use gpulab_shared::diag::{CheckResult, CheckState, DeviceDiagnostic, DiagnosticStatus};
+        let check = |id: &str, verdict| CheckResult {
+            check: id.into(),
+            title: id.into(),
+            state: CheckState::Done,
+            verdict: Some(verdict),
+            summary: String::new(),
+            reason: None,
+            evidence: Vec::new(),
+            progress: None,
+            duration_s: None,
+            series: Vec::new(),
+        };
+        let finished_at = Utc.timestamp_millis_opt(1_700_000_100_500).unwrap();
+        let last = |device: &str, uuid: Option<&str>, level, checks: Vec<CheckResult>| {
+            let verdict = Verdict::combine(checks.iter().filter_map(|c| c.verdict));
+            (
+                device.to_owned(),
+                LastPart {
+                    level,
+                    finished_at,
+                    part: DeviceDiagnostic {
+                        device: device.into(),
+                        name: "x".into(),
+                        uuid: uuid.map(str::to_owned),
+                        status: DiagnosticStatus::Finished,
+                        verdict: Some(verdict),
+                        started_at: None,
+                        finished_at: Some(finished_at),
+                        checks,
+                        error: None,
+                    },
+                },
+            )
+        };
+        let parts = [
+            last(
+                "cuda:0",
+                Some("GPU-0000"),
+                2,
+                vec![
+                    check("memory_test", Verdict::Fail),
+                    check("pcie_link", Verdict::Warn),
+                    check("persistence", Verdict::Skip),
+                ],
+            ),
+            last("cpu", None, 1, vec![check("memory", Verdict::Pass)]),
+        ];
+        let text = render(&inventory(), &[], &JobStats::default(), &parts);
+        let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+        let gpu = |extra: &[(&str, &str)]| {
+            let mut all = vec![("device", "cuda:0"), ("uuid", "GPU-0000"), ("level", "2")];
+            all.extend_from_slice(extra);
+            labels(&all)
+        };
+        let cpu = |extra: &[(&str, &str)]| {
+            let mut all = vec![("device", "cpu"), ("level", "1")];
+            all.extend_from_slice(extra);
+            labels(&all)
+        };
+        let mut expected = vec![
+            (gpu(&[("check", "memory_test")]), 2.0),
+            (gpu(&[("check", "pcie_link")]), 1.0),
+            (cpu(&[("check", "memory")]), 0.0),
+        ];
+        expected.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            values(&scrape, "gpulab_diagnostic_result"),
+            expected,
+            "a skipped check has no series"
+        );
+        assert_eq!(
+            values(&scrape, "gpulab_diagnostic_verdict"),
+            [(cpu(&[]), 0.0), (gpu(&[]), 2.0)]
+        );
+        assert_eq!(
+            values(&scrape, "gpulab_diagnostic_last_run_timestamp_seconds"),
+            [(cpu(&[]), 1_700_000_100.5), (gpu(&[]), 1_700_000_100.5)]
+        );
+        assert!(text.contains("# TYPE gpulab_diagnostic_verdict gauge\n"));
+        // Without diagnostics the families are absent.
+        let none = render(&inventory(), &[], &JobStats::default(), &[]);
+        assert!(!none.contains("gpulab_diagnostic"), "{none}");
+    }
+
+    #[test]
     fn jobs_show_every_device_and_a_histogram() {
-        let text = render(&inventory(), &[], &stats());
+        let text = render(&inventory(), &[], &stats(), &[]);
         let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
         let now = values(&scrape, "gpulab_jobs");
         assert_eq!(now.len(), 6, "queued and running for each of 3 devices");

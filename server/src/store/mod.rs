@@ -5,6 +5,7 @@
 //! aggregates) through a second, read-only one, so that a long read never holds up a job's
 //! update: under WAL a reader sees the last commit and blocks no writer.
 
+pub mod diagnostics;
 mod retention;
 mod schema;
 pub mod stats;

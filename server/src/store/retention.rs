@@ -1,4 +1,4 @@
-//! Retention: finished jobs, with their artifacts, are deleted once they are older than a
+//! Retention: finished jobs, with their artifacts, and finished diagnostics are deleted once they are older than a
 //! number of days, and the oldest of them while the history is over its size bound. Queued
 //! and running jobs never are. A deleted job still counts in `gpulab_jobs_total` (the
 //! `pruned_jobs` table keeps its count), so that counter never goes down.
@@ -52,6 +52,20 @@ impl JobStore {
                 }
                 pruned += delete_jobs(&mut conn, &ids)?;
             }
+            loop {
+                let mut conn = self.conn();
+                let ids = ids_of(
+                    &conn,
+                    "SELECT id FROM diagnostics WHERE finished_at < ?1
+                       AND status NOT IN ('queued', 'running')
+                     ORDER BY finished_at LIMIT ?2",
+                    rusqlite::params![cutoff, AGE_BATCH],
+                )?;
+                if ids.is_empty() {
+                    break;
+                }
+                delete_diagnostics(&mut conn, &ids)?;
+            }
         }
         if let Some(max) = self.retention.max_bytes {
             pruned += prune_to_size(&mut self.conn(), max)?;
@@ -92,32 +106,49 @@ fn prune_to_size(conn: &mut Connection, max: u64) -> anyhow::Result<u64> {
         if used <= max {
             break;
         }
+        // Jobs and diagnostics together, the oldest first: `kind` 0 is a job, 1 a
+        // diagnostic.
         let mut stmt = conn.prepare_cached(
-            "SELECT j.id, length(j.params) + IFNULL(length(j.result), 0)
-                          + IFNULL(length(j.error), 0) + IFNULL(length(a.bytes), 0)
-             FROM jobs j LEFT JOIN artifacts a ON a.job_id = j.id
-             WHERE j.status NOT IN ('queued', 'running') ORDER BY j.id LIMIT ?1",
+            "SELECT kind, id, bytes FROM (
+                 SELECT 0 AS kind, j.id AS id, j.created_at AS at,
+                        length(j.params) + IFNULL(length(j.result), 0)
+                          + IFNULL(length(j.error), 0) + IFNULL(length(a.bytes), 0) AS bytes
+                 FROM jobs j LEFT JOIN artifacts a ON a.job_id = j.id
+                 WHERE j.status NOT IN ('queued', 'running')
+                 UNION ALL
+                 SELECT 1, id, created_at, length(body) FROM diagnostics
+                 WHERE status NOT IN ('queued', 'running'))
+             ORDER BY at, kind, id LIMIT ?1",
         )?;
         let oldest = stmt
             .query_map([SIZE_BATCH], |row| {
-                Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
         drop(stmt);
-        let mut ids = Vec::new();
+        let (mut jobs, mut diagnostics) = (Vec::new(), Vec::new());
         let mut freed = 0;
-        for (id, bytes) in oldest {
+        for (kind, id, bytes) in oldest {
             if freed >= used - max {
                 break;
             }
-            ids.push(id);
+            if kind == 0 {
+                jobs.push(id);
+            } else {
+                diagnostics.push(id);
+            }
             // A row takes more than its values; pages are only freed whole.
             freed += bytes.max(0) as u64 + ROW_OVERHEAD;
         }
-        if ids.is_empty() {
+        if jobs.is_empty() && diagnostics.is_empty() {
             break;
         }
-        pruned += delete_jobs(conn, &ids)?;
+        pruned += delete_jobs(conn, &jobs)?;
+        delete_diagnostics(conn, &diagnostics)?;
     }
     Ok(pruned)
 }
@@ -137,8 +168,28 @@ fn ids_of(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> anyhow::
     Ok(ids)
 }
 
+/// Deletes the diagnostics and their parts in one transaction.
+fn delete_diagnostics(conn: &mut Connection, ids: &[i64]) -> anyhow::Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    // Numbers read from the table itself: safe to write into the statement.
+    let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+    let tx = conn.transaction()?;
+    tx.execute(
+        &format!("DELETE FROM diagnostic_parts WHERE diagnostic_id IN ({list})"),
+        [],
+    )?;
+    tx.execute(&format!("DELETE FROM diagnostics WHERE id IN ({list})"), [])?;
+    tx.commit()?;
+    Ok(())
+}
+
 /// Deletes the jobs and their artifacts in one transaction, adding them to `pruned_jobs`.
 fn delete_jobs(conn: &mut Connection, ids: &[i64]) -> anyhow::Result<u64> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
     // Numbers read from the table itself: safe to write into the statement.
     let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
     let tx = conn.transaction()?;

@@ -56,6 +56,33 @@ const MIGRATIONS: &[&str] = &[
      WHERE started_at IS NOT NULL AND finished_at IS NOT NULL;
      CREATE INDEX jobs_durations ON jobs (kernel, device, duration_ms);
      CREATE INDEX jobs_totals ON jobs (kernel, device, status);",
+    // 3: diagnostics. The whole diagnostic is kept as its JSON (`body`, the API's schema);
+    // the columns beside it are copies for lookups. A diagnostic of `all` devices has one
+    // part per device, so that a device's history and last verdict are found by index.
+    // `faults`: what a test injected, kept out of the JSON and out of every baseline.
+    "CREATE TABLE diagnostics (
+         id          INTEGER PRIMARY KEY AUTOINCREMENT,
+         device      TEXT NOT NULL,
+         level       INTEGER NOT NULL,
+         status      TEXT NOT NULL,
+         verdict     TEXT,
+         created_at  TEXT NOT NULL,
+         finished_at TEXT,
+         faults      TEXT NOT NULL DEFAULT '[]',
+         body        TEXT NOT NULL
+     );
+     CREATE INDEX diagnostics_status ON diagnostics (status, id);
+     CREATE INDEX diagnostics_finished ON diagnostics (finished_at);
+     CREATE TABLE diagnostic_parts (
+         diagnostic_id INTEGER NOT NULL REFERENCES diagnostics (id) ON DELETE CASCADE,
+         device        TEXT NOT NULL,
+         level         INTEGER NOT NULL,
+         status        TEXT NOT NULL,
+         verdict       TEXT,
+         finished_at   TEXT,
+         PRIMARY KEY (diagnostic_id, device)
+     );
+     CREATE INDEX diagnostic_parts_device ON diagnostic_parts (device, status, level, diagnostic_id);",
 ];
 
 /// A job's duration in whole milliseconds, from `started_at` to the `finished_at` given as

@@ -5,6 +5,8 @@
 //! unusable until the process exits, and a hung kernel cannot be stopped from inside: the
 //! supervisor in the server kills the worker and starts a new one instead.
 
+mod diagnose;
+pub use diagnose::MEMORY_TEST_BYTES_VAR;
 mod landlock;
 pub mod protocol;
 
@@ -141,13 +143,39 @@ pub fn run(
     while let Some(request) = protocol::read_blocking::<Request>(&mut &channel)
         .map_err(|e| anyhow::anyhow!("bad request from the server: {e}"))?
     {
-        let Request::Run {
-            job_id,
-            nonce,
-            kernel,
-            params,
-            repetitions,
-        } = request;
+        let (job_id, nonce, kernel, params, repetitions) = match request {
+            Request::Run {
+                job_id,
+                nonce,
+                kernel,
+                params,
+                repetitions,
+            } => (job_id, nonce, kernel, params, repetitions),
+            Request::Diagnose {
+                diag_id,
+                nonce,
+                device: described,
+                level,
+                duration_s,
+                faults,
+                baseline,
+            } => {
+                let part = diagnose::Part {
+                    diag_id,
+                    nonce,
+                    device: *described,
+                    level,
+                    duration_s,
+                    faults,
+                    baseline,
+                };
+                if diagnose::run(&mut owned, part, test_faults, &emit).is_err() {
+                    // The context is poisoned: nothing further may run in it.
+                    std::process::exit(3);
+                }
+                continue;
+            }
+        };
         emit(&Event::Started { job_id, nonce });
         if test_faults && kernel == TEST_FAULT_KERNEL {
             let error = inject_fault(&params, &channel, job_id, nonce);

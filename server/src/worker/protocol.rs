@@ -10,7 +10,8 @@
 use std::io::{self, Read};
 
 use base64::Engine as _;
-use gpulab_shared::{JobResult, Params};
+use gpulab_shared::diag::{CheckResult, Fault};
+use gpulab_shared::{Device, JobResult, Params};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -37,6 +38,31 @@ pub enum Request {
         params: Params,
         repetitions: u32,
     },
+    /// Run one device's part of a diagnostic: every check of `level` on this worker's
+    /// device, reporting each check as it changes.
+    Diagnose {
+        diag_id: i64,
+        /// Drawn by the server for this part; every event of it carries it back.
+        nonce: u64,
+        /// The device as the server's inventory describes it (what the checks expect of
+        /// it: its model, memory, link).
+        device: Box<Device>,
+        level: u8,
+        /// Level 3's stress time, in seconds.
+        duration_s: f64,
+        faults: Vec<Fault>,
+        /// This device's earlier measured figures, newest first.
+        baseline: Vec<PastFigures>,
+    },
+}
+
+/// One figure of a device's earlier diagnostics: every value measured for the evidence
+/// `evidence` of the check `check`, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PastFigures {
+    pub check: String,
+    pub evidence: String,
+    pub measured: Vec<f64>,
 }
 
 /// What a worker tells the server.
@@ -71,17 +97,51 @@ pub enum Event {
         #[serde(default)]
         fatal: bool,
     },
+    /// The worker has the diagnostic part and starts its checks.
+    DiagnosticStarted { diag_id: i64, nonce: u64 },
+    /// A check of the running part changed (it started, progressed or ended): the whole
+    /// check as it is now.
+    DiagnosticCheck {
+        diag_id: i64,
+        nonce: u64,
+        check: Box<CheckResult>,
+    },
+    /// Every check of the part has ended; `checks` are all of them, in order.
+    DiagnosticFinished {
+        diag_id: i64,
+        nonce: u64,
+        checks: Vec<CheckResult>,
+    },
+    /// The part could not run to its end, with the reason. `fatal`: as for a job.
+    DiagnosticFailed {
+        diag_id: i64,
+        nonce: u64,
+        error: String,
+        #[serde(default)]
+        fatal: bool,
+    },
 }
 
 impl Event {
-    /// The job and nonce an event is about; `None` for `ready`.
+    /// The job and nonce an event is about; `None` for `ready` and a diagnostic's events.
     pub fn job(&self) -> Option<(i64, u64)> {
         match self {
-            Event::Ready { .. } => None,
             Event::Started { job_id, nonce }
             | Event::Progress { job_id, nonce, .. }
             | Event::Finished { job_id, nonce, .. }
             | Event::Failed { job_id, nonce, .. } => Some((*job_id, *nonce)),
+            _ => None,
+        }
+    }
+
+    /// The diagnostic and nonce an event is about; `None` for `ready` and a job's events.
+    pub fn diagnostic(&self) -> Option<(i64, u64)> {
+        match self {
+            Event::DiagnosticStarted { diag_id, nonce }
+            | Event::DiagnosticCheck { diag_id, nonce, .. }
+            | Event::DiagnosticFinished { diag_id, nonce, .. }
+            | Event::DiagnosticFailed { diag_id, nonce, .. } => Some((*diag_id, *nonce)),
+            _ => None,
         }
     }
 }
@@ -269,6 +329,31 @@ mod tests {
             read::<Event>(&mut &garbled[..]).await.unwrap_err(),
             FrameError::Unreadable(_)
         ));
+    }
+
+    #[test]
+    fn a_diagnostics_events_name_it_and_are_never_a_jobs() {
+        let started = Event::DiagnosticStarted {
+            diag_id: 7,
+            nonce: 9,
+        };
+        assert_eq!(started.diagnostic(), Some((7, 9)));
+        assert_eq!(started.job(), None, "a job 7 cannot take it for its own");
+        assert_eq!(progress(9).diagnostic(), None);
+        let failed = Event::DiagnosticFailed {
+            diag_id: 3,
+            nonce: 4,
+            error: "x".into(),
+            fatal: false,
+        };
+        let frame = encode(&failed);
+        assert!(std::str::from_utf8(&frame[4..])
+            .unwrap()
+            .contains(r#""type":"diagnostic_failed""#));
+        assert_eq!(
+            read_blocking::<Event>(&mut &frame[..]).unwrap(),
+            Some(failed)
+        );
     }
 
     #[test]

@@ -1,0 +1,162 @@
+//! `/api/diagnostics`: start, list, read and cancel diagnostics.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use gpulab_shared::diag::{Diagnostic, DiagnosticPage, DiagnosticRequest};
+use gpulab_shared::Problem;
+use serde::Deserialize;
+
+use super::error::{ApiError, ApiJson};
+use super::AppState;
+use crate::jobs::DiagnosticCancel;
+use crate::store::diagnostics::DiagnosticFilter;
+
+const DEFAULT_PAGE: u32 = 20;
+const MAX_PAGE: u32 = 100;
+
+/// Starts a diagnostic on one device, or on `all` (every CUDA device at once; the CPU on a
+/// host without one). Each device's part waits in the device's queue like a job, and jobs
+/// queued after it wait for it. Answers with every check `waiting`.
+#[utoipa::path(post, path = "/api/diagnostics", tag = "diagnostics", operation_id = "createDiagnostic",
+    request_body(content = DiagnosticRequest, example = json!({"level": 1, "device": "cpu"})),
+    responses(
+        (status = 202, description = "Queued; `Location` names the diagnostic", body = Diagnostic,
+            headers(("Location" = String, description = "`/api/diagnostics/{id}` of the new diagnostic")),
+            links(
+                ("GetDiagnostic" = (operation_id = "getDiagnostic", parameters(("id" = "$response.body#/id")))),
+                ("CancelDiagnostic" = (operation_id = "cancelDiagnostic", parameters(("id" = "$response.body#/id")))))),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "A token is set and missing or wrong", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown device", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not sent as `Content-Type: application/json`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad level or `duration_s`, an unknown field, or `inject` on a server without test faults", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "A device's queue is full; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 507, description = "The disk of the history is full", body = Problem, content_type = "application/problem+json")))]
+pub async fn create(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<DiagnosticRequest>,
+) -> Result<Response, ApiError> {
+    let diagnostic = state.jobs.submit_diagnostic(req).await?;
+    let location = HeaderValue::try_from(format!("/api/diagnostics/{}", diagnostic.id))
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(diagnostic),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only diagnostics that ran on this device (alone or among `all`).
+    device: Option<String>,
+    /// Diagnostics per page, 1 to 100 (default 20).
+    limit: Option<String>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// Diagnostics, newest first, a page at a time.
+#[utoipa::path(get, path = "/api/diagnostics", tag = "diagnostics", operation_id = "listDiagnostics",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of diagnostics", body = DiagnosticPage),
+        (status = 400, description = "The query string cannot be read (a filter given twice)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad `limit` or `cursor`", body = Problem, content_type = "application/problem+json")))]
+pub async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<DiagnosticPage>, ApiError> {
+    let Query(q) = query?;
+    let limit = match q.limit.as_deref() {
+        None | Some("") => DEFAULT_PAGE,
+        Some(l) => l
+            .parse()
+            .ok()
+            .filter(|l| (1..=MAX_PAGE).contains(l))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "limit",
+                    format!("`limit` must be from 1 to {MAX_PAGE}, got `{l}`"),
+                )
+            })?,
+    };
+    let before_id = match q.cursor.as_deref() {
+        None | Some("") => None,
+        Some(c) => Some(c.parse::<i64>().map_err(|_| {
+            ApiError::invalid(
+                "cursor",
+                format!("`cursor` must be a `next_cursor` from a previous page, got `{c}`"),
+            )
+        })?),
+    };
+    let filter = DiagnosticFilter {
+        device: q.device.filter(|d| !d.is_empty()),
+        before_id,
+        limit,
+    };
+    Ok(Json(state.jobs.list_diagnostics(filter).await?))
+}
+
+/// One diagnostic: each device's checks, live while it runs (the same JSON as the
+/// `diagnostic` events), each check's verdict and evidence once done.
+#[utoipa::path(get, path = "/api/diagnostics/{id}", tag = "diagnostics", operation_id = "getDiagnostic",
+    params(("id" = i64, Path, description = "The diagnostic's id")),
+    responses(
+        (status = 200, description = "The diagnostic", body = Diagnostic),
+        (status = 404, description = "No such diagnostic", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The diagnostic's record cannot be read", body = Problem, content_type = "application/problem+json")))]
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Diagnostic>, ApiError> {
+    let id = diagnostic_id(&id)?;
+    state
+        .jobs
+        .get_diagnostic(id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| no_diagnostic(id))
+}
+
+/// Cancels a diagnostic: queued parts leave their queues, running ones have their workers
+/// killed and replaced.
+#[utoipa::path(delete, path = "/api/diagnostics/{id}", tag = "diagnostics", operation_id = "cancelDiagnostic",
+    params(("id" = i64, Path, description = "The diagnostic's id")),
+    responses(
+        (status = 200, description = "The diagnostic, now cancelled", body = Diagnostic),
+        (status = 401, description = "A token is set and missing or wrong", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such diagnostic", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The diagnostic has already ended", body = Problem, content_type = "application/problem+json")))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Diagnostic>, ApiError> {
+    let id = diagnostic_id(&id)?;
+    match state.jobs.cancel_diagnostic(id).await? {
+        DiagnosticCancel::Cancelled(d) => Ok(Json(d)),
+        DiagnosticCancel::AlreadyFinished(d) => Err(ApiError::Conflict(format!(
+            "diagnostic {id} has already ended ({}); there is nothing to cancel",
+            crate::store::diagnostics::status_str(d.status)
+        ))),
+        DiagnosticCancel::NotFound => Err(no_diagnostic(id)),
+    }
+}
+
+fn diagnostic_id(raw: &str) -> Result<i64, ApiError> {
+    raw.parse().map_err(|_| {
+        ApiError::NotFound(format!(
+            "there is no diagnostic `{raw}`: diagnostic ids are numbers"
+        ))
+    })
+}
+
+fn no_diagnostic(id: i64) -> ApiError {
+    ApiError::NotFound(format!("there is no diagnostic {id}"))
+}
