@@ -192,7 +192,8 @@ pub fn latest_last(
         .values()
         .filter_map(|d| last_of(d, device))
         .chain(reported)
-        .max_by_key(|last| (last.finished_at, last.id))
+        // As the server picks it: the newest by id, ids growing with time.
+        .max_by_key(|last| last.id)
 }
 
 /// A device's history as fetched, brought up to date with the diagnostics the stream
