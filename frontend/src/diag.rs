@@ -101,6 +101,10 @@ pub fn expected(evidence: &Evidence) -> String {
 fn figure(number: Option<f64>, text: Option<&str>, unit: Option<&str>) -> String {
     match (text, number) {
         (Some(text), _) => text.to_owned(),
+        // A size in bytes reads in binary units: "64.0 MiB".
+        (None, Some(n)) if matches!(unit, Some("B" | "bytes")) && n >= 0.0 => {
+            format::bytes(n as u64)
+        }
         (None, Some(n)) => {
             // A count (of errors, of retired pages) reads as one: "1", not "1.00".
             let n = if n.fract() == 0.0 && n.abs() < 1e15 {
@@ -115,6 +119,24 @@ fn figure(number: Option<f64>, text: Option<&str>, unit: Option<&str>) -> String
         }
         (None, None) => format::UNKNOWN.to_owned(),
     }
+}
+
+/// How long a check took: `"3.35 s"`, `"28 ms"`, `"< 1 ms"`.
+pub fn seconds(s: f64) -> String {
+    if s < 0.001 {
+        "< 1 ms".to_owned()
+    } else if s < 1.0 {
+        format!("{:.0} ms", s * 1000.0)
+    } else {
+        format!("{} s", format::number(s))
+    }
+}
+
+/// Whether a check's summary says more than its reason, shown beside it; a skipped check's
+/// summary often only repeats it.
+pub fn summary_adds(summary: &str, reason: Option<&str>) -> bool {
+    let summary = summary.trim();
+    !summary.is_empty() && reason.is_none_or(|reason| !summary.contains(reason.trim()))
 }
 
 /// How the measured figure must compare with the expected one, in words.
@@ -381,6 +403,23 @@ mod tests {
         e.measured = Some(0.5);
         assert_eq!(measured(&e), "0.5");
         assert_eq!(bound_text(None), "—");
+        e.measured = Some(67_108_864.0);
+        e.unit = Some("B".to_owned());
+        assert_eq!(measured(&e), "64.0 MiB", "bytes in binary units");
+    }
+
+    #[test]
+    fn a_check_takes_seconds_or_milliseconds_and_its_summary_is_not_its_reason_again() {
+        assert_eq!(seconds(3.354), "3.35 s");
+        assert_eq!(seconds(0.028), "28 ms");
+        assert_eq!(seconds(0.000_2), "< 1 ms");
+        assert!(summary_adds("0 failing words", None));
+        assert!(summary_adds("0.06 GiB tested", Some("a bit flipped")));
+        assert!(!summary_adds(
+            "skipped: no CUDA library",
+            Some("no CUDA library")
+        ));
+        assert!(!summary_adds("  ", None));
     }
 
     #[test]

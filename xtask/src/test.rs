@@ -225,12 +225,13 @@ fn in_fresh_data_dir(with_dir: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
 fn run_against_server(end2end: &Path, data_dir: &Path) -> Result<()> {
     let binary = target_dir().join("debug/gpulab");
     let static_dir = workspace_root().join("dist");
-    // Test faults let the browser tests see a diagnostic fail (an injected bit flip).
+    // Test faults let the browser tests see a diagnostic fail (an injected bit flip); with
+    // them, the CPU's memory test covers 64 MiB rather than up to 1 GiB.
     let server = RunningServer::start_with(
         &binary,
         &static_dir,
         data_dir,
-        &[],
+        &[("GPULAB_TEST_MEMORY_TEST_BYTES", "67108864")],
         &["--enable-test-faults"],
     )?;
     // Node 18 and 20 take a folder argument, newer Node only globs: running `node --test`

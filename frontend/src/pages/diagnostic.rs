@@ -226,7 +226,7 @@ fn DeviceSection(diagnostic: Memo<Diagnostic>, index: usize) -> impl IntoView {
                 {move || status.get().map(|(status, verdict)| view! { <DiagnosticBadge status verdict /> })}
             </header>
             {first.uuid.clone().map(|uuid| view! { <p class="device-id">{uuid}</p> })}
-            <p class="help">{move || done.get()}</p>
+            <p class="help checks-done">{move || done.get()}</p>
             {move || error.get().map(|error| view! { <div class="notice error" role="alert">{error}</div> })}
             <ol class="checks">{checks}</ol>
         </section>
@@ -245,7 +245,13 @@ fn CheckView(
     let first = result.get_untracked()?;
     let state =
         Memo::new(move |_| result.with(|r| r.as_ref().map(|r| (r.state, r.verdict, r.progress))));
-    let summary = Memo::new(move |_| result.with(|r| r.as_ref().map(|r| r.summary.clone())));
+    let summary = Memo::new(move |_| {
+        result.with(|r| {
+            r.as_ref()
+                .filter(|r| diag::summary_adds(&r.summary, r.reason.as_deref()))
+                .map(|r| r.summary.clone())
+        })
+    });
     let reason = Memo::new(move |_| {
         result.with(|r| {
             r.as_ref()
@@ -275,7 +281,7 @@ fn CheckView(
             <div class="check-header">
                 <h3 id=heading_id>{first.title.clone()}</h3>
                 {move || state.get().map(|(state, verdict, progress)| view! { <CheckBadge state verdict progress /> })}
-                <span class="help">{move || took.get().map(|s| format!("{} s", format::number(s)))}</span>
+                <span class="help">{move || took.get().map(diag::seconds)}</span>
             </div>
             {move || {
                 state
@@ -290,7 +296,7 @@ fn CheckView(
                         ></progress>
                     })
             }}
-            {move || summary.get().filter(|s| !s.is_empty()).map(|s| view! { <p class="check-summary">{s}</p> })}
+            {move || summary.get().map(|s| view! { <p class="check-summary">{s}</p> })}
             {move || reason.get().map(|(verdict, reason)| {
                 let class = match verdict {
                     Some(Verdict::Fail) => "notice error",
