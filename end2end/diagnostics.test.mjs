@@ -104,7 +104,7 @@ test(`the Diagnostics page runs level ${LEVEL} on the CPU and follows every chec
 
     // A job ahead of it on the CPU, so the diagnostic is seen waiting and then everything it
     // does arrives through the event stream.
-    await postJob({ kernel: 'mandelbrot', device: 'cpu', params: { width: 256, height: 256 }, repetitions: 60 });
+    await postJob({ kernel: 'mandelbrot', device: 'cpu', params: { width: 256, height: 256 }, repetitions: 100 });
     await page.evaluate(() => {
       // Every state each check is shown in, in order, across the client-side navigation.
       window.seen = { statuses: [], checks: {} };
@@ -255,7 +255,7 @@ test('a diagnostic with a flipped memory bit shows the failing evidence, and the
   });
 });
 
-test('the form refuses a stress time of zero without sending anything', async () => {
+test('the form refuses a stress time of zero itself, and shows the server\'s refusal of one too long', async () => {
   await withPage('diagnostics-refused', async (page, requests) => {
     await page.goto(`${BASE_URL}/diagnostics?device=cpu`);
     const form = page.getByTestId('diag-form');
@@ -270,6 +270,39 @@ test('the form refuses a stress time of zero without sending anything', async ()
     assert.equal(await duration.getAttribute('aria-invalid'), 'true');
     assert.ok(!requests.includes('POST /api/diagnostics'), `nothing was posted: ${requests.join(', ')}`);
     assert.equal(new URL(page.url()).pathname, '/diagnostics');
+
+    // Longer than the server allows: its problem document goes beside the field.
+    await duration.fill('100000');
+    await page.getByTestId('diag-start').click();
+    const refusal = page.getByTestId('field-error-duration_s');
+    await refusal.getByText(/--max-timeout-s/).waitFor();
+    assert.match(await refusal.innerText(), /`duration_s` must be a number of seconds from 1 to \d+/);
+    assert.ok(requests.includes('POST /api/diagnostics'), 'this one was sent');
+    assert.equal(new URL(page.url()).pathname, '/diagnostics', 'and refused');
+  });
+});
+
+test('a running diagnostic is cancelled from its page', async () => {
+  const diagnostic = await postDiagnostic({ level: 3, device: 'cpu', duration_s: 300 });
+  await withPage('diagnostics-cancel', async (page, requests) => {
+    await page.goto(`${BASE_URL}/diagnostics/${diagnostic.id}`);
+    await page.waitForFunction(
+      () => document.querySelector('[data-testid="diagnostic-status"] [data-status]')?.dataset.status === 'running',
+      null,
+      { timeout: DIAGNOSTIC_TIMEOUT_MS },
+    );
+    await page.getByTestId('diagnostic-cancel').click();
+    const badge = await finalBadge(page);
+    assert.equal(badge.status, 'cancelled');
+    assert.equal(badge.text, 'cancelled');
+    assert.ok(requests.includes(`DELETE /api/diagnostics/${diagnostic.id}`), requests.join(', '));
+    assert.equal(await page.getByTestId('diagnostic-cancel').count(), 0, 'no cancel button once cancelled');
+    assert.equal((await api(`/api/diagnostics/${diagnostic.id}`)).status, 'cancelled');
+    // The checks that never ran are not shown as judged.
+    const shown = await shownChecks(page, 'cpu');
+    const unfinished = shown.filter((c) => c.state !== 'done');
+    assert.ok(unfinished.length > 0, `some checks never ended: ${JSON.stringify(shown.map((c) => c.state))}`);
+    for (const check of unfinished) assert.equal(check.badge, 'not finished', check.check);
   });
 });
 

@@ -32,21 +32,41 @@ pub fn verdict_text(verdict: Verdict) -> &'static str {
     }
 }
 
-/// A check's state as its badge says it: the verdict once done, else `waiting` or
-/// `running` (with its share done, when known).
-pub fn check_state_text(
+/// A check's badge: its class, the state it names (`data-state`) and its text. The verdict
+/// once done, else `waiting` or `running` (with its share done, when known); a check its
+/// diagnostic left unfinished (cancelled, failed, interrupted) says so rather than
+/// `running` for ever.
+pub fn check_badge(
     state: CheckState,
     verdict: Option<Verdict>,
     progress: Option<f64>,
-) -> String {
+    ended: bool,
+) -> (String, &'static str, String) {
     match (state, verdict) {
-        (CheckState::Done, Some(verdict)) => verdict_text(verdict).to_owned(),
-        (CheckState::Done, None) => "done".to_owned(),
-        (CheckState::Running, _) => match progress {
-            Some(share) => format!("running {}", format::percent(share.clamp(0.0, 1.0))),
-            None => "running".to_owned(),
-        },
-        (CheckState::Waiting, _) => "waiting".to_owned(),
+        (CheckState::Done, Some(verdict)) => (
+            format!("badge verdict-{}", verdict.as_str()),
+            verdict.as_str(),
+            verdict_text(verdict).to_owned(),
+        ),
+        (CheckState::Done, None) => ("badge".to_owned(), "done", "done".to_owned()),
+        _ if ended => (
+            "badge status-cancelled".to_owned(),
+            "unfinished",
+            "not finished".to_owned(),
+        ),
+        (CheckState::Running, _) => (
+            "badge status-running".to_owned(),
+            "running",
+            match progress {
+                Some(share) => format!("running {}", format::percent(share.clamp(0.0, 1.0))),
+                None => "running".to_owned(),
+            },
+        ),
+        (CheckState::Waiting, _) => (
+            "badge status-queued".to_owned(),
+            "waiting",
+            "waiting".to_owned(),
+        ),
     }
 }
 
@@ -361,15 +381,33 @@ mod tests {
             .map(verdict_text)
             .collect();
         assert_eq!(texts, ["✓ pass", "⚠ warn", "✗ fail", "– skip"]);
-        assert_eq!(check_state_text(CheckState::Waiting, None, None), "waiting");
+        let text = |state, verdict, progress, ended| check_badge(state, verdict, progress, ended).2;
+        assert_eq!(text(CheckState::Waiting, None, None, false), "waiting");
         assert_eq!(
-            check_state_text(CheckState::Running, None, Some(0.424)),
+            text(CheckState::Running, None, Some(0.424), false),
             "running 42 %"
         );
-        assert_eq!(check_state_text(CheckState::Running, None, None), "running");
+        assert_eq!(text(CheckState::Running, None, None, false), "running");
         assert_eq!(
-            check_state_text(CheckState::Done, Some(Verdict::Fail), None),
+            text(CheckState::Done, Some(Verdict::Fail), None, false),
             "✗ fail"
+        );
+        assert_eq!(
+            check_badge(CheckState::Done, Some(Verdict::Warn), None, false).0,
+            "badge verdict-warn"
+        );
+        // Cancelled under way: what ran keeps its verdict, the rest says it never finished.
+        assert_eq!(
+            text(CheckState::Done, Some(Verdict::Pass), None, true),
+            "✓ pass"
+        );
+        assert_eq!(
+            text(CheckState::Running, None, Some(0.5), true),
+            "not finished"
+        );
+        assert_eq!(
+            check_badge(CheckState::Waiting, None, None, true).1,
+            "unfinished"
         );
         assert_eq!(status_text(DiagnosticStatus::Cancelled, None), "cancelled");
         assert_eq!(

@@ -26,25 +26,19 @@ pub fn DiagnosticBadge(status: DiagnosticStatus, verdict: Option<Verdict>) -> im
     }
 }
 
-/// A check's state: waiting, running (with its share done), or its verdict.
+/// A check's state: waiting, running (with its share done), its verdict, or unfinished
+/// when its diagnostic `ended` without it.
 #[component]
 pub fn CheckBadge(
     state: CheckState,
     verdict: Option<Verdict>,
     progress: Option<f64>,
+    ended: bool,
 ) -> impl IntoView {
-    let (class, name) = match (state, verdict) {
-        (CheckState::Done, Some(verdict)) => (
-            format!("badge verdict-{}", verdict.as_str()),
-            verdict.as_str(),
-        ),
-        (CheckState::Done, None) => ("badge".to_owned(), "done"),
-        (CheckState::Running, _) => ("badge status-running".to_owned(), "running"),
-        (CheckState::Waiting, _) => ("badge status-queued".to_owned(), "waiting"),
-    };
+    let (class, name, text) = diag::check_badge(state, verdict, progress, ended);
     view! {
         <span class=class data-state=name data-testid="check-state">
-            {diag::check_state_text(state, verdict, progress)}
+            {text}
         </span>
     }
 }

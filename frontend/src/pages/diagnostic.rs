@@ -243,6 +243,8 @@ fn CheckView(
     let result =
         Memo::new(move |_| part.with(|p| p.as_ref().and_then(|p| p.checks.get(check).cloned())));
     let first = result.get_untracked()?;
+    let ended =
+        Memo::new(move |_| part.with(|p| p.as_ref().is_some_and(|p| p.status.is_terminal())));
     let state =
         Memo::new(move |_| result.with(|r| r.as_ref().map(|r| (r.state, r.verdict, r.progress))));
     let summary = Memo::new(move |_| {
@@ -280,13 +282,13 @@ fn CheckView(
         >
             <div class="check-header">
                 <h3 id=heading_id>{first.title.clone()}</h3>
-                {move || state.get().map(|(state, verdict, progress)| view! { <CheckBadge state verdict progress /> })}
+                {move || state.get().map(|(state, verdict, progress)| view! { <CheckBadge state verdict progress ended=ended.get() /> })}
                 <span class="help">{move || took.get().map(diag::seconds)}</span>
             </div>
             {move || {
                 state
                     .get()
-                    .and_then(|(s, _, p)| (s == CheckState::Running).then_some(p).flatten())
+                    .and_then(|(s, _, p)| (s == CheckState::Running && !ended.get()).then_some(p).flatten())
                     .map(|share| view! {
                         <progress
                             class="check-progress"

@@ -1,5 +1,5 @@
 use gpulab_shared::diag::{Diagnostic, DiagnosticRequest, DEFAULT_STRESS_DURATION_S, LEVELS};
-use gpulab_shared::Device;
+use gpulab_shared::{Device, DeviceKind};
 use leptos::ev::SubmitEvent;
 use leptos::prelude::*;
 use leptos_router::hooks::{use_navigate, use_query_map};
@@ -56,6 +56,12 @@ fn DiagnosticForm(devices: Vec<Device>) -> impl IntoView {
     let first_device = wanted
         .filter(|w| w == ALL || devices.iter().any(|d| &d.id == w))
         .unwrap_or_else(|| ALL.to_owned());
+    // The server's `all` is every GPU, or the CPU where there is none.
+    let all_label = if devices.iter().any(|d| d.kind == DeviceKind::Cuda) {
+        "Every GPU, at once"
+    } else {
+        "All devices (the CPU: this host has no GPU)"
+    };
     let level = RwSignal::new(1u8);
     let device = RwSignal::new(first_device);
     let duration = RwSignal::new(format!("{DEFAULT_STRESS_DURATION_S}"));
@@ -213,7 +219,7 @@ fn DiagnosticForm(devices: Vec<Device>) -> impl IntoView {
                         }
                     >
                         <option value=ALL prop:selected=move || device.get() == ALL>
-                            "All devices, at once"
+                            {all_label}
                         </option>
                         {devices
                             .iter()
