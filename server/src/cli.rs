@@ -144,6 +144,10 @@ pub struct ServeArgs {
     /// Tests only.
     #[arg(long, hide = true)]
     pub test_max_db_pages: Option<u64>,
+    /// Every diagnostic part may run at most this many seconds, whatever its level. Tests
+    /// only.
+    #[arg(long, hide = true)]
+    pub test_diagnostic_timeout_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -313,6 +317,7 @@ impl ServeArgs {
             queue_capacity: self.queue_capacity,
             default_timeout_s: self.default_timeout_s,
             max_timeout_s: self.max_timeout_s,
+            diagnostic_timeout_s: self.test_diagnostic_timeout_s,
         };
         settings.validate()?;
         anyhow::ensure!(

@@ -404,6 +404,33 @@ async fn a_worker_killed_during_a_diagnostic_fails_it_saying_so_and_the_next_job
 }
 
 #[tokio::test]
+async fn a_diagnostic_past_its_time_limit_fails_saying_so_and_the_next_job_runs() {
+    let app = spawn_app_with(AppOptions {
+        test_faults: true,
+        env: vec![(SMALL_MEMORY_TEST.0.into(), SMALL_MEMORY_TEST.1.into())],
+        args: vec!["--test-diagnostic-timeout-s".into(), "3".into()],
+        ..Default::default()
+    })
+    .await;
+    let d = start(
+        &app,
+        json!({"level": 3, "device": "cpu", "duration_s": 120}),
+    )
+    .await;
+    let job = app
+        .submit(json!({"kernel": "vector_add", "device": "cpu", "params": {"n": 100}}))
+        .await;
+    let ended = wait_ended(&app, d.id).await;
+    assert_eq!(ended.status, DiagnosticStatus::Failed, "{ended:?}");
+    let error = ended.devices[0].error.as_deref().unwrap();
+    assert!(
+        error.contains("ran past its time limit of 3 s for level 3"),
+        "{error}"
+    );
+    assert_eq!(app.wait_finished(job.id).await.status, JobStatus::Succeeded);
+}
+
+#[tokio::test]
 async fn a_diagnostic_left_running_by_a_server_that_died_comes_back_interrupted() {
     let mut app = app().await;
     let d = start(

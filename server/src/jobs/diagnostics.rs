@@ -420,7 +420,10 @@ impl JobService {
                 return Err(e.into());
             }
         };
-        let timeout_s = part_timeout_s(diagnostic.level, duration_s);
+        let timeout_s = inner
+            .settings
+            .diagnostic_timeout_s
+            .unwrap_or_else(|| part_timeout_s(diagnostic.level, duration_s));
         for (queue, device) in queues.into_iter().zip(devices) {
             queue.push_reserved(Work::Diagnostic(Box::new(QueuedPart {
                 diag_id: diagnostic.id,
