@@ -36,6 +36,9 @@ pub enum Command {
     Devices,
     /// Run one job without the server and print its result as JSON.
     Run(RunArgs),
+    /// Diagnose devices without the server: exit code 0 all pass, 1 a warning, 2 a failure,
+    /// 3 it could not run.
+    Diag(crate::diag::command::DiagArgs),
     /// Ask the server on `--addr` whether it is healthy: exit code 0 when it is (the
     /// container's HEALTHCHECK).
     Health {
@@ -202,6 +205,7 @@ pub fn main() -> anyhow::Result<std::process::ExitCode> {
             print!("{}", inventory.table());
         }
         Command::Run(args) => return run(args),
+        Command::Diag(args) => return Ok(crate::diag::command::run(args)?.into()),
         Command::Health { addr, timeout_s } => {
             let timeout = std::time::Duration::from_secs(timeout_s.max(1));
             match crate::probe::check_health(addr, timeout) {

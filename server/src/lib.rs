@@ -13,6 +13,7 @@ mod api;
 pub mod cli;
 pub mod cuda;
 mod devices;
+mod diag;
 mod jobs;
 mod kernels;
 mod metrics;
