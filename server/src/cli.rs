@@ -179,7 +179,14 @@ fn parse_param(s: &str) -> Result<(String, serde_json::Value), String> {
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> anyhow::Result<std::process::ExitCode> {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        // clap exits 2 on a bad argument, which `gpulab diag` uses for a failure.
+        if e.use_stderr() && std::env::args().nth(1).as_deref() == Some("diag") {
+            let _ = e.print();
+            std::process::exit(crate::diag::command::COULD_NOT_RUN.into());
+        }
+        e.exit()
+    });
     match cli.command {
         Command::Worker {
             device,
@@ -205,7 +212,14 @@ pub fn main() -> anyhow::Result<std::process::ExitCode> {
             print!("{}", inventory.table());
         }
         Command::Run(args) => return run(args),
-        Command::Diag(args) => return Ok(crate::diag::command::run(args)?.into()),
+        Command::Diag(args) => {
+            // Exit codes 1 and 2 mean a warning and a failure: an error is "could not run".
+            let code = crate::diag::command::run(args).unwrap_or_else(|e| {
+                eprintln!("gpulab diag: {e:#}");
+                crate::diag::command::COULD_NOT_RUN
+            });
+            return Ok(code.into());
+        }
         Command::Health { addr, timeout_s } => {
             let timeout = std::time::Duration::from_secs(timeout_s.max(1));
             match crate::probe::check_health(addr, timeout) {
