@@ -872,7 +872,10 @@ impl<'a> Context<'a> {
         let mut differing_count = kgpu::zeros::<u64>(self.gpu, 1)?;
         let cfg = self.grid();
         let words = (n * n) as u64;
-        let duration = Duration::from_secs_f64(self.plan.duration_s.max(0.0));
+        // With tensor cores the duration is shared by the two stress checks, so that level 3
+        // takes level 2 plus --duration.
+        let share = if self.gpu.arch.0 >= 7 { 0.5 } else { 1.0 };
+        let duration = Duration::from_secs_f64(self.plan.duration_s.max(0.0) * share);
         let expectation = self.expectations.gemm(data_type);
         let fault_gemm = self.plan.injects(Fault::GemmMismatch);
         let flops = gemm.flops();
