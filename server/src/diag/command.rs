@@ -240,7 +240,16 @@ fn diagnose(
         },
     };
     let (checks, error) = match outcome {
-        Ok(checks) => (checks, None),
+        Ok(checks) => {
+            if super::context_broken(&checks) {
+                eprintln!(
+                    "gpulab diag: {}: a driver error broke the CUDA context; the checks after \
+                     it were skipped",
+                    device.id
+                );
+            }
+            (checks, None)
+        }
         Err(why) => (planned_checks(device, plan.level), Some(why)),
     };
     let verdict = error

@@ -74,6 +74,8 @@ pub(super) struct Context<'a> {
     plan: &'a Plan,
     nvml: Result<Nvml, String>,
     expectations: GpuExpectations<'a>,
+    /// Why the CUDA context can no longer be used, once a driver error said so.
+    broken: Option<String>,
 }
 
 impl<'a> Context<'a> {
@@ -90,10 +92,25 @@ impl<'a> Context<'a> {
             plan,
             nvml,
             expectations,
+            broken: None,
         }
     }
 
     pub(super) fn run(&mut self, run: &mut CheckRun<'_>) {
+        if let Some(why) = &self.broken {
+            run.evidence(evidence::text(
+                "CUDA context",
+                "broken",
+                "usable",
+                "an earlier check of this run",
+                Verdict::Skip,
+            ));
+            run.skip(format!(
+                "an earlier check broke this process's CUDA context ({why}): the rest needs a \
+                 new process"
+            ));
+            return;
+        }
         let outcome = match run.id() {
             "libraries" => {
                 self.libraries(run);
@@ -127,9 +144,16 @@ impl<'a> Context<'a> {
             }
         };
         if let Err(error) = outcome {
+            if error.is_fatal() {
+                self.broken = Some(error.to_string());
+            }
             // The check could not measure: a GPU that cannot run the test fails it.
             run.evidence(evidence::text(
-                "error",
+                if error.is_fatal() {
+                    super::CONTEXT_BROKEN
+                } else {
+                    "error"
+                },
                 error.to_string(),
                 "the test runs to its end",
                 "the CUDA driver, NVRTC or cuBLAS",
@@ -732,23 +756,11 @@ impl<'a> Context<'a> {
     }
 
     fn pcie_bandwidth(&mut self, run: &mut CheckRun<'_>) -> Result<(), GpuError> {
-        // SAFETY: the pinned buffer is only read after the device-to-host copies that fill it
-        // have finished (time_on_stream waits for each).
+        // SAFETY: the pinned buffer is only read (by the host-to-device copies) after the
+        // device-to-host copies, which run first, have filled it.
         let mut pinned = unsafe { self.gpu.ctx.alloc_pinned_with_flags::<u8>(PCIE_BYTES, 0) }
             .during("allocating pinned host memory")?;
         let mut dev = kgpu::zeros::<u8>(self.gpu, PCIE_BYTES)?;
-        let h2d = crate::cuda::time_on_stream(
-            self.gpu,
-            REPETITIONS,
-            |_, _| {},
-            |gpu| {
-                let host = pinned.as_slice().during("reading pinned memory")?;
-                gpu.stream
-                    .memcpy_htod(host, &mut dev)
-                    .during("copying to the GPU")
-            },
-        )?;
-        run.progress(0.5);
         let d2h = crate::cuda::time_on_stream(
             self.gpu,
             REPETITIONS,
@@ -758,6 +770,18 @@ impl<'a> Context<'a> {
                 gpu.stream
                     .memcpy_dtoh(&dev, host)
                     .during("copying from the GPU")
+            },
+        )?;
+        run.progress(0.5);
+        let h2d = crate::cuda::time_on_stream(
+            self.gpu,
+            REPETITIONS,
+            |_, _| {},
+            |gpu| {
+                let host = pinned.as_slice().during("reading pinned memory")?;
+                gpu.stream
+                    .memcpy_htod(host, &mut dev)
+                    .during("copying to the GPU")
             },
         )?;
         let best = |t: &[f64]| t.iter().copied().fold(f64::MAX, f64::min) / 1e3;

@@ -249,6 +249,18 @@ pub fn run_device(
     checks
 }
 
+/// The evidence of a check that ended on a CUDA driver error: the process's context can no
+/// longer be trusted, and the rest of the run was skipped.
+pub const CONTEXT_BROKEN: &str = "driver error (the CUDA context is broken)";
+
+/// Whether a run ended on a driver error, after which the process (a worker) must be replaced
+/// before the GPU runs anything else.
+pub fn context_broken(checks: &[CheckResult]) -> bool {
+    checks
+        .iter()
+        .any(|c| c.evidence.iter().any(|e| e.name == CONTEXT_BROKEN))
+}
+
 /// Level 3 with several GPUs: adds a `relative_throughput` check to each, flagging any GPU
 /// more than 10 % below the best at the stress GEMM (FP32).
 pub fn compare_devices(devices: &mut [DeviceDiagnostic]) {
