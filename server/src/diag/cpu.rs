@@ -484,8 +484,8 @@ pub(super) fn judge_stress(
         ));
     }
     run.summary(format!(
-        "{results} {what} results over {} s, {differing_results} differing from the first; \
-         {sustained:.2} GFLOP/s sustained",
+        "{results} {what} results, {differing_results} differing from the first; \
+         {sustained:.2} GFLOP/s sustained (median of {} one-second samples)",
         series.len()
     ));
 }

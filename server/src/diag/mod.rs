@@ -283,6 +283,12 @@ pub fn compare_devices(devices: &mut [DeviceDiagnostic]) {
         .fold((0, f64::MIN), |b, (i, f)| if f > b.1 { (i, f) } else { b });
     let best_device = devices[best_index].device.clone();
     for (device, figure) in devices.iter_mut().zip(figures) {
+        // Only the GPUs that ran are compared (the CPU has no stress GEMM of this kind).
+        if device.status != gpulab_shared::diag::DiagnosticStatus::Finished
+            || !device.device.starts_with("cuda:")
+        {
+            continue;
+        }
         let mut check = waiting(RELATIVE_THROUGHPUT, "Throughput against the other GPUs");
         let expected = best * (1.0 - RELATIVE_SHORTFALL);
         let mut noop = |_: &CheckResult| {};

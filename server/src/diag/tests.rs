@@ -352,10 +352,13 @@ fn a_gpu_more_than_a_tenth_below_the_best_is_flagged() {
             error: None,
         }
     };
+    let mut cpu = stressed("cpu", 0.0);
+    cpu.checks.clear();
     let mut devices = vec![
         stressed("cuda:0", 50_000.0),
         stressed("cuda:1", 46_000.0),
         stressed("cuda:2", 44_000.0),
+        cpu,
     ];
     compare_devices(&mut devices);
     let verdicts: Vec<_> = devices.iter().map(|d| d.verdict).collect();
@@ -364,9 +367,11 @@ fn a_gpu_more_than_a_tenth_below_the_best_is_flagged() {
         [
             Some(Verdict::Pass),
             Some(Verdict::Pass),
-            Some(Verdict::Fail)
+            Some(Verdict::Fail),
+            Some(Verdict::Pass)
         ]
     );
+    assert!(devices[3].checks.is_empty(), "the CPU is not compared");
     let flagged = devices[2].checks.last().unwrap();
     assert_eq!(flagged.check, RELATIVE_THROUGHPUT);
     assert!(flagged.evidence[0]
