@@ -36,6 +36,9 @@ pub enum Command {
     Devices,
     /// Run one job without the server and print its result as JSON.
     Run(RunArgs),
+    /// Diagnose devices without the server: exit code 0 all pass, 1 a warning, 2 a failure,
+    /// 3 it could not run.
+    Diag(crate::diag::command::DiagArgs),
     /// Ask the server on `--addr` whether it is healthy: exit code 0 when it is (the
     /// container's HEALTHCHECK).
     Health {
@@ -180,7 +183,14 @@ fn parse_param(s: &str) -> Result<(String, serde_json::Value), String> {
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> anyhow::Result<std::process::ExitCode> {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        // clap exits 2 on a bad argument, which `gpulab diag` uses for a failure.
+        if e.use_stderr() && std::env::args().nth(1).as_deref() == Some("diag") {
+            let _ = e.print();
+            std::process::exit(crate::diag::command::COULD_NOT_RUN.into());
+        }
+        e.exit()
+    });
     match cli.command {
         Command::Worker {
             device,
@@ -206,6 +216,14 @@ pub fn main() -> anyhow::Result<std::process::ExitCode> {
             print!("{}", inventory.table());
         }
         Command::Run(args) => return run(args),
+        Command::Diag(args) => {
+            // Exit codes 1 and 2 mean a warning and a failure: an error is "could not run".
+            let code = crate::diag::command::run(args).unwrap_or_else(|e| {
+                eprintln!("gpulab diag: {e:#}");
+                crate::diag::command::COULD_NOT_RUN
+            });
+            return Ok(code.into());
+        }
         Command::Health { addr, timeout_s } => {
             let timeout = std::time::Duration::from_secs(timeout_s.max(1));
             match crate::probe::check_health(addr, timeout) {
