@@ -551,3 +551,48 @@ async fn the_history_pages_newest_first_and_filters_by_device() {
     let cpu: Device = app.get_json("/api/devices/cpu").await;
     assert_eq!(cpu.last_diagnostic.unwrap().id, ids[2]);
 }
+
+/// The evidence `name` of the CPU's part.
+fn figure(d: &Diagnostic, name: &str) -> gpulab_shared::diag::Evidence {
+    d.devices[0]
+        .checks
+        .iter()
+        .flat_map(|c| &c.evidence)
+        .find(|e| e.name == name)
+        .unwrap_or_else(|| panic!("no evidence {name:?} in {d:?}"))
+        .clone()
+}
+
+#[tokio::test]
+async fn the_cpu_is_judged_against_its_own_history_and_never_against_an_injected_run() {
+    let app = app().await;
+    let run = |body: Value| {
+        let app = &app;
+        async move {
+            let d = start(app, body).await;
+            let d = wait_ended(app, d.id).await;
+            assert_eq!(d.status, DiagnosticStatus::Finished, "{d:?}");
+            d
+        }
+    };
+    let slow = run(json!({"level": 2, "device": "cpu", "inject": ["slow_throughput"]})).await;
+    assert!(figure(&slow, "copy bandwidth").expected.is_none());
+    let first = run(json!({"level": 2, "device": "cpu"})).await;
+    let copy = figure(&first, "copy bandwidth");
+    assert_eq!(
+        copy.expected, None,
+        "the injected run is no baseline: {copy:?}"
+    );
+    assert!(copy.source.as_deref().unwrap().contains("no history yet"));
+    let second = run(json!({"level": 2, "device": "cpu"})).await;
+    let judged = figure(&second, "copy bandwidth");
+    let expected = 0.75 * copy.measured.unwrap();
+    assert!(
+        (judged.expected.unwrap() - expected).abs() <= 1e-9 * expected,
+        "{judged:?} against the first run's {copy:?}"
+    );
+    assert!(
+        judged.source.as_deref().unwrap().contains("history"),
+        "{judged:?}"
+    );
+}
