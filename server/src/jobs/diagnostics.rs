@@ -637,6 +637,52 @@ mod tests {
     }
 
     #[test]
+    fn at_level_3_a_gpu_more_than_ten_percent_below_the_best_fails_the_diagnostic() {
+        // The engine's stress check and its throughput figure.
+        let stress = |gflops: f64| {
+            let mut c = check("stress_fp32", Some(Verdict::Pass), CheckState::Done);
+            c.evidence.push(Evidence {
+                name: "sustained throughput".into(),
+                measured: Some(gflops),
+                measured_text: None,
+                unit: Some("GFLOP/s".into()),
+                expected: None,
+                expected_text: None,
+                bound: None,
+                source: None,
+                verdict: Verdict::Pass,
+            });
+            c
+        };
+        let mut d = diagnostic(vec![part("cuda:0", vec![]), part("cuda:1", vec![])]);
+        d.level = 3;
+        for (i, gflops) in [1000.0, 850.0].into_iter().enumerate() {
+            end_part(
+                &mut d.devices[i],
+                PartEnd {
+                    status: DiagnosticStatus::Finished,
+                    checks: Some(vec![stress(gflops)]),
+                    error: None,
+                },
+            );
+        }
+        assert_eq!(d.devices[1].verdict, Some(Verdict::Pass), "alone it passes");
+        settle(&mut d);
+        let relative = |i: usize| {
+            d.devices[i]
+                .checks
+                .iter()
+                .find(|c| c.check == "relative_throughput")
+                .and_then(|c| c.verdict)
+        };
+        assert_eq!(relative(0), Some(Verdict::Pass));
+        assert_eq!(relative(1), Some(Verdict::Fail));
+        assert_eq!(d.devices[1].verdict, Some(Verdict::Fail));
+        assert_eq!(d.verdict, Some(Verdict::Fail));
+        assert_eq!(d.status, DiagnosticStatus::Finished);
+    }
+
+    #[test]
     fn timeouts_grow_with_the_level_and_the_stress() {
         assert_eq!(part_timeout_s(1, 0.0), 60.0);
         assert_eq!(part_timeout_s(2, 0.0), 300.0);
