@@ -327,6 +327,16 @@ fn the_baseline_is_the_history_of_checks_that_did_not_fail() {
         "{source}"
     );
     assert!(baseline.expectation("memory_bandwidth", "triad").is_none());
+
+    // A plan, baseline included, goes to a worker as JSON and comes back the same.
+    let plan = Plan {
+        baseline,
+        faults: vec![Fault::GemmMismatch],
+        ..Plan::new(3, 60.0)
+    };
+    let json = serde_json::to_string(&plan).unwrap();
+    assert!(json.contains(r#""check":"memory_bandwidth""#), "{json}");
+    assert_eq!(serde_json::from_str::<Plan>(&json).unwrap(), plan);
 }
 
 #[test]
