@@ -351,7 +351,7 @@ impl<'a> Context<'a> {
                 Verdict::Warn
             },
         ));
-        let mut counts = Vec::new();
+        let mut counts: Vec<String> = Vec::new();
         for (counter, name, verdict) in [
             (
                 EccCounter::Volatile,
@@ -366,7 +366,14 @@ impl<'a> Context<'a> {
         ] {
             match handle.total_ecc_errors(MemoryError::Uncorrected, counter) {
                 Ok(n) => {
-                    counts.push(n);
+                    counts.push(format!(
+                        "{n} {}",
+                        if counter == EccCounter::Volatile {
+                            "volatile"
+                        } else {
+                            "aggregate"
+                        }
+                    ));
                     run.evidence(evidence::at_most(
                         name,
                         n as f64,
@@ -386,13 +393,13 @@ impl<'a> Context<'a> {
             }
         }
         run.summary(format!(
-            "ECC {}, uncorrectable errors {}",
+            "ECC {}, uncorrectable errors: {}",
             if mode.currently_enabled { "on" } else { "off" },
-            counts
-                .iter()
-                .map(u64::to_string)
-                .collect::<Vec<_>>()
-                .join(" volatile / ")
+            if counts.is_empty() {
+                "not reported".to_owned()
+            } else {
+                counts.join(", ")
+            }
         ));
     }
 
@@ -411,16 +418,26 @@ impl<'a> Context<'a> {
                 return Ok(());
             }
         };
-        // An idle GPU drops its link to a low generation to save power: read it while a
-        // copy keeps the link busy.
-        let host = vec![0u8; 64 << 20];
-        let mut dev = kgpu::zeros::<u8>(self.gpu, host.len())?;
-        for _ in 0..8 {
+        // An idle GPU drops its link to a low generation to save power: read it while
+        // pinned (so asynchronous) copies of 2 GiB keep the link busy.
+        // SAFETY: the pinned buffer is zeroed by the device-to-host copy below before the
+        // host-to-device copies read it.
+        let mut pinned = unsafe { self.gpu.ctx.alloc_pinned_with_flags::<u8>(64 << 20, 0) }
+            .during("allocating pinned host memory")?;
+        let mut dev = kgpu::zeros::<u8>(self.gpu, 64 << 20)?;
+        // The pinned buffer itself (not a slice of it), so that the copies are queued on the
+        // stream without waiting for each other.
+        self.gpu
+            .stream
+            .memcpy_dtoh(&dev, &mut pinned)
+            .during("copying from the GPU")?;
+        for _ in 0..32 {
             self.gpu
                 .stream
-                .memcpy_htod(&host, &mut dev)
+                .memcpy_htod(&pinned, &mut dev)
                 .during("copying to the GPU")?;
         }
+        std::thread::sleep(Duration::from_millis(5));
         let text = |r: Result<u32, nvml_wrapper::error::NvmlError>| r.map_err(|e| e.to_string());
         let (generation, width) = (
             text(handle.current_pcie_link_gen()),

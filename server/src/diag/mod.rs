@@ -421,6 +421,20 @@ impl<'a> CheckRun<'a> {
         check.state = CheckState::Done;
         check.progress = Some(1.0);
         check.duration_s = Some(self.started.elapsed().as_secs_f64());
+        if let (Some(reason), true) = (&self.skipped, check.evidence.is_empty()) {
+            // Even a check that could not measure shows what it could not read, and why.
+            check.evidence.push(gpulab_shared::diag::Evidence {
+                name: "not measured".into(),
+                measured: None,
+                measured_text: Some(reason.clone()),
+                unit: None,
+                expected: None,
+                expected_text: Some("a figure to judge".into()),
+                bound: None,
+                source: Some(format!("the `{}` check", check.check)),
+                verdict: Verdict::Skip,
+            });
+        }
         let verdict = match &self.skipped {
             Some(_) => Verdict::Skip,
             None => Verdict::combine(check.evidence.iter().map(|e| e.verdict)),
