@@ -63,8 +63,12 @@ const REPETITIONS: u32 = 10;
 const PCIE_BYTES: usize = 256 << 20;
 /// The side of level 2's SGEMM.
 const CHECK_GEMM_N: usize = 4096;
-/// The side of level 3's GEMMs.
+/// The side of level 3's FP32 GEMM.
 const STRESS_GEMM_N: usize = 8192;
+/// The side of level 3's tensor-core GEMM.
+const STRESS_TENSOR_GEMM_N: usize = 16384;
+/// The most results compared per wait for the GPU.
+const STRESS_SLOTS: usize = 256;
 /// Threads per block of the diagnostic kernels.
 const BLOCK: u32 = 256;
 
@@ -351,7 +355,7 @@ impl<'a> Context<'a> {
                 Verdict::Warn
             },
         ));
-        let mut counts = Vec::new();
+        let mut counts: Vec<String> = Vec::new();
         for (counter, name, verdict) in [
             (
                 EccCounter::Volatile,
@@ -366,7 +370,14 @@ impl<'a> Context<'a> {
         ] {
             match handle.total_ecc_errors(MemoryError::Uncorrected, counter) {
                 Ok(n) => {
-                    counts.push(n);
+                    counts.push(format!(
+                        "{n} {}",
+                        if counter == EccCounter::Volatile {
+                            "volatile"
+                        } else {
+                            "aggregate"
+                        }
+                    ));
                     run.evidence(evidence::at_most(
                         name,
                         n as f64,
@@ -386,13 +397,13 @@ impl<'a> Context<'a> {
             }
         }
         run.summary(format!(
-            "ECC {}, uncorrectable errors {}",
+            "ECC {}, uncorrectable errors: {}",
             if mode.currently_enabled { "on" } else { "off" },
-            counts
-                .iter()
-                .map(u64::to_string)
-                .collect::<Vec<_>>()
-                .join(" volatile / ")
+            if counts.is_empty() {
+                "not reported".to_owned()
+            } else {
+                counts.join(", ")
+            }
         ));
     }
 
@@ -411,16 +422,26 @@ impl<'a> Context<'a> {
                 return Ok(());
             }
         };
-        // An idle GPU drops its link to a low generation to save power: read it while a
-        // copy keeps the link busy.
-        let host = vec![0u8; 64 << 20];
-        let mut dev = kgpu::zeros::<u8>(self.gpu, host.len())?;
-        for _ in 0..8 {
+        // An idle GPU drops its link to a low generation to save power: read it while
+        // pinned (so asynchronous) copies of 2 GiB keep the link busy.
+        // SAFETY: the pinned buffer is zeroed by the device-to-host copy below before the
+        // host-to-device copies read it.
+        let mut pinned = unsafe { self.gpu.ctx.alloc_pinned_with_flags::<u8>(64 << 20, 0) }
+            .during("allocating pinned host memory")?;
+        let mut dev = kgpu::zeros::<u8>(self.gpu, 64 << 20)?;
+        // The pinned buffer itself (not a slice of it), so that the copies are queued on the
+        // stream without waiting for each other.
+        self.gpu
+            .stream
+            .memcpy_dtoh(&dev, &mut pinned)
+            .during("copying from the GPU")?;
+        for _ in 0..32 {
             self.gpu
                 .stream
-                .memcpy_htod(&host, &mut dev)
+                .memcpy_htod(&pinned, &mut dev)
                 .during("copying to the GPU")?;
         }
+        std::thread::sleep(Duration::from_millis(5));
         let text = |r: Result<u32, nvml_wrapper::error::NvmlError>| r.map_err(|e| e.to_string());
         let (generation, width) = (
             text(handle.current_pcie_link_gen()),
@@ -885,7 +906,13 @@ impl<'a> Context<'a> {
             return Ok(());
         };
         let k = self.module()?;
-        let n = STRESS_GEMM_N;
+        // A tensor-core GEMM is some fifteen times faster: a larger one keeps the comparison
+        // of each result a small share of the time.
+        let n = if tensor {
+            STRESS_TENSOR_GEMM_N
+        } else {
+            STRESS_GEMM_N
+        };
         let mut gemm = GpuGemm::new(self.gpu, n, tensor)?;
         gemm.step(self.gpu)?;
         let first = self
@@ -893,7 +920,7 @@ impl<'a> Context<'a> {
             .stream
             .clone_dtod(&gemm.c)
             .during("keeping the first result")?;
-        let mut differing_count = kgpu::zeros::<u64>(self.gpu, 1)?;
+        let mut flags = kgpu::zeros::<u64>(self.gpu, STRESS_SLOTS)?;
         let cfg = self.grid();
         let words = (n * n) as u64;
         // With tensor cores the duration is shared by the two stress checks, so that level 3
@@ -915,46 +942,55 @@ impl<'a> Context<'a> {
                 Err(why) => Sensors::new(why.clone(), fake, Reading::default),
             }
         };
+        // Batches of about 50 ms between waits for the GPU: each result is compared with the
+        // first on the GPU, into its own slot of `flags`, read back once per batch.
+        let timing = Instant::now();
+        gemm.step(gpu)?;
+        gpu.sync()?;
+        let one = timing.elapsed().as_secs_f64().max(1e-6);
+        let batch = ((0.05 / one) as usize).clamp(1, STRESS_SLOTS);
+        // SAFETY: the first result is n·n f32, read as as many u32 of the same bits.
+        let first_words = unsafe { first.transmute::<u32>(n * n) }
+            .ok_or_else(|| GpuError::Other("a GEMM result is not n·n words".into()))?;
         let started = Instant::now();
         let mut window = (Instant::now(), 0u64);
-        let (mut results, mut differing_results, mut last_differing) = (1u64, 0u64, 0u64);
+        let (mut results, mut differing_results) = (1u64, 0u64);
         let mut altered = !fault_gemm;
         let mut throttled_seconds = 0u32;
         let mut reported_reasons = false;
         let mut peak = Reading::default();
         loop {
-            gemm.step(gpu)?;
-            if !altered {
-                let index = words / 3;
-                let mut l = gpu.stream.launch_builder(&k.flip);
-                l.arg(&mut gemm.c).arg(&index);
-                // SAFETY: diag_flip(unsigned*, u64) writes one word, `index` < n·n.
-                unsafe { l.launch(cudarc::driver::LaunchConfig::for_num_elems(1)) }
-                    .during("launching diag_flip")?;
-                altered = true;
+            for slot in 0..batch {
+                gemm.step(gpu)?;
+                if !altered {
+                    let index = words / 3;
+                    let mut l = gpu.stream.launch_builder(&k.flip);
+                    l.arg(&mut gemm.c).arg(&index);
+                    // SAFETY: diag_flip(unsigned*, u64) writes one word, `index` < n·n.
+                    unsafe { l.launch(cudarc::driver::LaunchConfig::for_num_elems(1)) }
+                        .during("launching diag_flip")?;
+                    altered = true;
+                }
+                // SAFETY: the result is n·n f32, read as as many u32 of the same bits.
+                let result = unsafe { gemm.c.transmute::<u32>(n * n) }
+                    .ok_or_else(|| GpuError::Other("a GEMM result is not n·n words".into()))?;
+                let mut counter = flags.slice_mut(slot..slot + 1);
+                let mut l = gpu.stream.launch_builder(&k.compare);
+                l.arg(&first_words)
+                    .arg(&result)
+                    .arg(&words)
+                    .arg(&mut counter);
+                // SAFETY: diag_compare(const unsigned*, const unsigned*, u64, u64*) reads n·n
+                // words of each result and adds to the one counter of this result's slot.
+                unsafe { l.launch(cfg) }.during("launching diag_compare")?;
             }
-            let mut l = gpu.stream.launch_builder(&k.compare);
-            // SAFETY: both results are n·n f32, read here as as many u32 of the same bits.
-            let (a, b) = unsafe {
-                (
-                    first.transmute::<u32>(n * n),
-                    gemm.c.transmute::<u32>(n * n),
-                )
-            };
-            let (Some(a), Some(b)) = (a, b) else {
-                return Err(GpuError::Other("a GEMM result is not n·n words".into()));
-            };
-            l.arg(&a).arg(&b).arg(&words).arg(&mut differing_count);
-            // SAFETY: diag_compare(const unsigned*, const unsigned*, u64, u64*) reads n·n
-            // words of each result and adds to one counter.
-            unsafe { l.launch(cfg) }.during("launching diag_compare")?;
-            let total = kgpu::download(gpu, &differing_count)?[0];
-            if total > last_differing {
-                differing_results += 1;
-                last_differing = total;
-            }
-            results += 1;
-            window.1 += 1;
+            let counts = kgpu::download(gpu, &flags)?;
+            differing_results += counts[..batch].iter().filter(|&&c| c > 0).count() as u64;
+            gpu.stream
+                .memset_zeros(&mut flags)
+                .during("clearing the comparison's counters")?;
+            results += batch as u64;
+            window.1 += batch as u64;
             let elapsed = started.elapsed();
             let window_s = window.0.elapsed().as_secs_f64();
             let finished = elapsed >= duration;

@@ -27,8 +27,9 @@ use gpulab_shared::{Device, DeviceKind};
 
 use crate::cuda::Gpu;
 
-/// What a run of one device is asked to do.
-#[derive(Debug, Clone)]
+/// What a run of one device is asked to do. Serde, so that the server can send it to a
+/// worker.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Plan {
     /// 1, 2 or 3.
     pub level: u8,
@@ -79,8 +80,43 @@ pub const BASELINE_FRACTION: f64 = 0.75;
 
 /// Previous measured figures of this device, keyed by (check id, evidence name), newest
 /// first; may be empty.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "Vec<BaselineEntry>", into = "Vec<BaselineEntry>")]
 pub struct Baseline(BTreeMap<(String, String), Vec<f64>>);
+
+/// One figure's history, as a [`Baseline`] is written in JSON.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct BaselineEntry {
+    check: String,
+    evidence: String,
+    /// Newest first.
+    figures: Vec<f64>,
+}
+
+impl From<Vec<BaselineEntry>> for Baseline {
+    fn from(entries: Vec<BaselineEntry>) -> Self {
+        Baseline(
+            entries
+                .into_iter()
+                .map(|e| ((e.check, e.evidence), e.figures))
+                .collect(),
+        )
+    }
+}
+
+impl From<Baseline> for Vec<BaselineEntry> {
+    fn from(baseline: Baseline) -> Self {
+        baseline
+            .0
+            .into_iter()
+            .map(|((check, evidence), figures)| BaselineEntry {
+                check,
+                evidence,
+                figures,
+            })
+            .collect()
+    }
+}
 
 impl Baseline {
     /// The figures of earlier runs of one device, given newest first: every measured number
@@ -385,6 +421,20 @@ impl<'a> CheckRun<'a> {
         check.state = CheckState::Done;
         check.progress = Some(1.0);
         check.duration_s = Some(self.started.elapsed().as_secs_f64());
+        if let (Some(reason), true) = (&self.skipped, check.evidence.is_empty()) {
+            // Even a check that could not measure shows what it could not read, and why.
+            check.evidence.push(gpulab_shared::diag::Evidence {
+                name: "not measured".into(),
+                measured: None,
+                measured_text: Some(reason.clone()),
+                unit: None,
+                expected: None,
+                expected_text: Some("a figure to judge".into()),
+                bound: None,
+                source: Some(format!("the `{}` check", check.check)),
+                verdict: Verdict::Skip,
+            });
+        }
         let verdict = match &self.skipped {
             Some(_) => Verdict::Skip,
             None => Verdict::combine(check.evidence.iter().map(|e| e.verdict)),
