@@ -596,3 +596,35 @@ async fn the_cpu_is_judged_against_its_own_history_and_never_against_an_injected
         "{judged:?}"
     );
 }
+
+#[tokio::test]
+async fn sigterm_with_a_diagnostic_running_exits_in_time_and_leaves_it_interrupted() {
+    let mut app = app().await;
+    let d = start(
+        &app,
+        json!({"level": 3, "device": "cpu", "duration_s": 120}),
+    )
+    .await;
+    wait_check_running(&app, d.id).await;
+    let status = app
+        .terminate(Duration::from_secs(10))
+        .expect("the server exits within 10 s of SIGTERM");
+    assert!(status.success(), "{status:?}");
+    let stopped_at = chrono::Utc::now();
+    // Read the history the stopped server left, through a new one.
+    let app = spawn_app_with(AppOptions {
+        data_dir: Some(app.take_data_dir()),
+        ..Default::default()
+    })
+    .await;
+    let after = get(&app, d.id).await;
+    assert_eq!(after.status, DiagnosticStatus::Interrupted, "{after:?}");
+    assert_eq!(
+        after.devices[0].error.as_deref(),
+        Some("the server stopped while this part was running")
+    );
+    assert!(
+        after.finished_at.unwrap() <= stopped_at,
+        "ended by the stopping server, not at the next start: {after:?}"
+    );
+}
