@@ -1517,6 +1517,42 @@ fn clocks(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gpulab_shared::diag::CheckResult;
+    use gpulab_shared::{GpuProcess, GpuTelemetry};
+
+    fn processes_check(pids: &[u32]) -> CheckResult {
+        let sample = GpuTelemetry {
+            processes: Some(
+                pids.iter()
+                    .map(|&pid| GpuProcess {
+                        pid,
+                        used_memory_bytes: Some(1 << 30),
+                    })
+                    .collect(),
+            ),
+            ..GpuTelemetry::default()
+        };
+        let mut check = super::super::waiting("processes", "Other processes");
+        let mut sink = |_: &CheckResult| {};
+        let mut run = CheckRun::start(&mut check, &mut sink);
+        processes(&sample, &mut run);
+        run.finish();
+        check
+    }
+
+    #[test]
+    fn another_process_on_the_gpu_warns_and_this_one_does_not() {
+        let me = std::process::id();
+        assert_eq!(processes_check(&[me]).verdict, Some(Verdict::Pass));
+        assert_eq!(processes_check(&[]).verdict, Some(Verdict::Pass));
+        let shared = processes_check(&[me, 4242]);
+        assert_eq!(shared.verdict, Some(Verdict::Warn), "{shared:#?}");
+        assert!(
+            shared.summary.contains("PID 4242 using 1.00 GiB"),
+            "{}",
+            shared.summary
+        );
+    }
 
     #[test]
     fn half_precision_conversions_round_to_nearest() {
