@@ -74,7 +74,8 @@ def compare_with_smi(doc, smi):
           pm and smi_pm and (pm["measured_text"] == "enabled") == (smi_pm == "Enabled"),
           f"{pm and pm['measured_text']} vs {smi_pm}")
     ecc = evidence(doc, "ecc", "ECC mode")
-    smi_ecc = smi_value(smi, "Current") if "ECC Mode" in smi else None
+    m = re.search(r"ECC Mode\s*\n\s*Current\s*:\s*(\S+)", smi)
+    smi_ecc = m.group(1) if m and m.group(1) != "N/A" else None
     check("level 1's ECC mode is nvidia-smi's",
           ecc is None and smi_ecc is None or
           (ecc and smi_ecc and ecc["measured_text"].startswith("enabled") == (smi_ecc == "Enabled")),
@@ -103,8 +104,8 @@ def markdown(runs):
                 + (f" (expected {e.get('expected_text') or e.get('expected')})"
                    if e.get("expected") is not None or e.get("expected_text") else "")
                 for e in c["evidence"][:4])
-            lines.append(f"| {c['check']} | {c['verdict']} | {c.get('duration_s') or 0:.1f} | "
-                         f"{c['summary']} | {figures} |")
+            lines.append(f"| {c.get('check')} | {c.get('verdict')} | {c.get('duration_s') or 0:.1f} | "
+                         f"{c.get('summary')} | {figures} |")
         lines.append("")
     lines += ["## Checks", ""] + [f"- {'PASS' if r['passed'] else 'FAIL'} {r['name']}: {r['detail']}"
                                  for r in RESULTS]

@@ -543,7 +543,15 @@ fn cuda_libraries(run: &mut CheckRun<'_>) {
     if found == 0 {
         run.skip("no CUDA library on this host: the CPU device needs none");
     } else {
-        run.summary(format!("{found} of 3 CUDA libraries found"));
+        let version = |status: &gpulab_shared::LibraryStatus| {
+            status.version.clone().unwrap_or_else(|| "missing".into())
+        };
+        run.summary(format!(
+            "{found} of 3 CUDA libraries found: driver {}, NVRTC {}, cuBLAS {}",
+            if driver { "found" } else { "missing" },
+            version(&libraries.nvrtc),
+            version(&libraries.cublas)
+        ));
     }
 }
 

@@ -54,7 +54,7 @@ pub const PATTERNS: [&str; 3] = ["walking ones", "moving inversions", "random (c
 
 /// The index of the word whose readback the fault flips: inside the buffer, not at an edge.
 pub fn flipped_word(words: usize) -> usize {
-    words / 2 + 3.min(words / 2)
+    (words / 2 + 3).min(words.saturating_sub(1))
 }
 
 /// Runs the three patterns over `words`. `flip` flips [`FLIPPED_BIT`] of one word's first
@@ -319,6 +319,15 @@ mod tests {
         assert!(evidence
             .iter()
             .any(|e| e.verdict == Verdict::Fail && e.name.contains("offset")));
+    }
+
+    #[test]
+    fn the_flipped_word_is_inside_any_buffer() {
+        for words in 1..64 {
+            assert!(flipped_word(words) < words, "{words}");
+        }
+        let mut two = [0u64; 2];
+        assert_eq!(run_host(&mut two, true, &mut |_| {})[0].errors, 1);
     }
 
     #[test]
