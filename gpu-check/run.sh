@@ -6,7 +6,9 @@
 #    (server/tests/cuda.rs), then the API, metrics, telemetry and worker tests;
 # 2. check.py: inventory and telemetry against nvidia-smi, every built-in kernel verified,
 #    a faulting, an endless and a broken custom kernel with the recovery after each, and the
-#    figures against PyTorch on the same GPU. Writes gpu-check.json and gpu-check.md.
+#    figures against PyTorch on the same GPU. Writes gpu-check.json and gpu-check.md;
+# 3. diag.py: `gpulab diag` levels 1, 2 and 3 (--duration 60s) on the GPU and one run with an
+#    injected fault, level 1 compared with `nvidia-smi -q`. Writes diag.md and the JSONs.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 report="${1:?usage: run.sh REPORT_DIR}"
@@ -30,4 +32,7 @@ done
 
 echo "== check.py"
 PYTHONUNBUFFERED=1 timeout "${CHECK_TIMEOUT:-270}" python3 "$here/check.py" --gpulab "$GPULAB_BIN" --report "$report" || status=1
+
+echo "== diag.py"
+PYTHONUNBUFFERED=1 timeout "${DIAG_TIMEOUT:-330}" python3 "$here/diag.py" --gpulab "$GPULAB_BIN" --report "$report" || status=1
 exit $status

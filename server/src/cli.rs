@@ -36,6 +36,9 @@ pub enum Command {
     Devices,
     /// Run one job without the server and print its result as JSON.
     Run(RunArgs),
+    /// Diagnose devices without the server: exit code 0 all pass, 1 a warning, 2 a failure,
+    /// 3 it could not run.
+    Diag(crate::diag::command::DiagArgs),
     /// Ask the server on `--addr` whether it is healthy: exit code 0 when it is (the
     /// container's HEALTHCHECK).
     Health {
@@ -144,6 +147,10 @@ pub struct ServeArgs {
     /// Tests only.
     #[arg(long, hide = true)]
     pub test_max_db_pages: Option<u64>,
+    /// Every diagnostic part may run at most this many seconds, whatever its level. Tests
+    /// only.
+    #[arg(long, hide = true)]
+    pub test_diagnostic_timeout_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -176,7 +183,14 @@ fn parse_param(s: &str) -> Result<(String, serde_json::Value), String> {
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> anyhow::Result<std::process::ExitCode> {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        // clap exits 2 on a bad argument, which `gpulab diag` uses for a failure.
+        if e.use_stderr() && std::env::args().nth(1).as_deref() == Some("diag") {
+            let _ = e.print();
+            std::process::exit(crate::diag::command::COULD_NOT_RUN.into());
+        }
+        e.exit()
+    });
     match cli.command {
         Command::Worker {
             device,
@@ -202,6 +216,14 @@ pub fn main() -> anyhow::Result<std::process::ExitCode> {
             print!("{}", inventory.table());
         }
         Command::Run(args) => return run(args),
+        Command::Diag(args) => {
+            // Exit codes 1 and 2 mean a warning and a failure: an error is "could not run".
+            let code = crate::diag::command::run(args).unwrap_or_else(|e| {
+                eprintln!("gpulab diag: {e:#}");
+                crate::diag::command::COULD_NOT_RUN
+            });
+            return Ok(code.into());
+        }
         Command::Health { addr, timeout_s } => {
             let timeout = std::time::Duration::from_secs(timeout_s.max(1));
             match crate::probe::check_health(addr, timeout) {
@@ -313,6 +335,7 @@ impl ServeArgs {
             queue_capacity: self.queue_capacity,
             default_timeout_s: self.default_timeout_s,
             max_timeout_s: self.max_timeout_s,
+            diagnostic_timeout_s: self.test_diagnostic_timeout_s,
         };
         settings.validate()?;
         anyhow::ensure!(

@@ -628,6 +628,10 @@ async fn the_openapi_document_lists_every_route() {
         ("/api/jobs/{id}", "delete"),
         ("/api/jobs/{id}/artifact", "get"),
         ("/api/jobs/compare", "get"),
+        ("/api/diagnostics", "get"),
+        ("/api/diagnostics", "post"),
+        ("/api/diagnostics/{id}", "get"),
+        ("/api/diagnostics/{id}", "delete"),
         ("/api/openapi.json", "get"),
     ];
     let paths = doc["paths"].as_object().unwrap();
@@ -656,6 +660,11 @@ async fn the_openapi_document_lists_every_route() {
         "Health",
         "CudaLibraries",
         "LibraryStatus",
+        "Diagnostic",
+        "DiagnosticRequest",
+        "DiagnosticPage",
+        "CheckResult",
+        "LastDiagnostic",
     ] {
         assert!(
             doc["components"]["schemas"][schema].is_object(),

@@ -404,6 +404,33 @@ async fn a_worker_killed_during_a_diagnostic_fails_it_saying_so_and_the_next_job
 }
 
 #[tokio::test]
+async fn a_diagnostic_past_its_time_limit_fails_saying_so_and_the_next_job_runs() {
+    let app = spawn_app_with(AppOptions {
+        test_faults: true,
+        env: vec![(SMALL_MEMORY_TEST.0.into(), SMALL_MEMORY_TEST.1.into())],
+        args: vec!["--test-diagnostic-timeout-s".into(), "3".into()],
+        ..Default::default()
+    })
+    .await;
+    let d = start(
+        &app,
+        json!({"level": 3, "device": "cpu", "duration_s": 120}),
+    )
+    .await;
+    let job = app
+        .submit(json!({"kernel": "vector_add", "device": "cpu", "params": {"n": 100}}))
+        .await;
+    let ended = wait_ended(&app, d.id).await;
+    assert_eq!(ended.status, DiagnosticStatus::Failed, "{ended:?}");
+    let error = ended.devices[0].error.as_deref().unwrap();
+    assert!(
+        error.contains("ran past its time limit of 3 s for level 3"),
+        "{error}"
+    );
+    assert_eq!(app.wait_finished(job.id).await.status, JobStatus::Succeeded);
+}
+
+#[tokio::test]
 async fn a_diagnostic_left_running_by_a_server_that_died_comes_back_interrupted() {
     let mut app = app().await;
     let d = start(
@@ -523,4 +550,81 @@ async fn the_history_pages_newest_first_and_filters_by_device() {
     // The last finished one is the device's.
     let cpu: Device = app.get_json("/api/devices/cpu").await;
     assert_eq!(cpu.last_diagnostic.unwrap().id, ids[2]);
+}
+
+/// The evidence `name` of the CPU's part.
+fn figure(d: &Diagnostic, name: &str) -> gpulab_shared::diag::Evidence {
+    d.devices[0]
+        .checks
+        .iter()
+        .flat_map(|c| &c.evidence)
+        .find(|e| e.name == name)
+        .unwrap_or_else(|| panic!("no evidence {name:?} in {d:?}"))
+        .clone()
+}
+
+#[tokio::test]
+async fn the_cpu_is_judged_against_its_own_history_and_never_against_an_injected_run() {
+    let app = app().await;
+    let run = |body: Value| {
+        let app = &app;
+        async move {
+            let d = start(app, body).await;
+            let d = wait_ended(app, d.id).await;
+            assert_eq!(d.status, DiagnosticStatus::Finished, "{d:?}");
+            d
+        }
+    };
+    let slow = run(json!({"level": 2, "device": "cpu", "inject": ["slow_throughput"]})).await;
+    assert!(figure(&slow, "copy bandwidth").expected.is_none());
+    let first = run(json!({"level": 2, "device": "cpu"})).await;
+    let copy = figure(&first, "copy bandwidth");
+    assert_eq!(
+        copy.expected, None,
+        "the injected run is no baseline: {copy:?}"
+    );
+    assert!(copy.source.as_deref().unwrap().contains("no history yet"));
+    let second = run(json!({"level": 2, "device": "cpu"})).await;
+    let judged = figure(&second, "copy bandwidth");
+    let expected = 0.75 * copy.measured.unwrap();
+    assert!(
+        (judged.expected.unwrap() - expected).abs() <= 1e-9 * expected,
+        "{judged:?} against the first run's {copy:?}"
+    );
+    assert!(
+        judged.source.as_deref().unwrap().contains("history"),
+        "{judged:?}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_with_a_diagnostic_running_exits_in_time_and_leaves_it_interrupted() {
+    let mut app = app().await;
+    let d = start(
+        &app,
+        json!({"level": 3, "device": "cpu", "duration_s": 120}),
+    )
+    .await;
+    wait_check_running(&app, d.id).await;
+    let status = app
+        .terminate(Duration::from_secs(10))
+        .expect("the server exits within 10 s of SIGTERM");
+    assert!(status.success(), "{status:?}");
+    let stopped_at = chrono::Utc::now();
+    // Read the history the stopped server left, through a new one.
+    let app = spawn_app_with(AppOptions {
+        data_dir: Some(app.take_data_dir()),
+        ..Default::default()
+    })
+    .await;
+    let after = get(&app, d.id).await;
+    assert_eq!(after.status, DiagnosticStatus::Interrupted, "{after:?}");
+    assert_eq!(
+        after.devices[0].error.as_deref(),
+        Some("the server stopped while this part was running")
+    );
+    assert!(
+        after.finished_at.unwrap() <= stopped_at,
+        "ended by the stopping server, not at the next start: {after:?}"
+    );
 }

@@ -3,8 +3,8 @@
 //! The machine needs no Rust and no network: the bundle holds the release server, the
 //! server's integration tests (test binaries that start that server: the CUDA tests, and the
 //! API, metrics, telemetry and worker tests, which take their GPU branches there) and the check
-//! scripts of gpu-check/. There, `gpu-bundle/run.sh REPORT_DIR` runs everything in a few
-//! minutes.
+//! scripts of gpu-check/ (check.py, and diag.py for `gpulab diag`). There,
+//! `gpu-bundle/run.sh REPORT_DIR` runs everything in a few minutes.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -37,6 +37,7 @@ pub fn gpu_bundle() -> Result<()> {
         (crate::target_dir().join("release/gpulab"), "gpulab"),
         (workspace_root().join("gpu-check/run.sh"), "run.sh"),
         (workspace_root().join("gpu-check/check.py"), "check.py"),
+        (workspace_root().join("gpu-check/diag.py"), "diag.py"),
     ];
     for (from, name) in copies {
         copy(&from, &dir.join(name))?;

@@ -420,7 +420,10 @@ impl JobService {
                 return Err(e.into());
             }
         };
-        let timeout_s = part_timeout_s(diagnostic.level, duration_s);
+        let timeout_s = inner
+            .settings
+            .diagnostic_timeout_s
+            .unwrap_or_else(|| part_timeout_s(diagnostic.level, duration_s));
         for (queue, device) in queues.into_iter().zip(devices) {
             queue.push_reserved(Work::Diagnostic(Box::new(QueuedPart {
                 diag_id: diagnostic.id,
@@ -631,6 +634,52 @@ mod tests {
         assert_eq!(checks[0].reason.as_deref(), Some("the worker died"));
         assert_eq!(checks[1].state, CheckState::Waiting);
         assert_eq!(d.devices[0].verdict, None);
+    }
+
+    #[test]
+    fn at_level_3_a_gpu_more_than_ten_percent_below_the_best_fails_the_diagnostic() {
+        // The engine's stress check and its throughput figure.
+        let stress = |gflops: f64| {
+            let mut c = check("stress_fp32", Some(Verdict::Pass), CheckState::Done);
+            c.evidence.push(Evidence {
+                name: "sustained throughput".into(),
+                measured: Some(gflops),
+                measured_text: None,
+                unit: Some("GFLOP/s".into()),
+                expected: None,
+                expected_text: None,
+                bound: None,
+                source: None,
+                verdict: Verdict::Pass,
+            });
+            c
+        };
+        let mut d = diagnostic(vec![part("cuda:0", vec![]), part("cuda:1", vec![])]);
+        d.level = 3;
+        for (i, gflops) in [1000.0, 850.0].into_iter().enumerate() {
+            end_part(
+                &mut d.devices[i],
+                PartEnd {
+                    status: DiagnosticStatus::Finished,
+                    checks: Some(vec![stress(gflops)]),
+                    error: None,
+                },
+            );
+        }
+        assert_eq!(d.devices[1].verdict, Some(Verdict::Pass), "alone it passes");
+        settle(&mut d);
+        let relative = |i: usize| {
+            d.devices[i]
+                .checks
+                .iter()
+                .find(|c| c.check == "relative_throughput")
+                .and_then(|c| c.verdict)
+        };
+        assert_eq!(relative(0), Some(Verdict::Pass));
+        assert_eq!(relative(1), Some(Verdict::Fail));
+        assert_eq!(d.devices[1].verdict, Some(Verdict::Fail));
+        assert_eq!(d.verdict, Some(Verdict::Fail));
+        assert_eq!(d.status, DiagnosticStatus::Finished);
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub struct JobSettings {
     pub default_timeout_s: f64,
     /// The largest `timeout_s` a job may ask for.
     pub max_timeout_s: f64,
+    /// How long any diagnostic part may run, instead of its level's limit. Tests only.
+    pub diagnostic_timeout_s: Option<f64>,
 }
 
 /// Why a submission was not queued.

@@ -14,6 +14,8 @@ pub mod source {
     pub const MANDELBROT: &str = include_str!("../../kernels/mandelbrot.cu");
     pub const MONTE_CARLO_PI: &str = include_str!("../../kernels/monte_carlo_pi.cu");
     pub const BANDWIDTH: &str = include_str!("../../kernels/bandwidth.cu");
+    /// The diagnostics' memory test, bandwidth and GEMM comparison.
+    pub const DIAG: &str = include_str!("../../kernels/diag.cu");
 
     /// Every source with its file name and the kernels it defines.
     #[cfg(test)]
@@ -29,6 +31,21 @@ pub mod source {
         ("mandelbrot.cu", MANDELBROT, &["mandelbrot"]),
         ("monte_carlo_pi.cu", MONTE_CARLO_PI, &["monte_carlo_pi"]),
         ("bandwidth.cu", BANDWIDTH, &["copy_kernel"]),
+        (
+            "diag.cu",
+            DIAG,
+            &[
+                "diag_fill",
+                "diag_check",
+                "diag_invert",
+                "diag_checksum",
+                "diag_checksum_expected",
+                "diag_copy",
+                "diag_triad",
+                "diag_compare",
+                "diag_flip",
+            ],
+        ),
     ];
 }
 

@@ -10,7 +10,7 @@
 //! Adding a kernel is a new file here and one line in [`catalog`].
 
 mod bandwidth;
-mod gpu;
+pub(crate) mod gpu;
 mod mandelbrot;
 mod matmul;
 mod monte_carlo_pi;

@@ -173,8 +173,10 @@ impl JobStore {
         let mut sql = "SELECT id, body FROM diagnostics WHERE 1 = 1".to_owned();
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
         if let Some(device) = &filter.device {
+            // Walks the ids down from the newest and stops at the page's end.
             sql.push_str(
-                " AND id IN (SELECT diagnostic_id FROM diagnostic_parts WHERE device = ?)",
+                " AND EXISTS (SELECT 1 FROM diagnostic_parts p
+                              WHERE p.diagnostic_id = diagnostics.id AND p.device = ?)",
             );
             args.push(device.clone().into());
         }
@@ -264,14 +266,15 @@ impl JobStore {
     /// and when its part ended.
     pub fn last_diagnostics(&self) -> anyhow::Result<BTreeMap<String, LastDiagnostic>> {
         let conn = self.reader();
-        // The newest finished part per device: ids grow with time.
+        // The newest finished part per device (ids grow with time), in one pass of the
+        // (device, status, diagnostic_id) index.
         let mut stmt = conn.prepare_cached(
             "SELECT p.device, p.diagnostic_id, p.level, p.verdict, p.finished_at
              FROM diagnostic_parts p
-             WHERE p.status = 'finished' AND p.verdict IS NOT NULL
-               AND p.diagnostic_id = (SELECT MAX(q.diagnostic_id) FROM diagnostic_parts q
-                                      WHERE q.device = p.device AND q.status = 'finished'
-                                        AND q.verdict IS NOT NULL)",
+             JOIN (SELECT device, MAX(diagnostic_id) AS id FROM diagnostic_parts
+                   WHERE status = 'finished' AND verdict IS NOT NULL
+                   GROUP BY device) newest
+               ON p.device = newest.device AND p.diagnostic_id = newest.id",
         )?;
         let rows = stmt
             .query_map([], |row| {
@@ -307,11 +310,13 @@ impl JobStore {
         let conn = self.reader();
         let mut stmt = conn.prepare_cached(
             "SELECT p.device, p.level, p.finished_at, d.id, d.body
-             FROM diagnostic_parts p JOIN diagnostics d ON d.id = p.diagnostic_id
-             WHERE p.status = 'finished'
-               AND p.diagnostic_id = (SELECT MAX(q.diagnostic_id) FROM diagnostic_parts q
-                                      WHERE q.device = p.device AND q.level = p.level
-                                        AND q.status = 'finished')
+             FROM diagnostic_parts p
+             JOIN (SELECT device, level, MAX(diagnostic_id) AS id FROM diagnostic_parts
+                   WHERE status = 'finished'
+                   GROUP BY device, level) newest
+               ON p.device = newest.device AND p.level = newest.level
+                  AND p.diagnostic_id = newest.id
+             JOIN diagnostics d ON d.id = p.diagnostic_id
              ORDER BY p.device, p.level",
         )?;
         let rows = stmt

@@ -82,7 +82,9 @@ const MIGRATIONS: &[&str] = &[
          finished_at   TEXT,
          PRIMARY KEY (diagnostic_id, device)
      );
-     CREATE INDEX diagnostic_parts_device ON diagnostic_parts (device, status, level, diagnostic_id);",
+     CREATE INDEX diagnostic_parts_device ON diagnostic_parts (device, status, diagnostic_id);
+     CREATE INDEX diagnostic_parts_level
+         ON diagnostic_parts (device, level, status, diagnostic_id);",
 ];
 
 /// A job's duration in whole milliseconds, from `started_at` to the `finished_at` given as

@@ -18,7 +18,7 @@ use crate::devices::parse_meminfo;
 const MAX_SENSORS: usize = 256;
 
 /// Reads the CPU's figures, one sample per call.
-pub(super) struct CpuSampler {
+pub(crate) struct CpuSampler {
     stat: KernelFile,
     meminfo: KernelFile,
     loadavg: KernelFile,
@@ -28,7 +28,7 @@ pub(super) struct CpuSampler {
 
 impl CpuSampler {
     /// A sampler of this host's `/proc` and `/sys/class` sensors.
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         CpuSampler::with_roots(Path::new("/proc"), Path::new("/sys/class"))
     }
 
@@ -68,7 +68,7 @@ impl CpuSampler {
 
     /// Takes one sample. Utilisation is over the time since the previous call, so the
     /// first sample has none.
-    pub(super) fn sample(&mut self) -> CpuTelemetry {
+    pub(crate) fn sample(&mut self) -> CpuTelemetry {
         let times = self.stat.read().and_then(parse_cpu_times);
         let utilization_ratio = match (self.previous_times, times) {
             (Some(previous), Some(now)) => utilization(previous, now),

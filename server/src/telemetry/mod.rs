@@ -6,9 +6,9 @@
 //! to a broadcast channel (the `/api/events` stream); readers only clone what it stored.
 //! The thread ends at its next tick once every [`TelemetryHub`] clone is dropped.
 
-mod cpu;
+pub(crate) mod cpu;
 mod history;
-mod nvml;
+pub(crate) mod nvml;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};

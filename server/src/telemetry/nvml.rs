@@ -58,7 +58,7 @@ const THROTTLE_REASONS: [(ThrottleReasons, &str); 9] = [
 ];
 
 /// Opens NVML, or says why GPU telemetry is unavailable in a sentence for the notes.
-pub(super) fn open() -> Result<Nvml, String> {
+pub(crate) fn open() -> Result<Nvml, String> {
     open_library(OsStr::new(NVML_LIBRARY))
 }
 
@@ -241,7 +241,7 @@ pub(super) fn attach<'nvml>(
 
 /// How many PID namespaces this process is nested in, from the `NSpid:` line of
 /// `/proc/self/status` (one PID per namespace, outermost first).
-pub(super) fn pid_namespace_depth(status: &str) -> Option<usize> {
+pub(crate) fn pid_namespace_depth(status: &str) -> Option<usize> {
     let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
     let depth = line.split_ascii_whitespace().count();
     (depth > 0).then_some(depth)
@@ -267,7 +267,7 @@ fn process_pid_note(depth: Option<usize>) -> String {
 ///
 /// NVML documents that each of the two PCIe throughput reads samples over 20 ms, so a GPU
 /// takes some 40 ms of the sampler thread's wall time.
-pub(super) fn sample(gpu: &Device<'_>) -> GpuTelemetry {
+pub(crate) fn sample(gpu: &Device<'_>) -> GpuTelemetry {
     let memory = gpu.memory_info().ok();
     let utilization = gpu.utilization_rates().ok();
     let repair = gpu
@@ -408,7 +408,7 @@ fn performance_state_number(state: PerformanceState) -> Option<u32> {
     Some(number)
 }
 
-fn throttle_reason_names(reasons: ThrottleReasons) -> Vec<String> {
+pub(crate) fn throttle_reason_names(reasons: ThrottleReasons) -> Vec<String> {
     THROTTLE_REASONS
         .iter()
         .filter(|(bit, _)| reasons.contains(*bit))

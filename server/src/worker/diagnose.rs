@@ -84,12 +84,19 @@ pub fn run(
     }));
     match checks {
         Ok(checks) => {
+            // A driver error ended the run: the server replaces this worker after every
+            // part anyway, but nothing more may run in this context meanwhile.
+            let broken = crate::diag::context_broken(&checks);
             emit(&Event::DiagnosticFinished {
                 diag_id,
                 nonce,
                 checks,
             });
-            Ok(())
+            if broken {
+                Err(Poisoned)
+            } else {
+                Ok(())
+            }
         }
         Err(panic) => {
             failed(
