@@ -18,7 +18,9 @@
 
 Run from the workspace root with the Python of kubernetes-validate's virtual environment;
 PROMTOOL names promtool (default: the one on PATH). Prints what it checked; exits 1 on the
-first failed group of checks, with every failure of that group listed.
+first failed group of checks, with every failure of that group listed. With
+`--docker-run-flags` it only prints, as JSON, the `docker run` flags that match the
+DaemonSet's security context, which the container test runs the image with.
 """
 
 import json
@@ -301,6 +303,39 @@ def cross_references(resources):
     return problems
 
 
+def docker_run_flags(resources):
+    """The `docker run` flags that give a container what the DaemonSet gives its Pod: the
+    user and groups, a read-only root with a tmpfs where the Pod has an emptyDir (but the
+    data folder, where the container test mounts its volume), no capabilities and no
+    privilege escalation. seccomp RuntimeDefault is Docker's default profile already."""
+    [ds] = [r for r in resources if r["kind"] == "DaemonSet"]
+    spec = ds["spec"]["template"]["spec"]
+    [container] = spec["containers"]
+    psc, sc = spec.get("securityContext", {}), container.get("securityContext", {})
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    data_dir = env.get("GPULAB_DATA_DIR", dockerfile_facts()["data_dir"])
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    flags = []
+    user = sc.get("runAsUser", psc.get("runAsUser"))
+    group = sc.get("runAsGroup", psc.get("runAsGroup"))
+    if user is not None:
+        flags += ["--user", f"{user}:{group}" if group is not None else str(user)]
+    if psc.get("fsGroup") is not None:
+        flags += ["--group-add", str(psc["fsGroup"])]
+    if sc.get("readOnlyRootFilesystem"):
+        flags.append("--read-only")
+    for mount in container.get("volumeMounts", []):
+        if "emptyDir" in volumes.get(mount["name"], {}) and mount["mountPath"] != data_dir:
+            flags += ["--tmpfs", mount["mountPath"]]
+    for capability in sc.get("capabilities", {}).get("drop", []):
+        flags += ["--cap-drop", capability]
+    for capability in sc.get("capabilities", {}).get("add", []):
+        flags += ["--cap-add", capability]
+    if sc.get("allowPrivilegeEscalation") is False:
+        flags += ["--security-opt", "no-new-privileges"]
+    return flags
+
+
 # ---- Prometheus ----
 
 
@@ -395,6 +430,10 @@ def check_metric_names(rules, dashboard):
 
 def main():
     sys.stdout.reconfigure(line_buffering=True)
+    if sys.argv[1:] == ["--docker-run-flags"]:
+        # For the container test (`cargo xtask docker`), which runs the image so.
+        print(json.dumps(docker_run_flags(load_yaml_documents(RENDERED / "base.yaml"))))
+        return 0
     promtool = os.environ.get("PROMTOOL") or shutil.which("promtool")
     if not promtool:
         print("promtool is missing: `cargo xtask deploy` installs Debian's prometheus package", file=sys.stderr)

@@ -4,7 +4,7 @@ runs them before the checks)."""
 import unittest
 from pathlib import Path
 
-from check import cross_references, load_yaml_documents, metric_names, server_metrics
+from check import cross_references, docker_run_flags, load_yaml_documents, metric_names, server_metrics
 
 
 class MetricNames(unittest.TestCase):
@@ -68,6 +68,15 @@ class CrossReferences(unittest.TestCase):
         problems = "\n".join(cross_references(resources))
         for expected in ["readOnlyRootFilesystem", "nvidia.com/gpu", "/tmp", "token"]:
             self.assertIn(expected, problems)
+
+    def test_the_pods_security_context_as_docker_run_flags(self):
+        # What the container test runs the image with: the Pod's user, a read-only root
+        # with /tmp writable, no capabilities, no privilege escalation.
+        self.assertEqual(
+            docker_run_flags(self.resources()),
+            ["--user", "999:999", "--group-add", "999", "--read-only", "--tmpfs", "/tmp",
+             "--cap-drop", "ALL", "--security-opt", "no-new-privileges"],
+        )
 
 
 if __name__ == "__main__":
