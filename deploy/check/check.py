@@ -17,7 +17,8 @@
   `ALERTS`).
 
 Run from the workspace root with the Python of kubernetes-validate's virtual environment;
-PROMTOOL names promtool (default: the one on PATH). Prints what it checked; exits 1 on the
+PROMTOOL names promtool (default: the one on PATH); GPULAB_BINARY names the server to run as
+the DaemonSet runs it (check_pod_run). Prints what it checked; exits 1 on the
 first failed group of checks, with every failure of that group listed. With
 `--docker-run-flags` it only prints, as JSON, the `docker run` flags that match the
 DaemonSet's security context, which the container test runs the image with.
@@ -139,7 +140,7 @@ def check_kubernetes():
     checked = 0
     for path in manifests + rendered:
         for resource in load_yaml_documents(path):
-            if resource.get("apiVersion") == "monitoring.coreos.com/v1":
+            if (resource.get("apiVersion"), resource.get("kind")) == ("monitoring.coreos.com/v1", "ServiceMonitor"):
                 service_monitors.append({"file": str(path), "resource": resource})
                 continue
             try:
@@ -336,6 +337,115 @@ def docker_run_flags(resources):
     return flags
 
 
+def check_pod_run(binary):
+    """Runs the server as the DaemonSet's container does, minus the container: its command
+    and environment, the Secret's token file, an empty data folder and /tmp, as the Pod's
+    user and group with no capabilities and no privilege escalation (setpriv; as root only)
+    and listening beyond loopback. Then the probes must answer without the token, /metrics
+    must refuse a scrape without it and answer the ServiceMonitor's bearer token, and
+    SIGTERM must stop the server within terminationGracePeriodSeconds."""
+    import signal
+    import tempfile
+    import time
+    import urllib.error
+    import urllib.request
+
+    resources = load_yaml_documents(RENDERED / "base.yaml")
+    [ds] = [r for r in resources if r["kind"] == "DaemonSet"]
+    [sm] = [r for r in resources if r["kind"] == "ServiceMonitor"]
+    spec = ds["spec"]["template"]["spec"]
+    [container] = spec["containers"]
+    psc, sc = spec.get("securityContext", {}), container.get("securityContext", {})
+    uid, gid = sc.get("runAsUser", psc.get("runAsUser")), sc.get("runAsGroup", psc.get("runAsGroup"))
+    [endpoint] = sm["spec"]["endpoints"]
+    token = "pod-run-check-token"
+    with tempfile.TemporaryDirectory(prefix="gpulab-pod-") as root:
+        os.chmod(root, 0o755)
+
+        def inside(path):  # a path of the Pod, under this run's own folder
+            return root + path
+
+        env = {e["name"]: e["value"] for e in container.get("env", [])}
+        for name in ("GPULAB_DATA_DIR", "GPULAB_TOKEN_FILE"):
+            env[name] = inside(env[name])
+        # Beyond loopback, as in the Pod, but on a free port.
+        env["GPULAB_ADDR"] = "0.0.0.0:0"
+        env["TMPDIR"] = inside("/tmp")
+        env["GPULAB_STATIC_DIR"] = inside("/nonexistent")
+        for mount in container["volumeMounts"]:
+            os.makedirs(inside(mount["mountPath"]), exist_ok=True)
+        token_file = Path(env["GPULAB_TOKEN_FILE"])
+        token_file.write_text(token + "\n")
+        as_pod = os.geteuid() == 0 and shutil.which("setpriv")
+        if as_pod:
+            for mount in container["volumeMounts"]:
+                os.chown(inside(mount["mountPath"]), uid, gid)
+            os.chown(token_file, 0, psc.get("fsGroup", gid))
+            os.chmod(token_file, 0o440)  # the Secret volume's defaultMode
+        command = [str(Path(binary).resolve())] + container["command"][1:]
+        if as_pod:
+            groups = [str(psc["fsGroup"])] if "fsGroup" in psc else []
+            command = ["setpriv", f"--reuid={uid}", f"--regid={gid}",
+                       f"--groups={','.join(groups)}" if groups else "--clear-groups",
+                       "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all"] + command
+        else:
+            print("note: not root, so the server runs as this user, not as the Pod's")
+        log = open(Path(root) / "server.log", "w+")
+        server = subprocess.Popen(command, env={"PATH": os.environ["PATH"], **env},
+                                  stdout=subprocess.PIPE, stderr=log, text=True, cwd=root)
+        try:
+            deadline = time.monotonic() + 60
+            url = None
+            while url is None and time.monotonic() < deadline:
+                line = server.stdout.readline()
+                if not line:
+                    break
+                if line.startswith("gpulab listening on "):
+                    url = line.split()[-1].replace("0.0.0.0", "127.0.0.1")
+            if url is None:
+                log.seek(0)
+                raise Failed(f"the server as the Pod runs it did not start: {' '.join(command)}\n{log.read()[-3000:]}")
+
+            def get(path, bearer=None):
+                request = urllib.request.Request(url + path)
+                if bearer:
+                    request.add_header("Authorization", f"Bearer {bearer}")
+                try:
+                    with urllib.request.urlopen(request, timeout=10) as answer:
+                        return answer.status, answer.read().decode()
+                except urllib.error.HTTPError as error:
+                    return error.code, ""
+
+            problems = []
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                path = container.get(probe, {}).get("httpGet", {}).get("path")
+                if path and get(path)[0] != 200:
+                    problems.append(f"the {probe} ({path}) does not answer 200 without the token")
+            if get(endpoint["path"])[0] != 401:
+                problems.append(f"{endpoint['path']} answers a scrape without the token")
+            status, body = get(endpoint["path"], token)
+            if status != 200 or "gpulab_build_info" not in body:
+                problems.append(f"{endpoint['path']} with the ServiceMonitor's bearer token answered {status}")
+            grace = spec.get("terminationGracePeriodSeconds", 30)
+            started = time.monotonic()
+            server.send_signal(signal.SIGTERM)
+            try:
+                code = server.wait(timeout=grace)
+                if code != 0:
+                    problems.append(f"the server exited {code} on SIGTERM")
+            except subprocess.TimeoutExpired:
+                problems.append(f"the server did not stop within terminationGracePeriodSeconds ({grace} s)")
+            fail_if(problems, "the server run as the DaemonSet runs it")
+            print(f"ok: run as the Pod ({'uid %s, no capabilities, no new privileges' % uid if as_pod else 'this user'}): "
+                  f"the probes answer without the token, /metrics needs the ServiceMonitor's token, "
+                  f"SIGTERM stops it in {time.monotonic() - started:.1f} s")
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.wait()
+            log.close()
+
+
 # ---- Prometheus ----
 
 
@@ -440,6 +550,10 @@ def main():
         return 1
     try:
         check_kubernetes()
+        if os.environ.get("GPULAB_BINARY"):
+            check_pod_run(os.environ["GPULAB_BINARY"])
+        else:
+            print("note: GPULAB_BINARY is not set, so the server was not run as the Pod runs it")
         rules = check_rules(promtool)
         check_metric_names(rules, dashboard_queries())
     except Failed as failure:
