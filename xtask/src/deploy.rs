@@ -1,0 +1,31 @@
+//! `cargo xtask deploy`: checks the deployment artefacts of deploy/ without a cluster: the
+//! Kubernetes manifests and their rendered Kustomize output (kubernetes-validate, strict),
+//! the ServiceMonitor (the Prometheus Operator's API schema), the Prometheus rules
+//! (`promtool check rules`, `promtool test rules`) and the Grafana dashboard's queries, and
+//! the debug server run as the DaemonSet runs it (its user, token file, probes, scrape).
+//! The checks themselves are deploy/check/check.py; its unit tests run first.
+
+use anyhow::Result;
+
+use crate::process::{cargo, command, run, workspace_root};
+use crate::setup;
+
+/// Installs what the checks need (promtool, kubernetes-validate, the npm schema package)
+/// when missing, then runs them.
+pub fn check() -> Result<()> {
+    let promtool = setup::promtool()?;
+    let python = setup::kubernetes_validate()?;
+    setup::npm_ci("deploy/check")?;
+    let check_dir = workspace_root().join("deploy/check");
+    run(command(&python.to_string_lossy())
+        .args(["-m", "unittest", "discover", "-s"])
+        .arg(&check_dir)
+        .env("PYTHONPATH", &check_dir))?;
+    // The debug server, which check.py runs as the DaemonSet runs it (built already when
+    // `cargo xtask test` gets here).
+    run(cargo().args(["build", "-p", "gpulab-server"]))?;
+    run(command(&python.to_string_lossy())
+        .arg(check_dir.join("check.py"))
+        .env("PROMTOOL", promtool)
+        .env("GPULAB_BINARY", crate::target_dir().join("debug/gpulab")))
+}
