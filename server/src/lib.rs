@@ -13,6 +13,7 @@ mod api;
 pub mod cli;
 pub mod cuda;
 mod devices;
+mod fleet;
 mod jobs;
 mod kernels;
 mod metrics;

@@ -3,6 +3,7 @@
 mod devices;
 pub mod error;
 pub mod events;
+mod fleet;
 mod health;
 mod jobs;
 mod kernels;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// The `/api/events` streams open now, at most [`events::MAX_CLIENTS`].
     pub event_clients: events::EventClients,
+    /// Where `GET /api/fleet` reads the fleet; `None` without `--prometheus-url`.
+    pub fleet: Option<Arc<crate::fleet::FleetReader>>,
 }
 
 #[derive(OpenApi)]
@@ -76,6 +79,7 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(jobs::get, jobs::cancel))
         .routes(routes!(jobs::artifact))
         .routes(routes!(metrics::metrics))
+        .routes(routes!(fleet::get))
         .split_for_parts();
     doc.paths
         .paths
