@@ -7,7 +7,7 @@ use leptos_router::path;
 use crate::components::SiteHeader;
 use crate::live::provide_live_events;
 use crate::pages::{
-    ComparePage, DevicesPage, EditorPage, JobPage, JobsPage, LaunchPage, NotFoundPage,
+    ComparePage, DevicesPage, EditorPage, FleetPage, JobPage, JobsPage, LaunchPage, NotFoundPage,
 };
 use crate::token::provide_api_token;
 
@@ -28,6 +28,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/jobs/:id") view=JobPage />
                     <Route path=path!("/compare") view=ComparePage />
                     <Route path=path!("/editor") view=EditorPage />
+                    <Route path=path!("/fleet") view=FleetPage />
                 </Routes>
             </main>
         </Router>

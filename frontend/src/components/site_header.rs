@@ -21,6 +21,7 @@ pub fn SiteHeader() -> impl IntoView {
                 <A href="/jobs">"Jobs"</A>
                 <A href="/compare">"Compare"</A>
                 <A href="/editor">"Editor"</A>
+                <A href="/fleet">"Fleet"</A>
             </nav>
             <LiveIndicator />
             <TokenSettings />

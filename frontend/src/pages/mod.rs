@@ -3,6 +3,7 @@
 mod compare;
 mod devices;
 mod editor;
+mod fleet;
 mod job;
 mod jobs;
 mod launch;
@@ -11,6 +12,7 @@ mod not_found;
 pub use compare::ComparePage;
 pub use devices::DevicesPage;
 pub use editor::EditorPage;
+pub use fleet::FleetPage;
 pub use job::JobPage;
 pub use jobs::JobsPage;
 pub use launch::LaunchPage;
