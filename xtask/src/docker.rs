@@ -608,6 +608,26 @@ fn start_container(
     connect()
 }
 
+/// The `docker run` flags that give the container what deploy/kubernetes's DaemonSet gives
+/// its Pod (user, read-only root, tmpfs, no capabilities, no privilege escalation), as
+/// deploy/check/check.py reads them from the rendered manifest.
+fn pod_security_flags() -> Result<Vec<String>> {
+    let python = crate::setup::kubernetes_validate()?;
+    let output = command(&python.to_string_lossy())
+        .arg("deploy/check/check.py")
+        .arg("--docker-run-flags")
+        .stderr(Stdio::inherit())
+        .output()
+        .context("could not run deploy/check/check.py")?;
+    ensure!(
+        output.status.success(),
+        "deploy/check/check.py --docker-run-flags failed ({})",
+        output.status
+    );
+    serde_json::from_slice(&output.stdout)
+        .context("deploy/check/check.py --docker-run-flags printed no list of flags")
+}
+
 /// The URL and the token of the running container.
 fn connect() -> Result<Started> {
     let port = docker_output(&["port", CONTAINER, "8080/tcp"])?;
@@ -958,13 +978,21 @@ fn container_checks(image: &str, figures: &mut Figures) -> Result<()> {
     }
     docker_run(&["rm", "-f", CONTAINER])?;
 
-    println!("\ncheck: `--read-only` with the volume and a tmpfs for /tmp");
-    let server = start_container(
-        image,
-        &["--read-only", "--tmpfs", "/tmp"],
-        figures,
-        "read-only start to healthy",
-    )?;
+    // The Kubernetes DaemonSet asks for the same: its security context as docker flags.
+    let pod_flags = pod_security_flags()?;
+    ensure!(
+        ["--read-only", "--tmpfs"]
+            .iter()
+            .all(|flag| pod_flags.iter().any(|f| f == flag)),
+        "the DaemonSet's security context no longer gives a read-only root with a tmpfs: {pod_flags:?}"
+    );
+    println!(
+        "\ncheck: `--read-only` with the volume and a tmpfs for /tmp, as the Kubernetes Pod \
+         runs (deploy/kubernetes): {}",
+        pod_flags.join(" ")
+    );
+    let pod_flags: Vec<&str> = pod_flags.iter().map(String::as_str).collect();
+    let server = start_container(image, &pod_flags, figures, "read-only start to healthy")?;
     for kernel in ["vector_add", "mandelbrot"] {
         let id = submit(
             &server,

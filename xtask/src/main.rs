@@ -4,6 +4,7 @@
 
 mod bench_ui;
 mod compress;
+mod deploy;
 mod docker;
 mod gpu_bundle;
 mod process;
@@ -47,11 +48,14 @@ tasks:
                      image from the Dockerfile with the release server and UI built here
                      (--full: the whole two-stage build, its log in docs/docker/), run it
                      as the README says and check it (prints figures)
-  test               everything CI checks: setup --browser, fmt, clippy, tests, ui, the
+  test               everything CI checks: setup --browser, fmt, clippy, tests, deploy, ui, the
                      browser tests and Schemathesis against a running server, and the
                      container test (`docker` without --full); .ci/run runs this
   api-schema         the debug server build, then Schemathesis (installed into
                      .tools/schemathesis) against its /api/openapi.json
+  deploy             check deploy/: the Kubernetes manifests (kubernetes-validate, strict),
+                     the Prometheus rules (promtool check and test) and the Grafana
+                     dashboard's queries
 ";
 
 fn main() -> ExitCode {
@@ -128,6 +132,10 @@ fn run_task() -> Result<()> {
         Some("gpu-bundle") => {
             no_arguments("gpu-bundle", &rest)?;
             gpu_bundle::gpu_bundle()
+        }
+        Some("deploy") => {
+            no_arguments("deploy", &rest)?;
+            deploy::check()
         }
         Some("bench-ui") => {
             no_arguments("bench-ui", &rest)?;

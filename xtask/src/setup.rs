@@ -21,6 +21,11 @@ const BINARYEN_VERSION: &str = "132";
 const SCHEMATHESIS_VERSION: &str = "4.32.5";
 /// Where `schemathesis()` keeps its Python virtual environment.
 const SCHEMATHESIS_VENV: &str = ".tools/schemathesis";
+/// The kubernetes-validate release that checks the manifests of deploy/kubernetes; it
+/// carries the schemas of Kubernetes up to 1.37.
+const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
+/// Where `kubernetes_validate()` keeps its Python virtual environment.
+const KUBERNETES_VALIDATE_VENV: &str = ".tools/kubernetes-validate";
 
 /// What to install beyond the tools every build needs.
 #[derive(Clone, Copy, Debug)]
@@ -355,6 +360,56 @@ pub fn schemathesis() -> Result<std::path::PathBuf> {
         &format!("schemathesis=={SCHEMATHESIS_VERSION}"),
     ]))?;
     Ok(st)
+}
+
+/// Installs kubernetes-validate (from PyPI, into a virtual environment under .tools, as
+/// Schemathesis) unless that version is there, and returns the path of the environment's
+/// Python, which deploy/check/check.py runs with.
+pub fn kubernetes_validate() -> Result<std::path::PathBuf> {
+    let venv = workspace_root().join(KUBERNETES_VALIDATE_VENV);
+    let python = venv.join("bin/python");
+    // `kubernetes-validate --version` prints `1.37.0`.
+    let program = venv.join("bin/kubernetes-validate");
+    if let Some(version) = query(&program.to_string_lossy(), &["--version"]) {
+        if version == KUBERNETES_VALIDATE_VERSION {
+            found(&format!(
+                "kubernetes-validate {version} in {KUBERNETES_VALIDATE_VENV}"
+            ));
+            return Ok(python);
+        }
+        println!("found kubernetes-validate {version}, but the project needs {KUBERNETES_VALIDATE_VERSION}");
+    }
+    if !venv.join("bin/pip").is_file() {
+        if query("python3", &["-c", "import ensurepip"]).is_none() {
+            apt_install(
+                "Python's venv module, which holds kubernetes-validate,",
+                &["python3-venv"],
+            )?;
+        }
+        run(command("python3").args(["-m", "venv", KUBERNETES_VALIDATE_VENV]))?;
+    }
+    run(command(&venv.join("bin/pip").to_string_lossy()).args([
+        "install",
+        "--disable-pip-version-check",
+        &format!("kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"),
+    ]))?;
+    Ok(python)
+}
+
+/// Installs promtool, which checks and unit-tests the Prometheus rules, with Debian's
+/// `prometheus` package unless it is on PATH, and returns its path.
+pub fn promtool() -> Result<std::path::PathBuf> {
+    if find_on_path("promtool").is_none() {
+        apt_install(
+            "promtool, which checks and tests the Prometheus rules,",
+            &["prometheus"],
+        )?;
+    }
+    let path = find_on_path("promtool").context("promtool is not on PATH after installing it")?;
+    // `promtool --version` prints `promtool, version 2.42.0+ds (branch: …` and more lines.
+    let version = query(&path.to_string_lossy(), &["--version"]).unwrap_or_default();
+    found(version.lines().next().unwrap_or("promtool"));
+    Ok(path)
 }
 
 fn chromium(apt: &mut Apt) -> Result<()> {

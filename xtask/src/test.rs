@@ -41,7 +41,7 @@ type Step = (&'static str, fn() -> Result<()>);
 
 /// Runs every step and prints the summary.
 pub fn run_tests() -> Result<()> {
-    let steps: [Step; 11] = [
+    let steps: [Step; 12] = [
         ("setup --browser", || {
             run_setup(SetupOptions {
                 lint: true,
@@ -87,6 +87,8 @@ pub fn run_tests() -> Result<()> {
         ("frontend unit tests", || {
             run(cargo().args(["test", "-p", "gpulab-frontend"]))
         }),
+        // Kubernetes manifests, Prometheus rules and the Grafana dashboard of deploy/.
+        ("deploy", crate::deploy::check),
         ("ui", build_ui),
         ("server build", || {
             run(cargo().args(["build", "-p", "gpulab-server"]))
