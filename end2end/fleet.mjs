@@ -22,8 +22,9 @@ export const PROMETHEUS = process.env.GPULAB_PROMETHEUS ?? '/usr/bin/prometheus'
 export const JOB = 'gpulab';
 
 // Starts `count` nodes, Prometheus and the hub; answers the fleet, whose `stop()` ends them
-// all and removes their folders.
-export async function startFleet(count) {
+// all and removes their folders. `silentTargets` more targets of the job are addresses where
+// nothing listens: nodes that never answered.
+export async function startFleet(count, { silentTargets = 0 } = {}) {
   if (!existsSync(PROMETHEUS)) {
     throw new Error(
       `Prometheus is not at ${PROMETHEUS}: install Debian's prometheus package ` +
@@ -54,6 +55,9 @@ export async function startFleet(count) {
       fleet.nodes.push({ instance: `127.0.0.1:${port}`, url: `http://127.0.0.1:${port}`, child });
     }
 
+    fleet.silent = [];
+    for (let i = 0; i < silentTargets; i += 1) fleet.silent.push(`127.0.0.1:${await freePort()}`);
+    const targets = [...fleet.nodes.map((n) => n.instance), ...fleet.silent];
     const port = await freePort();
     const config = path.join(dir, 'prometheus.yml');
     // JSON strings are YAML strings.
@@ -68,7 +72,7 @@ export async function startFleet(count) {
         'scrape_configs:',
         `  - job_name: ${JOB}`,
         '    static_configs:',
-        `      - targets: [${fleet.nodes.map((n) => JSON.stringify(n.instance)).join(', ')}]`,
+        `      - targets: [${targets.map((t) => JSON.stringify(t)).join(', ')}]`,
         '',
       ].join('\n'),
     );

@@ -1,10 +1,11 @@
 // The fleet with real parts: three gpulab servers on loopback ports with their own data
 // folders, Debian's Prometheus scraping them every second with the rules of
 // deploy/prometheus/gpulab-rules.yml, and a fourth gpulab (the hub) started with
-// --prometheus-url, whose Fleet page Chromium reads (fleet.mjs starts them). Prometheus must
-// see all three up, every query of deploy/grafana/gpulab-dashboard.json must answer, the
-// Fleet page must show the three nodes and their devices; then one node stops, and the page
-// must show it down and Prometheus its GpulabDown alert pending. On a machine without a GPU
+// --prometheus-url, whose Fleet page Chromium reads (fleet.mjs starts them); the scrape job
+// has a fourth target where nothing listens, a node that never answered. Prometheus must see
+// the three up, every query of deploy/grafana/gpulab-dashboard.json must answer, the Fleet
+// page must show the three nodes and their devices, and the silent one down; then one node
+// stops, and the page must show it down and Prometheus its GpulabDown alert pending. On a machine without a GPU
 // each node has only its CPU, and the dashboard's GPU queries can only be checked to run.
 // Screenshots go to end2end/artifacts/fleet-*.png.
 
@@ -26,7 +27,7 @@ const PAGE_TIMEOUT_MS = 20_000;
 let fleet;
 
 before(async () => {
-  fleet = await startFleet(3);
+  fleet = await startFleet(3, { silentTargets: 1 });
 });
 
 after(async () => {
@@ -40,16 +41,17 @@ async function upByInstance() {
 }
 
 test('Prometheus scrapes all three nodes: up == 1', async () => {
-  const instances = fleet.nodes.map((n) => n.instance).sort();
+  const instances = fleet.nodes.map((n) => n.instance);
+  const [silent] = fleet.silent;
   const up = await waitFor(
     async () => {
       const up = await upByInstance();
-      return instances.every((i) => up[i] === '1') ? up : null;
+      return instances.every((i) => up[i] === '1') && up[silent] === '0' ? up : null;
     },
     30_000,
-    'up == 1 for all three nodes',
+    'up == 1 for all three nodes, and 0 for the silent target',
   );
-  assert.deepEqual(Object.keys(up).sort(), instances);
+  assert.deepEqual(Object.keys(up).sort(), [...instances, silent].sort());
   const { result } = await query(fleet.prometheus.url, `up{job="${JOB}"} == 1`);
   assert.equal(result.length, 3);
 });
@@ -119,7 +121,12 @@ test('the Fleet page shows the three nodes, each up with its devices and a link 
     );
     const cards = page.getByTestId('fleet-node');
     await waitFor(async () => (await page.locator('[data-testid="fleet-node"][data-up="true"]').count()) === 3, PAGE_TIMEOUT_MS, 'three nodes up on the page');
-    assert.equal(await page.getByTestId('fleet-count').innerText(), '3 node(s): 3 up, 0 down');
+    assert.equal(await page.getByTestId('fleet-count').innerText(), '4 node(s): 3 up, 1 down');
+    // The target that never answered is a node of the job all the same: down, no devices.
+    const silent = cards.and(page.locator(`[data-instance="${fleet.silent[0]}"]`));
+    assert.equal(await silent.getAttribute('data-up'), 'false');
+    assert.match(await silent.getByTestId('fleet-node-state').innerText(), /^▼ down$/);
+    assert.equal(await silent.getByTestId('fleet-device').count(), 0);
     for (const node of fleet.nodes) {
       const card = cards.and(page.locator(`[data-instance="${node.instance}"]`));
       assert.equal(await card.count(), 1, node.instance);
@@ -168,7 +175,7 @@ test('a stopped node turns down on the open Fleet page, and its GpulabDown alert
     for (const node of running) {
       assert.equal(await page.locator(`[data-testid="fleet-node"][data-instance="${node.instance}"]`).getAttribute('data-up'), 'true');
     }
-    assert.equal(await page.getByTestId('fleet-count').innerText(), '3 node(s): 2 up, 1 down');
+    assert.equal(await page.getByTestId('fleet-count').innerText(), '4 node(s): 2 up, 2 down');
   });
 
   const up = await upByInstance();
@@ -183,8 +190,11 @@ test('a stopped node turns down on the open Fleet page, and its GpulabDown alert
   );
   assert.equal(alert.state, 'pending', `it fires only after its minute: ${JSON.stringify(alert)}`);
   const { data } = await (await fetch(`${fleet.prometheus.url}/api/v1/alerts`)).json();
-  const others = data.alerts.filter((a) => a.labels.alertname === DOWN_ALERT && a.labels.instance !== stopped.instance);
-  assert.deepEqual(others, [], 'the running nodes have no such alert');
+  const others = data.alerts
+    .filter((a) => a.labels.alertname === DOWN_ALERT)
+    .map((a) => a.labels.instance)
+    .filter((instance) => instance !== stopped.instance);
+  assert.deepEqual(others, fleet.silent, 'the running nodes have no such alert, the silent target has');
 });
 
 test('without --prometheus-url the Fleet page says how to set it up', async () => {

@@ -1,11 +1,13 @@
 //! The fleet: every gpulab node a Prometheus server scrapes, read from Prometheus with fixed
 //! queries of this server's own (never one from a browser), for `GET /api/fleet`.
 //!
-//! A node is a scrape target (`job`, `instance`) that has served `gpulab_build_info` in the
-//! last hour, whatever its job is called: Prometheus Operator names jobs after the Service,
-//! a static configuration after whoever wrote it. Its `up` says whether the last scrape
-//! worked. Its devices are those of `gpulab_device_info`, now or, for a node that stopped
-//! answering, as last seen within the hour.
+//! A node is a scrape target (`job`, `instance`) of a gpulab job: a job in which some target
+//! has served `gpulab_build_info` within the hour, whatever the job is called (Prometheus
+//! Operator names jobs after the Service, a static configuration after whoever wrote it).
+//! So a node that has never answered (a wrong token, a Pod that cannot start) is listed too,
+//! down. Its `up` says whether the last scrape worked. Its devices are those of
+//! `gpulab_device_info`, now or, for a node that stopped answering, as last seen within the
+//! hour.
 
 mod prometheus;
 
@@ -19,9 +21,10 @@ use gpulab_shared::DeviceKind;
 pub use prometheus::QueryError;
 use prometheus::{Prometheus, Sample};
 
-/// Every target that served gpulab's metrics within the hour, with its `up` (1 or 0).
-/// Staleness hides a dead target's other series at once, so the hour is looked back over.
-pub const NODES_QUERY: &str = "up and on(job, instance) present_over_time(gpulab_build_info[1h])";
+/// Every target of a job that served gpulab's metrics within the hour, with its `up` (1 or
+/// 0). Staleness hides a dead target's other series at once, so the hour is looked back over.
+pub const NODES_QUERY: &str =
+    "up and on(job) group by (job) (present_over_time(gpulab_build_info[1h]))";
 
 /// Every device each node reported within the hour.
 pub const DEVICES_SEEN_QUERY: &str = "last_over_time(gpulab_device_info[1h])";
