@@ -8,10 +8,12 @@ use gpulab_shared::Problem;
 use super::error::ApiError;
 use super::AppState;
 
-/// Every gpulab node that the server's Prometheus (`--prometheus-url`) scrapes: up or down,
-/// and each device's model, temperature, power, utilisation, memory and last diagnostic.
-/// The server asks Prometheus fixed queries of its own. Without `--prometheus-url` the
-/// answer has `configured: false` and says how to set it.
+/// Every gpulab node the server's Prometheus scrapes, with its devices.
+///
+/// Each node up or down, and each device's model, temperature, power, utilisation, memory
+/// and last diagnostic, from the Prometheus of `--prometheus-url`, which the server asks
+/// fixed queries of its own. Without `--prometheus-url` the answer has `configured: false`
+/// and says how to set it.
 #[utoipa::path(get, path = "/api/fleet", tag = "fleet", operation_id = "getFleet",
     responses(
         (status = 200, description = "The fleet, or `configured: false` with `setup`", body = Fleet),
