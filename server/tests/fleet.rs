@@ -83,28 +83,39 @@ async fn a_server_that_is_not_prometheus_is_a_502_with_its_answer() {
 }
 
 #[tokio::test]
-async fn a_prometheus_that_never_answers_is_a_502_after_the_timeout() {
-    // Accepts connections and reads, but never writes a byte.
+async fn a_prometheus_that_never_answers_is_a_502_after_the_timeout_and_asked_once() {
+    // Accepts connections and reads, but never writes a byte; counts the connections.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
     let silent = tokio::spawn(async move {
         let mut open = Vec::new();
         while let Ok((stream, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             open.push(stream);
         }
     });
     let app = hub(&format!("http://127.0.0.1:{port}")).await;
     let asked = Instant::now();
-    let problem = bad_gateway(&app).await;
-    assert!(
-        problem.detail.contains("did not answer within 5 s"),
-        "{}",
-        problem.detail
-    );
+    // Three browsers at once: the server asks Prometheus once for them all.
+    let (a, b, c) = tokio::join!(bad_gateway(&app), bad_gateway(&app), bad_gateway(&app));
+    for problem in [a, b, c] {
+        assert!(
+            problem.detail.contains("did not answer within 5 s"),
+            "{}",
+            problem.detail
+        );
+    }
     assert!(
         asked.elapsed() < Duration::from_secs(15),
-        "the answer came {:?} after the question",
+        "the answers came {:?} after the questions",
         asked.elapsed()
+    );
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "one connection per fixed query, once"
     );
     silent.abort();
 }

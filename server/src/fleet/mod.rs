@@ -12,6 +12,7 @@
 mod prometheus;
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use gpulab_shared::diag::Verdict;
@@ -50,11 +51,18 @@ pub const SETUP_HINT: &str = "This server reads the fleet from Prometheus: start
     --prometheus-url http://PROMETHEUS:9090 (or GPULAB_PROMETHEUS_URL), naming a Prometheus \
     that scrapes the /metrics of every gpulab node.";
 
+/// How long an answer of Prometheus serves every request for the fleet: however many
+/// browsers ask, Prometheus gets at most one set of queries in this time.
+const REUSE_FOR: Duration = Duration::from_secs(2);
+
 /// Reads the fleet from one Prometheus.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct FleetReader {
     prometheus: Prometheus,
     node_url: String,
+    /// The last answer and when it came. Held while Prometheus is asked, so that
+    /// requests that come meanwhile wait for that answer instead of asking again.
+    last: tokio::sync::Mutex<Option<(Instant, Result<Fleet, QueryError>)>>,
 }
 
 impl FleetReader {
@@ -73,6 +81,7 @@ impl FleetReader {
         Ok(FleetReader {
             prometheus,
             node_url: node_url.to_owned(),
+            last: Default::default(),
         })
     }
 
@@ -80,8 +89,21 @@ impl FleetReader {
         self.prometheus.display_url()
     }
 
-    /// Asks Prometheus now.
+    /// The fleet: Prometheus' answer of the last [`REUSE_FOR`], or a new one.
     pub async fn read(&self) -> Result<Fleet, QueryError> {
+        let mut last = self.last.lock().await;
+        if let Some((answered, answer)) = last.as_ref() {
+            if answered.elapsed() < REUSE_FOR {
+                return answer.clone();
+            }
+        }
+        let answer = self.ask().await;
+        *last = Some((Instant::now(), answer.clone()));
+        answer
+    }
+
+    /// Asks Prometheus now.
+    async fn ask(&self) -> Result<Fleet, QueryError> {
         let queried_at = Utc::now();
         let (nodes, seen, current) = tokio::try_join!(
             self.prometheus.query(NODES_QUERY),

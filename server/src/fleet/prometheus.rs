@@ -25,7 +25,7 @@ pub struct Prometheus {
 }
 
 /// Why a query gave no samples.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum QueryError {
     #[error("Prometheus at {url} did not answer within {} s", QUERY_TIMEOUT.as_secs())]
     Timeout { url: String },
