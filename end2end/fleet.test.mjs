@@ -25,6 +25,8 @@ const DOWN_ALERT = 'GpulabDown';
 const PAGE_TIMEOUT_MS = 20_000;
 
 let fleet;
+// The diagnostic run on the first node's CPU, where the nodes have diagnostics.
+let diagnostic = null;
 
 before(async () => {
   fleet = await startFleet(3, { silentTargets: 1 });
@@ -64,7 +66,7 @@ test('every query of the Grafana dashboard runs, with data wherever this machine
   // have no data to show.
   const openapi = await (await fetch(`${fleet.nodes[0].url}/api/openapi.json`)).json();
   const diagnostics = Boolean(openapi.paths['/api/diagnostics']);
-  const diagnostic = diagnostics ? await runDiagnostic(fleet.nodes[0].url) : null;
+  diagnostic = diagnostics ? await runDiagnostic(fleet.nodes[0].url) : null;
   // A scrape and a rule evaluation after the last job.
   await new Promise((resolve) => setTimeout(resolve, 2_500));
 
@@ -114,7 +116,8 @@ test('every query of the Grafana dashboard runs, with data wherever this machine
 test('the Fleet page shows the three nodes, each up with its devices and a link to it', async () => {
   await withPage('fleet', async (page) => {
     await page.goto(`${fleet.hub.url}/fleet`);
-    assert.equal(await page.title(), 'Fleet · gpulab');
+    // The page sets its title once the app runs.
+    await page.waitForFunction(() => document.title === 'Fleet · gpulab');
     assert.equal(
       await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Fleet' }).getAttribute('aria-current'),
       'page',
@@ -146,6 +149,12 @@ test('the Fleet page shows the three nodes, each up with its devices and a link 
         assert.match(text, /\d+ %/, `its utilisation: ${text}`);
         assert.match(text, /[\d.]+ [KMGT]iB of [\d.]+ [KMGT]iB/, `its memory: ${text}`);
         assert.equal(await row.getAttribute('data-reported'), 'true');
+        const last = diagnostic && node === fleet.nodes[0] && device.id === 'cpu' ? diagnostic : null;
+        if (last?.verdict) {
+          assert.match(text, new RegExp(`${last.verdict} level 1`), `its last diagnostic: ${text}`);
+        } else {
+          assert.match(text, /unknown\s*$/, `no diagnostic ran: ${text}`);
+        }
       }
     }
     // A node's link opens its own gpulab.
