@@ -628,6 +628,7 @@ async fn the_openapi_document_lists_every_route() {
         ("/api/jobs/{id}", "delete"),
         ("/api/jobs/{id}/artifact", "get"),
         ("/api/jobs/compare", "get"),
+        ("/api/fleet", "get"),
         ("/api/openapi.json", "get"),
     ];
     let paths = doc["paths"].as_object().unwrap();
@@ -656,6 +657,9 @@ async fn the_openapi_document_lists_every_route() {
         "Health",
         "CudaLibraries",
         "LibraryStatus",
+        "Fleet",
+        "FleetNode",
+        "FleetDevice",
     ] {
         assert!(
             doc["components"]["schemas"][schema].is_object(),
