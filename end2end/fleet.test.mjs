@@ -101,6 +101,8 @@ test('every query of the Grafana dashboard runs, with data wherever this machine
       excused.push(`${panel}: needs a GPU (${target.expr})`);
     } else if (!diagnostics && /gpulab_diagnostic/.test(expr)) {
       excused.push(`${panel}: these nodes export no diagnostics (${target.expr})`);
+    } else if (!judged(diagnostic) && /gpulab_diagnostic/.test(expr)) {
+      excused.push(`${panel}: the diagnostic judged nothing (${diagnostic?.verdict}) (${target.expr})`);
     } else if (diagnostic?.verdict === 'pass' && /gpulab_diagnostic_result.*> *0/.test(expr)) {
       excused.push(`${panel}: no check of the diagnostic warned or failed (${target.expr})`);
     } else {
@@ -150,7 +152,7 @@ test('the Fleet page shows the three nodes, each up with its devices and a link 
         assert.match(text, /[\d.]+ [KMGT]iB of [\d.]+ [KMGT]iB/, `its memory: ${text}`);
         assert.equal(await row.getAttribute('data-reported'), 'true');
         const last = diagnostic && node === fleet.nodes[0] && device.id === 'cpu' ? diagnostic : null;
-        if (last?.verdict) {
+        if (judged(last)) {
           assert.match(text, new RegExp(`${last.verdict} level 1`), `its last diagnostic: ${text}`);
         } else {
           assert.match(text, /unknown\s*$/, `no diagnostic ran: ${text}`);
@@ -217,6 +219,11 @@ test('without --prometheus-url the Fleet page says how to set it up', async () =
     assert.equal(await page.getByTestId('fleet-node').count(), 0);
   });
 });
+
+// Whether a diagnostic ended with a verdict that gpulab exports (a skipped one has none).
+function judged(diagnostic) {
+  return ['pass', 'warn', 'fail'].includes(diagnostic?.verdict);
+}
 
 // Every panel of `list`, those inside rows included.
 function panels(list = []) {
