@@ -2,9 +2,7 @@
 // fail their test on any page or console error, and the server's URL and API.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { after, before } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
@@ -13,9 +11,9 @@ import { chromium } from 'playwright-core';
 export const BASE_URL = (process.env.GPULAB_URL ?? '').replace(/\/+$/, '');
 export const ARTIFACTS = fileURLToPath(new URL('./artifacts/', import.meta.url));
 const CHROMIUM = process.env.GPULAB_CHROMIUM ?? '/usr/bin/chromium';
-// For the tests that start a server of their own: the gpulab binary and the built UI.
-export const GPULAB_BIN = process.env.GPULAB_BIN;
-export const GPULAB_STATIC_DIR = process.env.GPULAB_STATIC_DIR;
+// For the tests that start a server of their own (servers.mjs, which a script without
+// node:test can use too): the gpulab binary, the built UI, starting and stopping.
+export { GPULAB_BIN, GPULAB_STATIC_DIR, freePort, killed, startServer } from './servers.mjs';
 export const PHONE = { width: 390, height: 844 };
 export const DESKTOP = { width: 1280, height: 900 };
 
@@ -71,43 +69,4 @@ export async function api(path) {
   assert.equal(response.status, 200, `GET ${path}`);
   const type = response.headers.get('content-type') ?? '';
   return type.includes('json') ? response.json() : response.text();
-}
-
-// Starts `gpulab serve` on `port`, resolving once it listens; the process is returned. `env`
-// adds to the environment, such as GPULAB_TOKEN.
-export async function startServer(port, dataDir, env = {}) {
-  const child = spawn(
-    GPULAB_BIN,
-    ['serve', '--addr', `127.0.0.1:${port}`, '--static-dir', GPULAB_STATIC_DIR, '--data-dir', dataDir],
-    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } },
-  );
-  await new Promise((resolve, reject) => {
-    let out = '';
-    child.stdout.on('data', (chunk) => {
-      out += chunk;
-      if (out.includes('gpulab listening on ')) resolve();
-    });
-    child.on('exit', (code, signal) => reject(new Error(`gpulab exited (${code ?? signal}) before listening:\n${out}`)));
-  });
-  return child;
-}
-
-// A TCP port that was free a moment ago.
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-// Stops `child` with `signal` and waits until it has exited.
-export function killed(child, signal) {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  child.kill(signal);
-  return exited;
 }

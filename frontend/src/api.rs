@@ -118,6 +118,11 @@ pub async fn device_telemetry(id: &str) -> ApiResult<DeviceTelemetry> {
     read_json(get(&format!("/api/devices/{id}/telemetry")).send().await?).await
 }
 
+/// `GET /api/fleet`: the nodes the server's Prometheus scrapes, or how to give it one.
+pub async fn fleet() -> ApiResult<gpulab_shared::fleet::Fleet> {
+    read_json(get("/api/fleet").send().await?).await
+}
+
 /// `GET /api/kernels`.
 pub async fn kernels() -> ApiResult<Vec<KernelSpec>> {
     read_json(get("/api/kernels").send().await?).await

@@ -7,8 +7,8 @@ use leptos_router::path;
 use crate::components::SiteHeader;
 use crate::live::provide_live_events;
 use crate::pages::{
-    ComparePage, DevicesPage, DiagnosticPage, DiagnosticsPage, EditorPage, JobPage, JobsPage,
-    LaunchPage, NotFoundPage,
+    ComparePage, DevicesPage, DiagnosticPage, DiagnosticsPage, EditorPage, FleetPage, JobPage,
+    JobsPage, LaunchPage, NotFoundPage,
 };
 use crate::token::provide_api_token;
 
@@ -31,6 +31,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/editor") view=EditorPage />
                     <Route path=path!("/diagnostics") view=DiagnosticsPage />
                     <Route path=path!("/diagnostics/:id") view=DiagnosticPage />
+                    <Route path=path!("/fleet") view=FleetPage />
                 </Routes>
             </main>
         </Router>

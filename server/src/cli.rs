@@ -143,6 +143,15 @@ pub struct ServeArgs {
         allow_negative_numbers = true
     )]
     pub retention_max_mb: u64,
+    /// A Prometheus that scrapes the gpulab nodes (`http://prometheus:9090`): the Fleet page
+    /// (`GET /api/fleet`) lists them from it.
+    #[arg(long, env = "GPULAB_PROMETHEUS_URL")]
+    pub prometheus_url: Option<String>,
+    /// The URL of a node's own gpulab on the Fleet page, from its scrape target:
+    /// `{instance}`, `{host}`, `{port}` and `{job}` are replaced by the node's. A target
+    /// label `gpulab_url` set by relabelling wins.
+    #[arg(long, env = "GPULAB_FLEET_NODE_URL", default_value = crate::fleet::DEFAULT_NODE_URL)]
+    pub fleet_node_url: String,
     /// The job history may not grow past this many SQLite pages, as if the disk were full.
     /// Tests only.
     #[arg(long, hide = true)]
@@ -369,6 +378,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let allowed_hosts =
         api::security::AllowedHosts::new(&args.allowed_hosts).map_err(anyhow::Error::msg)?;
+    let fleet = args
+        .prometheus_url
+        .as_deref()
+        .map(|url| crate::fleet::FleetReader::new(url, &args.fleet_node_url))
+        .transpose()
+        .map_err(anyhow::Error::msg)?
+        .map(Arc::new);
+    if let Some(fleet) = &fleet {
+        tracing::info!(
+            "the Fleet page reads the nodes from Prometheus at {}",
+            fleet.prometheus_url()
+        );
+    }
     if args.token.is_some() && std::env::var_os("GPULAB_TOKEN").is_none() {
         tracing::warn!(
             "the token was given on the command line, where `ps` shows it to every user of \
@@ -434,6 +456,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         jobs: jobs.clone(),
         access: Arc::new(access),
         event_clients: Default::default(),
+        fleet,
     };
     let app = api::app(state, Some(args.static_dir.clone()));
     // Scripts and tests read this line to find the port when --addr asks for port 0.

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod cuda;
 mod devices;
 mod diag;
+mod fleet;
 mod jobs;
 mod kernels;
 mod metrics;

@@ -632,6 +632,7 @@ async fn the_openapi_document_lists_every_route() {
         ("/api/diagnostics", "post"),
         ("/api/diagnostics/{id}", "get"),
         ("/api/diagnostics/{id}", "delete"),
+        ("/api/fleet", "get"),
         ("/api/openapi.json", "get"),
     ];
     let paths = doc["paths"].as_object().unwrap();
@@ -665,6 +666,9 @@ async fn the_openapi_document_lists_every_route() {
         "DiagnosticPage",
         "CheckResult",
         "LastDiagnostic",
+        "Fleet",
+        "FleetNode",
+        "FleetDevice",
     ] {
         assert!(
             doc["components"]["schemas"][schema].is_object(),

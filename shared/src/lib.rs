@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 
 pub mod custom;
 pub mod diag;
+pub mod fleet;
 
 /// Parameters of a job, by name. Values are JSON numbers, strings or booleans.
 pub type Params = BTreeMap<String, serde_json::Value>;

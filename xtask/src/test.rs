@@ -139,7 +139,9 @@ fn browser_tests() -> Result<()> {
     if !has_node_tests(&end2end)? {
         bail!("end2end/ holds no test files that `node --test` would run (such as `*.test.mjs`)");
     }
-    in_fresh_data_dir(|data_dir| run_against_server(&end2end, data_dir))
+    // Debian's Prometheus, which end2end/fleet.test.mjs runs: the package brings promtool too.
+    let prometheus = crate::setup::promtool()?.with_file_name("prometheus");
+    in_fresh_data_dir(|data_dir| run_against_server(&end2end, data_dir, &prometheus))
 }
 
 /// The Schemathesis checks: the status code, content type, headers and body of every answer
@@ -224,7 +226,7 @@ fn in_fresh_data_dir(with_dir: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     }
 }
 
-fn run_against_server(end2end: &Path, data_dir: &Path) -> Result<()> {
+fn run_against_server(end2end: &Path, data_dir: &Path, prometheus: &Path) -> Result<()> {
     let binary = target_dir().join("debug/gpulab");
     let static_dir = workspace_root().join("dist");
     // Test faults let the browser tests see a diagnostic fail (an injected bit flip); with
@@ -244,6 +246,7 @@ fn run_against_server(end2end: &Path, data_dir: &Path) -> Result<()> {
         .env("GPULAB_URL", &server.url)
         .env("GPULAB_BIN", &binary)
         .env("GPULAB_STATIC_DIR", &static_dir)
+        .env("GPULAB_PROMETHEUS", prometheus)
         .current_dir(end2end));
     let stopped = server.stop();
     match (tests, stopped) {

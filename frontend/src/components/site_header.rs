@@ -22,6 +22,7 @@ pub fn SiteHeader() -> impl IntoView {
                 <A href="/compare">"Compare"</A>
                 <A href="/editor">"Editor"</A>
                 <A href="/diagnostics">"Diagnostics"</A>
+                <A href="/fleet">"Fleet"</A>
             </nav>
             <LiveIndicator />
             <TokenSettings />

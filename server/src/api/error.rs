@@ -38,6 +38,9 @@ pub enum ApiError {
     /// The disk (of the job history) is full.
     #[error("{0}")]
     InsufficientStorage(String),
+    /// A server this one asks (Prometheus, for the fleet) failed or could not be reached.
+    #[error("{0}")]
+    BadGateway(String),
     /// A failure of the server itself: logged with its causes, answered without them.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -57,6 +60,7 @@ impl ApiError {
             ApiError::FieldTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Rejected { status, .. } => *status,
         }

@@ -4,6 +4,7 @@ mod devices;
 mod diagnostics;
 pub mod error;
 pub mod events;
+mod fleet;
 mod health;
 mod jobs;
 mod kernels;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// The `/api/events` streams open now, at most [`events::MAX_CLIENTS`].
     pub event_clients: events::EventClients,
+    /// Where `GET /api/fleet` reads the fleet; `None` without `--prometheus-url`.
+    pub fleet: Option<Arc<crate::fleet::FleetReader>>,
 }
 
 #[derive(OpenApi)]
@@ -79,6 +82,7 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(diagnostics::create, diagnostics::list))
         .routes(routes!(diagnostics::get, diagnostics::cancel))
         .routes(routes!(metrics::metrics))
+        .routes(routes!(fleet::get))
         .split_for_parts();
     doc.paths
         .paths
