@@ -10,6 +10,7 @@ use gpulab_shared::Problem;
 use serde::Deserialize;
 
 use super::error::{ApiError, ApiJson};
+use super::jobs::page;
 use super::AppState;
 use crate::jobs::DiagnosticCancel;
 use crate::store::diagnostics::DiagnosticFilter;
@@ -74,28 +75,12 @@ pub async fn list(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<DiagnosticPage>, ApiError> {
     let Query(q) = query?;
-    let limit = match q.limit.as_deref() {
-        None | Some("") => DEFAULT_PAGE,
-        Some(l) => l
-            .parse()
-            .ok()
-            .filter(|l| (1..=MAX_PAGE).contains(l))
-            .ok_or_else(|| {
-                ApiError::invalid(
-                    "limit",
-                    format!("`limit` must be from 1 to {MAX_PAGE}, got `{l}`"),
-                )
-            })?,
-    };
-    let before_id = match q.cursor.as_deref() {
-        None | Some("") => None,
-        Some(c) => Some(c.parse::<i64>().map_err(|_| {
-            ApiError::invalid(
-                "cursor",
-                format!("`cursor` must be a `next_cursor` from a previous page, got `{c}`"),
-            )
-        })?),
-    };
+    let (limit, before_id) = page(
+        q.limit.as_deref(),
+        q.cursor.as_deref(),
+        DEFAULT_PAGE,
+        MAX_PAGE,
+    )?;
     let filter = DiagnosticFilter {
         device: q.device.filter(|d| !d.is_empty()),
         before_id,

@@ -162,28 +162,12 @@ pub async fn list(
             })
         })
         .transpose()?;
-    let limit = match q.limit.as_deref() {
-        None | Some("") => DEFAULT_PAGE,
-        Some(l) => l
-            .parse()
-            .ok()
-            .filter(|l| (1..=MAX_PAGE).contains(l))
-            .ok_or_else(|| {
-                ApiError::invalid(
-                    "limit",
-                    format!("`limit` must be from 1 to {MAX_PAGE}, got `{l}`"),
-                )
-            })?,
-    };
-    let before_id = match q.cursor.as_deref() {
-        None | Some("") => None,
-        Some(c) => Some(c.parse::<i64>().map_err(|_| {
-            ApiError::invalid(
-                "cursor",
-                format!("`cursor` must be a `next_cursor` from a previous page, got `{c}`"),
-            )
-        })?),
-    };
+    let (limit, before_id) = page(
+        q.limit.as_deref(),
+        q.cursor.as_deref(),
+        DEFAULT_PAGE,
+        MAX_PAGE,
+    )?;
     let filter = JobFilter {
         status,
         device: q.device.filter(|d| !d.is_empty()),
@@ -261,6 +245,39 @@ pub async fn artifact(
 fn distinct(ids: Vec<i64>) -> Vec<i64> {
     let mut seen = std::collections::HashSet::new();
     ids.into_iter().filter(|id| seen.insert(*id)).collect()
+}
+
+/// A list's `limit` (from 1 to `max`, `default` when absent) and `cursor` (the id to list
+/// before: a previous page's `next_cursor`), each refused with the reason.
+pub(super) fn page(
+    limit: Option<&str>,
+    cursor: Option<&str>,
+    default: u32,
+    max: u32,
+) -> Result<(u32, Option<i64>), ApiError> {
+    let limit = match limit {
+        None | Some("") => default,
+        Some(l) => l
+            .parse()
+            .ok()
+            .filter(|l| (1..=max).contains(l))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "limit",
+                    format!("`limit` must be from 1 to {max}, got `{l}`"),
+                )
+            })?,
+    };
+    let before_id = match cursor {
+        None | Some("") => None,
+        Some(c) => Some(c.parse::<i64>().map_err(|_| {
+            ApiError::invalid(
+                "cursor",
+                format!("`cursor` must be a `next_cursor` from a previous page, got `{c}`"),
+            )
+        })?),
+    };
+    Ok((limit, before_id))
 }
 
 fn job_id(raw: &str) -> Result<i64, ApiError> {

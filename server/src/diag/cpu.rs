@@ -298,21 +298,13 @@ impl<'a> Context<'a> {
         let seconds = started.elapsed().as_secs_f64();
         run.progress(0.5);
         let mut second = gemm.run();
-        if self.plan.injects(Fault::GemmMismatch) {
-            alter(&mut second);
-        }
-        let differing = differing(&first, &second);
-        run.evidence(evidence::at_most(
-            "differing results",
-            differing.count as f64,
-            "values",
-            0.0,
+        let differing = judge_repeat(
+            run,
+            self.plan,
+            &first,
+            &mut second,
             "the same inputs give the same bits: each output's summation order is fixed",
-            Verdict::Fail,
-        ));
-        if let Some(index) = differing.first {
-            run.evidence(first_difference(index, &first, &second));
-        }
+        );
         let gflops = self.plan.throughput(gemm.flops() / seconds / 1e9);
         run.evidence(against_baseline(
             &self.plan.baseline,
@@ -324,7 +316,7 @@ impl<'a> Context<'a> {
         run.summary(format!(
             "{n}×{n} SGEMM on {} threads twice: {} differing value(s), {gflops:.2} GFLOP/s",
             rayon::current_num_threads(),
-            differing.count,
+            differing,
             n = GEMM_N
         ));
     }
@@ -593,20 +585,48 @@ impl Gemm {
     }
 }
 
+/// The run-twice judgement: `second` (altered once where the plan injects a GEMM mismatch)
+/// must have the bits of `first`; the evidence counts the differing values and shows the
+/// first of them. Returns how many values differ.
+pub(super) fn judge_repeat(
+    run: &mut CheckRun<'_>,
+    plan: &Plan,
+    first: &[f32],
+    second: &mut [f32],
+    why_equal: &str,
+) -> usize {
+    if plan.injects(Fault::GemmMismatch) {
+        alter(second);
+    }
+    let d = differing(first, second);
+    run.evidence(evidence::at_most(
+        "differing results",
+        d.count as f64,
+        "values",
+        0.0,
+        why_equal,
+        Verdict::Fail,
+    ));
+    if let Some(index) = d.first {
+        run.evidence(first_difference(index, first, second));
+    }
+    d.count
+}
+
 /// The fault: one value of a GEMM result changed in its lowest bit.
-pub(super) fn alter(c: &mut [f32]) {
+fn alter(c: &mut [f32]) {
     if let Some(v) = c.get_mut(c.len() / 3) {
         *v = f32::from_bits(v.to_bits() ^ 1);
     }
 }
 
-pub(super) struct Differing {
-    pub count: usize,
-    pub first: Option<usize>,
+struct Differing {
+    count: usize,
+    first: Option<usize>,
 }
 
 /// The values of two results whose bits differ.
-pub(super) fn differing(a: &[f32], b: &[f32]) -> Differing {
+fn differing(a: &[f32], b: &[f32]) -> Differing {
     let mut count = a.len().abs_diff(b.len());
     let mut first = None;
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
@@ -618,7 +638,7 @@ pub(super) fn differing(a: &[f32], b: &[f32]) -> Differing {
     Differing { count, first }
 }
 
-pub(super) fn first_difference(
+fn first_difference(
     index: usize,
     first: &[f32],
     other: &[f32],

@@ -16,7 +16,7 @@ use gpulab_shared::Device;
 use nvml_wrapper::enum_wrappers::device::{Clock, EccCounter, MemoryError, TemperatureSensor};
 use nvml_wrapper::Nvml;
 
-use super::cpu::{alter, differing, first_difference, judge_stress};
+use super::cpu::{judge_repeat, judge_stress};
 use super::evidence::{self, at_least};
 use super::expectations::{pcie_link_gbps, DataType, Expectation, GpuExpectations};
 use super::memtest::{self, MemError, PatternResult, FLIPPED_BIT, KEPT_ERRORS, RANDOM_SEED};
@@ -857,21 +857,13 @@ impl<'a> Context<'a> {
         run.progress(0.5);
         gemm.step(self.gpu)?;
         let mut second = kgpu::download(self.gpu, &gemm.c)?;
-        if self.plan.injects(Fault::GemmMismatch) {
-            alter(&mut second);
-        }
-        let d = differing(&first, &second);
-        run.evidence(evidence::at_most(
-            "differing results",
-            d.count as f64,
-            "values",
-            0.0,
+        let differing = judge_repeat(
+            run,
+            self.plan,
+            &first,
+            &mut second,
             "the same inputs on the same GPU give the same bits (cuBLAS SGEMM, TF32 off)",
-            Verdict::Fail,
-        ));
-        if let Some(index) = d.first {
-            run.evidence(first_difference(index, &first, &second));
-        }
+        );
         let best_ms = times.iter().copied().fold(f64::MAX, f64::min);
         let gflops = self.plan.throughput(gemm.flops() / (best_ms / 1e3) / 1e9);
         run.evidence(judged(
@@ -882,7 +874,7 @@ impl<'a> Context<'a> {
         ));
         run.summary(format!(
             "{n}×{n} SGEMM twice on the same inputs: {} differing value(s); {gflops:.0} GFLOP/s (best of 5)",
-            d.count
+            differing
         ));
         Ok(())
     }
