@@ -638,11 +638,7 @@ fn differing(a: &[f32], b: &[f32]) -> Differing {
     Differing { count, first }
 }
 
-fn first_difference(
-    index: usize,
-    first: &[f32],
-    other: &[f32],
-) -> gpulab_shared::diag::Evidence {
+fn first_difference(index: usize, first: &[f32], other: &[f32]) -> gpulab_shared::diag::Evidence {
     evidence::text(
         &format!("first differing value (index {index})"),
         format!("{:e} ({:#010x})", other[index], other[index].to_bits()),
