@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 pub mod custom;
 pub mod diag;
 pub mod fleet;
+pub mod peaks;
 
 /// Parameters of a job, by name. Values are JSON numbers, strings or booleans.
 pub type Params = BTreeMap<String, serde_json::Value>;
@@ -98,6 +99,10 @@ pub struct Device {
     /// The device's last finished diagnostic, if it has had one.
     #[serde(default)]
     pub last_diagnostic: Option<diag::LastDiagnostic>,
+    /// The device's theoretical peaks (and, for the CPU, its measured memory-bandwidth
+    /// ceiling), each with its formula and source. Empty where none can be worked out.
+    #[serde(default)]
+    pub peaks: Vec<peaks::Peak>,
 }
 
 /// What the CUDA driver reports about one GPU.
@@ -175,6 +180,11 @@ pub struct ParamSpec {
     /// The allowed values of an `enum` parameter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub choices: Option<Vec<String>>,
+    /// For an `enum` parameter whose allowed values depend on the device (such as matmul's
+    /// `dtype`): device id → the values that device runs. A device not listed takes
+    /// `choices`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub choices_by_device: Option<BTreeMap<String, Vec<String>>>,
     pub unit: Option<String>,
     pub help: String,
 }
@@ -312,6 +322,14 @@ pub struct JobResult {
     pub output: serde_json::Value,
     /// Whether `GET /api/jobs/{id}/artifact` has an image for this job.
     pub has_artifact: bool,
+    /// `throughput` against the device's peak for this kind of work; `null` when the
+    /// device has no such peak or the work is not arithmetic or memory traffic.
+    #[serde(default)]
+    pub fraction_of_peak: Option<peaks::FractionOfPeak>,
+    /// FLOPs and bytes of one repetition and where they put the job on the roofline;
+    /// `null` for kernels the roofline does not describe.
+    #[serde(default)]
+    pub roofline: Option<peaks::RooflinePoint>,
 }
 
 /// Wall time of the timed repetitions (the warm-up run is not counted).
@@ -392,6 +410,10 @@ pub struct ComparisonEntry {
     pub slower_than_best: Option<f64>,
     /// More than `slow_threshold` slower than the best, as gpu-fryer flags a GPU.
     pub flagged: bool,
+    /// The job's `result.fraction_of_peak`: its own device's peak, so that devices of
+    /// different models compare fairly.
+    #[serde(default)]
+    pub fraction_of_peak: Option<peaks::FractionOfPeak>,
 }
 
 /// An RFC 9457 problem document (`application/problem+json`): every error the API answers.

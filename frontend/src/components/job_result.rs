@@ -16,6 +16,7 @@ pub fn JobResultView(job_id: i64, result: JobResult) -> impl IntoView {
         verification,
         output,
         has_artifact,
+        ..
     } = result;
     let sweep = output.get("sweep").cloned();
     let cuda = output.clone();

@@ -45,6 +45,7 @@ fn cpu_device(info: CpuDeviceInfo) -> Device {
         id: CPU_DEVICE_ID.to_owned(),
         kind: DeviceKind::Cpu,
         last_diagnostic: None,
+        peaks: Vec::new(),
         name,
         total_memory_bytes: info.total_memory_bytes,
         free_memory_bytes: info.available_memory_bytes,

@@ -19,6 +19,7 @@ fn cpu() -> Device {
         cuda: None,
         cpu: Some(CpuDeviceInfo::default()),
         last_diagnostic: None,
+        peaks: Vec::new(),
     }
 }
 

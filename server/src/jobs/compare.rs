@@ -45,6 +45,7 @@ pub fn compare(jobs: &[Job]) -> JobComparison {
                 throughput,
                 slower_than_best,
                 flagged: slower_than_best.is_some_and(|s| s > SLOW_THRESHOLD),
+                fraction_of_peak: None,
             }
         })
         .collect();
@@ -91,6 +92,8 @@ mod tests {
             },
             output: serde_json::Value::Null,
             has_artifact: false,
+            fraction_of_peak: None,
+            roofline: None,
         });
         job
     }

@@ -207,6 +207,7 @@ mod tests {
                 cuda: None,
                 cpu: None,
                 last_diagnostic: None,
+                peaks: Vec::new(),
             },
             level: 1,
             duration_s: 0.0,

@@ -43,6 +43,7 @@ pub static TEST_FAULT_SPEC: LazyLock<KernelSpec> = LazyLock::new(|| KernelSpec {
             min: None,
             max: None,
             choices: None,
+            choices_by_device: None,
             unit: None,
             help: "The file `read_path` reads in the worker.".into(),
         },

@@ -61,6 +61,8 @@ fn outcome(times_ms: &[f64], report: RunReport) -> Outcome {
             verification: report.verification,
             output: report.output,
             has_artifact: report.artifact.is_some(),
+            fraction_of_peak: None,
+            roofline: None,
         },
         artifact: report.artifact,
     }

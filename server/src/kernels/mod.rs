@@ -43,6 +43,25 @@ pub trait Kernel: Send + Sync + 'static {
     /// on the GPU, ready for the timed runs.
     fn prepare_cuda(&self, params: &ResolvedParams, gpu: &mut Gpu)
         -> Result<PreparedGpu, GpuError>;
+
+    /// The FLOPs and bytes of one repetition, by the formula of the catalog entry, for the
+    /// roofline and `result.roofline`; `None` for kernels whose work is not arithmetic over
+    /// memory (random samples, pixels of data-dependent length, a pure copy).
+    fn op_counts(&self, _params: &ResolvedParams) -> Option<OpCounts> {
+        None
+    }
+}
+
+/// The work of one repetition as the roofline counts it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OpCounts {
+    /// Arithmetic operations (FLOPs; integer operations for `int8`).
+    pub flops: f64,
+    /// Bytes of memory traffic the formula counts (compulsory traffic: each input read
+    /// once, each output written once).
+    pub bytes: f64,
+    /// The compute ceiling the kernel is under: a `Peak::name` such as `fp32` or `bf16`.
+    pub ceiling: &'static str,
 }
 
 /// A prepared GPU run: [`GpuRun::step`] queues one repetition on the GPU's stream (the

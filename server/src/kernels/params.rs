@@ -180,6 +180,7 @@ pub mod spec {
             min: Some(min as f64),
             max: Some(max as f64),
             choices: None,
+            choices_by_device: None,
             unit: unit.map(Into::into),
             help: help.into(),
         }
@@ -201,6 +202,7 @@ pub mod spec {
             min: Some(min),
             max: Some(max),
             choices: None,
+            choices_by_device: None,
             unit: unit.map(Into::into),
             help: help.into(),
         }
@@ -215,6 +217,7 @@ pub mod spec {
             min: None,
             max: None,
             choices: Some(choices.iter().map(|c| c.to_string()).collect()),
+            choices_by_device: None,
             unit: None,
             help: help.into(),
         }
