@@ -17,6 +17,7 @@ mod diag;
 mod fleet;
 mod jobs;
 mod kernels;
+mod lab;
 mod metrics;
 mod probe;
 mod store;

@@ -180,6 +180,7 @@ pub fn check(
         params: params.into_map(),
         repetitions,
         timeout_s,
+        owner: None,
     })
 }
 
@@ -223,6 +224,7 @@ fn check_custom(
         params: params.to_params(),
         repetitions,
         timeout_s,
+        owner: None,
     })
 }
 
