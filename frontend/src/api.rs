@@ -290,6 +290,8 @@ async fn read_problem(response: Response) -> ApiError {
             status,
             detail: format!("the server answered {status} {}", response.status_text()),
             field: None,
+            remaining_seconds: None,
+            renews_at: None,
         }),
     }
 }
