@@ -346,6 +346,8 @@ mod tests {
                 status,
                 detail: "this server needs a token".to_owned(),
                 field: None,
+                remaining_seconds: None,
+                renews_at: None,
             })
         };
         assert!(problem(401).is_unauthorized());
