@@ -22,3 +22,5 @@ mod probe;
 mod store;
 mod telemetry;
 mod worker;
+
+pub use kernels::{builtin_cuda_sources, CudaSource};
