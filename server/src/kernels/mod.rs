@@ -80,8 +80,10 @@ pub trait Kernel: Send + Sync + 'static {
 
 /// A kernel of the catalog, whatever its parameter type: what the API and the worker use.
 pub trait CatalogKernel: Send + Sync {
+    /// [`Kernel::spec`].
     fn spec(&self) -> KernelSpec;
 
+    /// [`Kernel::cuda_sources`].
     fn cuda_sources(&self) -> &'static [CudaSource];
 
     /// Reads the kernel's typed parameters from resolved ones: a missing parameter or one of
@@ -94,8 +96,10 @@ pub trait KernelJob {
     /// Bytes of device memory the job allocates.
     fn memory_bytes(&self) -> u64;
 
+    /// [`Kernel::prepare_cpu`] with these parameters.
     fn prepare_cpu(&self) -> Result<Box<dyn CpuRun>, String>;
 
+    /// [`Kernel::prepare_cuda`] with these parameters.
     fn prepare_cuda(&self, gpu: &mut Gpu) -> Result<PreparedGpu, GpuError>;
 }
 
