@@ -18,6 +18,7 @@ mod fleet;
 mod jobs;
 mod kernels;
 mod metrics;
+mod peaks;
 mod probe;
 mod store;
 mod telemetry;

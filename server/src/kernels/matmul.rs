@@ -123,6 +123,32 @@ impl Kernel for Matmul {
         };
         Ok(PreparedGpu::new(run, modules))
     }
+
+    /// Provisional (branch `peaks`), until `gemm` gives matmul its data types: 2·m·n·k FLOP
+    /// over the compulsory traffic, A and B read once and C written once, in the element
+    /// size of `dtype` where the job has one (fp32 otherwise).
+    fn op_counts(&self, params: &ResolvedParams) -> Option<super::OpCounts> {
+        let dtype = params
+            .as_map()
+            .get("dtype")
+            .and_then(|d| d.as_str())
+            .and_then(gpulab_shared::peaks::GemmDtype::parse)
+            .unwrap_or(gpulab_shared::peaks::GemmDtype::Fp32);
+        let (m, n, k) = (
+            params.u64("m") as f64,
+            params.u64("n") as f64,
+            params.u64("k") as f64,
+        );
+        Some(super::OpCounts {
+            flops: 2.0 * m * n * k,
+            bytes: (m * k + k * n + m * n) * dtype.input_bytes() as f64,
+            ceiling: dtype.as_str(),
+        })
+    }
+
+    fn roofline_note(&self) -> &'static str {
+        "2 × m × n × k FLOP over (m × k + k × n + m × n) × 4 bytes, each matrix moved once"
+    }
 }
 
 /// The tile of `matmul_tiled.cu`: its blocks are `TILE × TILE` threads.

@@ -50,6 +50,12 @@ pub trait Kernel: Send + Sync + 'static {
     fn op_counts(&self, _params: &ResolvedParams) -> Option<OpCounts> {
         None
     }
+
+    /// The roofline's formula in words for the catalog (FLOPs and bytes of one repetition),
+    /// or why the kernel has none; appended to `throughput_formula` by [`specs`].
+    fn roofline_note(&self) -> &'static str {
+        ""
+    }
 }
 
 /// The work of one repetition as the roofline counts it.
@@ -171,8 +177,20 @@ pub fn catalog() -> &'static [&'static dyn Kernel] {
 /// The catalog entries of [`catalog`], in the same order, built once: every job submission
 /// and every worker looks kernels up by name.
 pub fn specs() -> &'static [KernelSpec] {
-    static SPECS: std::sync::LazyLock<Vec<KernelSpec>> =
-        std::sync::LazyLock::new(|| catalog().iter().map(|k| k.spec()).collect());
+    static SPECS: std::sync::LazyLock<Vec<KernelSpec>> = std::sync::LazyLock::new(|| {
+        catalog()
+            .iter()
+            .map(|k| {
+                let mut spec = k.spec();
+                let note = k.roofline_note();
+                if !note.is_empty() {
+                    spec.throughput_formula =
+                        format!("{}; roofline: {note}", spec.throughput_formula);
+                }
+                spec
+            })
+            .collect()
+    });
     &SPECS
 }
 
@@ -227,6 +245,14 @@ mod tests {
                 gpulab_shared::DeviceKind::Cuda,
             ] {
                 assert!(spec.devices.contains(&kind), "{} on {kind:?}", spec.name);
+            }
+            // Every kernel says where it sits on the roofline, or why it does not.
+            assert!(!kernel.roofline_note().is_empty(), "{}", spec.name);
+            if let Some(counts) = kernel.op_counts(&params) {
+                assert!(counts.flops > 0.0 && counts.bytes > 0.0, "{}", spec.name);
+                assert!(specs()
+                    .iter()
+                    .any(|s| s.name == spec.name && s.throughput_formula.contains("roofline: ")));
             }
             // Only the π estimate needs no buffers.
             assert_eq!(
