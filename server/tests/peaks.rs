@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use gpulab_shared::peaks::{PeakBasis, Roofline};
-use gpulab_shared::{Device, JobComparison, JobStatus, Problem};
+use gpulab_shared::{Device, DeviceKind, JobComparison, JobStatus, Problem};
 use reqwest::StatusCode;
 use serde_json::json;
 use support::spawn_app;
@@ -62,6 +62,63 @@ async fn the_cpu_has_computed_arithmetic_peaks_and_a_measured_bandwidth() {
     let devices: Vec<Device> = app.get_json("/api/devices").await;
     let listed = devices.iter().find(|d| d.id == "cpu").unwrap();
     assert_eq!(listed.peaks, cpu.peaks);
+
+    // On a GPU machine (the GPU check): each GPU's peaks are computed from its attributes.
+    for gpu in devices.iter().filter(|d| d.kind == DeviceKind::Cuda) {
+        for peak in &gpu.peaks {
+            eprintln!(
+                "{} ({}) peak {} = {:.1} {}: {} [{}]",
+                gpu.id, gpu.name, peak.name, peak.value, peak.unit, peak.formula, peak.source
+            );
+            assert_eq!(peak.basis, PeakBasis::Computed, "{peak:?}");
+            assert!(peak.value > 0.0 && !peak.formula.is_empty(), "{peak:?}");
+        }
+        for name in ["memory_bandwidth", "fp32", "fp64"] {
+            assert!(
+                gpu.peaks.iter().any(|p| p.name == name),
+                "{}: no {name}",
+                gpu.id
+            );
+        }
+    }
+}
+
+/// On a GPU machine: the device-to-device copy and cuBLAS SGEMM against the GPU's computed
+/// peaks, which no measurement may exceed.
+#[tokio::test]
+async fn gpu_results_stay_below_their_computed_peaks() {
+    let app = spawn_app().await;
+    let devices: Vec<Device> = app.get_json("/api/devices").await;
+    let Some(gpu) = devices.iter().find(|d| d.kind == DeviceKind::Cuda) else {
+        // Without a GPU, the CPU is the only device, and it has its arithmetic peaks.
+        assert_eq!(devices.len(), 1);
+        assert!(devices[0].peaks.iter().any(|p| p.name == "fp32"));
+        return;
+    };
+    for (kernel, params, peak) in [
+        ("bandwidth", json!({"size_mib": 1024}), "memory_bandwidth"),
+        ("matmul", json!({"m": 4096, "n": 4096, "k": 4096}), "fp32"),
+    ] {
+        let job = app
+            .submit(json!({"kernel": kernel, "device": gpu.id, "params": params,
+                "repetitions": 5}))
+            .await;
+        let job = app.wait_status(job.id, JobStatus::Succeeded).await;
+        let result = job.result.unwrap();
+        let f = result.fraction_of_peak.expect("a fraction of peak");
+        eprintln!(
+            "{} {kernel}: {:.1} {} = {:.3} of {} {:.1} {}",
+            gpu.name,
+            result.throughput.value,
+            result.throughput.unit,
+            f.fraction,
+            f.peak,
+            f.peak_value,
+            f.unit
+        );
+        assert_eq!(f.peak, peak);
+        assert!(f.fraction > 0.0 && f.fraction < 1.0, "{f:?}");
+    }
 }
 
 #[tokio::test]
