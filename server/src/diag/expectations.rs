@@ -190,7 +190,8 @@ impl<'a> GpuExpectations<'a> {
 pub fn attribute_bandwidth(info: &CudaDeviceInfo) -> Option<(f64, String)> {
     let clock = info.max_memory_clock_mhz?;
     let width = info.memory_bus_width_bits?;
-    let peak = clock as f64 * 1e6 * (width as f64 / 8.0) * 2.0 / 1e9;
+    // The devices' theoretical peak, whose source says how CUDA reports the clock.
+    let peak = crate::peaks::gpu::memory_bandwidth(info)?.value;
     Some((
         peak,
         format!(
