@@ -170,6 +170,22 @@ impl Kernel for Matmul {
         };
         Ok(PreparedGpu::new(run, modules))
     }
+
+    /// Provisional (branch `peaks`), until `gemm` gives matmul its data types: 2·m·n·k FLOP
+    /// over the compulsory traffic, A and B read once and C written once, in fp32.
+    fn op_counts(&self, params: &Self::Params) -> Option<super::OpCounts> {
+        let Shape { m, n, k } = params.shape;
+        let (m, n, k) = (m as f64, n as f64, k as f64);
+        Some(super::OpCounts {
+            flops: 2.0 * m * n * k,
+            bytes: (m * k + k * n + m * n) * 4.0,
+            ceiling: "fp32",
+        })
+    }
+
+    fn roofline_note(&self) -> &'static str {
+        "2 × m × n × k FLOP over (m × k + k × n + m × n) × 4 bytes, each matrix moved once"
+    }
 }
 
 /// The tile of `matmul_tiled.cu`: its blocks are `TILE × TILE` threads.
