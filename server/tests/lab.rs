@@ -949,3 +949,61 @@ async fn a_server_restart_keeps_accounts_and_sessions() {
         .unwrap();
     assert_eq!(me.user.unwrap().name, "alice");
 }
+
+/// A custom kernel's source is in its job, which only its owner (and admins) read, unless
+/// the owner shares it. A custom job needs a GPU to run, so this one is written into the
+/// server's history as a finished job would be, beside the running server, which reads it
+/// from there like any other.
+#[tokio::test]
+async fn a_custom_kernels_source_is_its_owners_alone_until_shared() {
+    let app = spawn_app().await;
+    let (root, alice, bob) = lab(&app).await;
+    let source = "extern \"C\" __global__ void alices_secret(float *x) { x[0] = 42.0f; }";
+    let params = json!({"source": source, "entry": "alices_secret", "n": 1});
+    let db = rusqlite::Connection::open(app.data_dir().join("gpulab.sqlite3")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    db.execute(
+        "INSERT INTO jobs (kernel, device, params, repetitions, timeout_s, status, created_at,
+                           started_at, finished_at, duration_ms, error, owner)
+         VALUES ('custom', 'cuda:0', ?1, 1, 60, 'failed', '2026-01-05T10:00:00.000Z',
+                 '2026-01-05T10:00:00.000Z', '2026-01-05T10:00:01.000Z', 1000, 'no GPU',
+                 'alice')",
+        [params.to_string()],
+    )
+    .unwrap();
+    let id = db.last_insert_rowid();
+    drop(db);
+    let path = format!("/api/jobs/{id}");
+
+    let hers: Job = get_as(&app, &path, &alice).await;
+    assert_eq!(hers.params["source"], source);
+    let admins: Job = get_as(&app, &path, &root).await;
+    assert_eq!(admins.owner.as_deref(), Some("alice"));
+    problem(
+        call(&app, Method::GET, &path, Some(&bob), None).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    for list in ["/api/jobs", "/api/jobs?kernel=custom"] {
+        let resp = call(&app, Method::GET, list, Some(&bob), None).await;
+        let text = resp.text().await.unwrap();
+        assert!(!text.contains("alices_secret"), "{list}: {text}");
+    }
+
+    let resp = call(
+        &app,
+        Method::POST,
+        &format!("{path}/share"),
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let shared: Job = get_as(&app, &path, &bob).await;
+    assert_eq!(shared.params["source"], source);
+    let bobs: JobPage = get_as(&app, "/api/jobs", &bob).await;
+    assert!(
+        bobs.jobs.is_empty(),
+        "a shared job is read by its link, not listed"
+    );
+}
