@@ -839,6 +839,19 @@ async fn a_rotated_key_is_refused_at_once() {
     )
     .await;
     assert_eq!(p.field.as_deref(), Some("name"));
+    // serde reads a struct from an array of its fields too; the API takes objects only.
+    for (method, path, body) in [
+        (Method::PATCH, "/api/users/alice", json!([null, null])),
+        (Method::POST, "/api/users", json!(["eve", true])),
+        (Method::POST, "/api/session", json!(["alice", alice])),
+    ] {
+        let p = problem(
+            call(&app, method, path, Some(&root), Some(body)).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert!(p.detail.contains("JSON object"), "{path}: {}", p.detail);
+    }
 }
 
 #[tokio::test]
