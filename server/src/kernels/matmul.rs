@@ -1,13 +1,20 @@
-//! `matmul`: the single-precision matrix product `C = A·B`: on the CPU through
+//! `matmul`: the matrix product `C = A·B`: in single precision on the CPU through
 //! `matrixmultiply`'s SGEMM, on a GPU through cuBLAS SGEMM (TF32 off) or the tiled
-//! shared-memory teaching kernel of `matmul_tiled.cu`, chosen by `variant`.
+//! shared-memory teaching kernel of `matmul_tiled.cu`, chosen by `variant`; in the other
+//! data types of `dtype` through the libraries ([`dtypes`], [`tensor`]).
 
-use gpulab_shared::{DeviceKind, KernelSpec, Verification};
+mod dtypes;
+mod tensor;
+
+use gpulab_shared::peaks::GemmDtype;
+use gpulab_shared::{Device, DeviceKind, KernelSpec, Verification};
 use serde_json::json;
 
 use super::gpu::{self, source};
 use super::params::spec;
-use super::{rng, CpuRun, GpuRun, Kernel, PreparedGpu, ResolvedParams, RunReport, Work};
+use super::{
+    rng, CpuRun, GpuRun, Kernel, OpCounts, ParamError, PreparedGpu, ResolvedParams, RunReport, Work,
+};
 use crate::cuda::{DriverContext, Gpu, GpuError, Options};
 use cudarc::cublas::{sys::cublasOperation_t, Gemm, GemmConfig};
 use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
@@ -53,6 +60,16 @@ impl Kernel for Matmul {
                      kernel of the CUDA programming guide. The CPU always runs \
                      matrixmultiply's SGEMM.",
                 ),
+                spec::choice(
+                    "dtype",
+                    GemmDtype::Fp32.as_str(),
+                    &GemmDtype::ALL.map(GemmDtype::as_str),
+                    "The data type of A and B: fp32 (SIMT, TF32 off), fp64, or on the tensor \
+                     cores tf32, fp16, bf16 (fp32 accumulation), fp8_e4m3 (per-tensor scales, \
+                     compute capability 8.9 and above) and int8 (int32 accumulation). Types \
+                     other than fp32 run with variant `cublas` only; fp8_e4m3 and int8 need \
+                     m, n and k multiples of 16. Which a device runs: `choices_by_device`.",
+                ),
             ],
             throughput_formula: "2 × m × n × k FLOP / median time (GFLOP/s)".into(),
         }
@@ -60,16 +77,58 @@ impl Kernel for Matmul {
 
     fn memory_bytes(&self, params: &ResolvedParams) -> u64 {
         let (m, n, k) = (params.u64("m"), params.u64("n"), params.u64("k"));
-        (m * k + k * n + m * n) * 4
+        let dtype = dtype(params);
+        let workspace = match dtype {
+            GemmDtype::Fp64 | GemmDtype::Fp32 => 0,
+            _ => tensor::WORKSPACE_BYTES as u64,
+        };
+        (m * k + k * n) * dtype.input_bytes() as u64
+            + m * n * dtypes::output_bytes(dtype)
+            + workspace
+    }
+
+    /// FLOPs (int8: integer operations) `2·m·n·k`; bytes: A and B read once in the input
+    /// type, C written once in the output type (fp16, bf16 for fp8_e4m3, int32 for int8).
+    fn op_counts(&self, params: &ResolvedParams) -> Option<OpCounts> {
+        let (m, n, k) = (
+            params.u64("m") as f64,
+            params.u64("n") as f64,
+            params.u64("k") as f64,
+        );
+        let dtype = dtype(params);
+        Some(OpCounts {
+            flops: 2.0 * m * n * k,
+            bytes: (m * k + k * n) * dtype.input_bytes() as f64
+                + m * n * dtypes::output_bytes(dtype) as f64,
+            ceiling: dtype.as_str(),
+        })
+    }
+
+    fn device_choices(&self, device: &Device) -> Vec<(&'static str, Vec<String>)> {
+        let dtypes = dtypes::dtypes_on(device);
+        vec![(
+            "dtype",
+            dtypes.iter().map(|d| d.as_str().to_owned()).collect(),
+        )]
+    }
+
+    fn check_params(&self, params: &ResolvedParams, device: &Device) -> Result<(), ParamError> {
+        dtypes::check(dtype(params), params.str("variant"), shape(params), device)
     }
 
     fn prepare_cpu(&self, params: &ResolvedParams) -> Result<Box<dyn CpuRun>, String> {
-        let shape = Shape {
-            m: params.u64("m") as usize,
-            n: params.u64("n") as usize,
-            k: params.u64("k") as usize,
-        };
+        let shape = shape(params);
         let seed = params.u64("seed");
+        match dtype(params) {
+            GemmDtype::Fp32 => {}
+            GemmDtype::Fp64 => return Ok(Box::new(dtypes::Fp64CpuRun::new(shape, seed))),
+            other => {
+                return Err(format!(
+                    "dtype `{}` does not run on the CPU (fp64 and fp32 do)",
+                    other.as_str()
+                ))
+            }
+        }
         let mut a = vec![0.0; shape.m * shape.k];
         let mut b = vec![0.0; shape.k * shape.n];
         rng::fill_uniform_f32(seed, STREAM_A, &mut a, -1.0, 1.0);
@@ -88,11 +147,11 @@ impl Kernel for Matmul {
         gpu: &mut Gpu,
     ) -> Result<PreparedGpu, GpuError> {
         gpu.ensure_fits(self.memory_bytes(params), "matmul")?;
-        let shape = Shape {
-            m: params.u64("m") as usize,
-            n: params.u64("n") as usize,
-            k: params.u64("k") as usize,
-        };
+        let shape = shape(params);
+        let dtype = dtype(params);
+        if dtype != GemmDtype::Fp32 {
+            return tensor::prepare(dtype, shape, params.u64("seed"), gpu);
+        }
         let (variant, modules) = match params.str("variant") {
             "tiled" => {
                 let (module, report) =
@@ -198,18 +257,21 @@ impl GpuRun for MatmulGpu {
         let Shape { m, n, k } = self.shape;
         let c = gpu::download(gpu, &self.c)?;
         let (verification, checked) = verify(self.shape, &self.a, &self.b, &c[..m * n]);
-        let variant = match self.variant {
-            Variant::Cublas => "cublas",
-            Variant::Tiled(_) => "tiled",
+        let (variant, arithmetic) = match self.variant {
+            Variant::Cublas => ("cublas", dtypes::gpu_arithmetic(GemmDtype::Fp32)),
+            Variant::Tiled(_) => ("tiled", dtypes::TILED_FP32),
         };
+        let mut output = json!({
+            "m": m, "n": n, "k": k,
+            "checked_entries": checked,
+            "variant": variant,
+            "dtype": "fp32",
+        });
+        dtypes::merge(&mut output, arithmetic.json());
         Ok(RunReport {
             work: Work::Flops(2.0 * m as f64 * n as f64 * k as f64),
             verification,
-            output: json!({
-                "m": m, "n": n, "k": k,
-                "checked_entries": checked,
-                "variant": variant,
-            }),
+            output,
             artifact: None,
         })
     }
@@ -221,6 +283,24 @@ struct Shape {
     m: usize,
     n: usize,
     k: usize,
+}
+
+fn shape(params: &ResolvedParams) -> Shape {
+    Shape {
+        m: params.u64("m") as usize,
+        n: params.u64("n") as usize,
+        k: params.u64("k") as usize,
+    }
+}
+
+/// The `dtype` parameter; fp32 for parameters stored before it existed.
+fn dtype(params: &ResolvedParams) -> GemmDtype {
+    params
+        .as_map()
+        .get("dtype")
+        .and_then(|v| v.as_str())
+        .and_then(GemmDtype::parse)
+        .unwrap_or(GemmDtype::Fp32)
 }
 
 struct MatmulRun {
@@ -259,55 +339,33 @@ impl CpuRun for MatmulRun {
     fn finish(self: Box<Self>) -> RunReport {
         let Shape { m, n, k } = self.shape;
         let (verification, checked) = verify(self.shape, &self.a, &self.b, &self.c);
+        let mut output = json!({
+            "m": m, "n": n, "k": k,
+            "checked_entries": checked,
+            "dtype": "fp32",
+        });
+        dtypes::merge(&mut output, dtypes::CPU_FP32.json());
         RunReport {
             work: Work::Flops(2.0 * m as f64 * n as f64 * k as f64),
             verification,
-            output: json!({ "m": m, "n": n, "k": k, "checked_entries": checked }),
+            output,
             artifact: None,
         }
     }
 }
 
-/// Checks a fixed sample of `C`'s entries (the four corners always among them) against dot
-/// products in double precision, returning the verification and the number checked.
-///
-/// A dot product of length k computed in single precision, in any order and with or without
-/// FMA, errs by at most γ_k·Σ|a_il·b_lj| with γ_k = k·u/(1 − k·u), u = ε/2 (Higham,
-/// *Accuracy and Stability of Numerical Algorithms*, §3.1); `k·ε` is above that whenever
-/// `k·u < 1/2`, and is the tolerance.
+/// Checks a fixed sample of `C`'s entries against double-precision dot products with the
+/// tolerance of single precision ([`dtypes::verify`]), returning the verification and the
+/// number checked.
 fn verify(shape: Shape, a: &[f32], b: &[f32], c: &[f32]) -> (Verification, usize) {
-    let Shape { m, n, k } = shape;
-    let corners = [0, n - 1, (m - 1) * n, m * n - 1];
-    let sample = rng::sample_indices(SAMPLE_SEED, m * n, SAMPLE, &corners);
-    let (mut max_abs, mut max_rel) = (0.0f64, 0.0f64);
-    for &index in &sample {
-        let (i, j) = (index / n, index % n);
-        let (mut dot, mut magnitude) = (0.0f64, 0.0f64);
-        for l in 0..k {
-            let product = a[i * k + l] as f64 * b[l * n + j] as f64;
-            dot += product;
-            magnitude += product.abs();
-        }
-        // NaN and ∞ become f64::MAX: JSON has no number for them, and they must fail the check.
-        let abs = (c[index] as f64 - dot).abs().min(f64::MAX);
-        let rel = (abs / magnitude.max(f64::MIN_POSITIVE)).min(f64::MAX);
-        max_abs = max_abs.max(abs);
-        max_rel = max_rel.max(rel);
-    }
-    let tolerance = k as f64 * f32::EPSILON as f64;
-    let verification = Verification {
-        passed: max_rel <= tolerance,
-        max_abs_error: max_abs,
-        max_rel_error: max_rel,
-        tolerance,
-        method: format!(
-            "{} entries of C, the corners among them, compared with dot products in double \
-             precision, error relative to Σ_l |a_il·b_lj|; the tolerance γ_k = k·ε_f32 \
-             (k = {k}) bounds the rounding of any single-precision dot product of length k.",
-            sample.len()
-        ),
-    };
-    (verification, sample.len())
+    let Shape { n, k, .. } = shape;
+    dtypes::verify(
+        shape,
+        GemmDtype::Fp32,
+        |i, l| a[i * k + l] as f64,
+        |l, j| b[l * n + j] as f64,
+        |i, j| c[i * n + j] as f64,
+    )
 }
 
 #[cfg(test)]

@@ -22,11 +22,11 @@ pub mod harness;
 pub mod params;
 pub mod rng;
 
-use gpulab_shared::{KernelSpec, Verification};
+use gpulab_shared::{Device, KernelSpec, Verification};
 
 use crate::cuda::{Gpu, GpuError, ModuleReport};
 
-pub use params::ResolvedParams;
+pub use params::{ParamError, ResolvedParams};
 
 /// A built-in kernel of the catalog.
 pub trait Kernel: Send + Sync + 'static {
@@ -49,6 +49,19 @@ pub trait Kernel: Send + Sync + 'static {
     /// memory (random samples, pixels of data-dependent length, a pure copy).
     fn op_counts(&self, _params: &ResolvedParams) -> Option<OpCounts> {
         None
+    }
+
+    /// The values of this kernel's device-dependent `enum` parameters on `device`, for the
+    /// catalog's `choices_by_device`: `(parameter, values)`. Empty when no choice depends on
+    /// the device.
+    fn device_choices(&self, _device: &Device) -> Vec<(&'static str, Vec<String>)> {
+        Vec::new()
+    }
+
+    /// What the schema cannot check: combinations of parameters, what `device` can run,
+    /// sizes a library cannot do. Runs at submission, after the schema's checks.
+    fn check_params(&self, _params: &ResolvedParams, _device: &Device) -> Result<(), ParamError> {
+        Ok(())
     }
 }
 
@@ -123,6 +136,8 @@ pub enum Work {
     Pixels(f64),
     /// Elements processed (a custom kernel's `n`): throughput in Gelements/s.
     Elements(f64),
+    /// Integer arithmetic operations (an int8 GEMM): throughput in GOP/s.
+    Ops(f64),
 }
 
 impl Work {
@@ -134,6 +149,7 @@ impl Work {
             Work::Samples(s) => (s, 1e9, "Gsamples/s"),
             Work::Pixels(p) => (p, 1e6, "Mpixels/s"),
             Work::Elements(e) => (e, 1e9, "Gelements/s"),
+            Work::Ops(o) => (o, 1e9, "GOP/s"),
         };
         let value = if seconds > 0.0 {
             amount / seconds / scale
@@ -174,6 +190,29 @@ pub fn specs() -> &'static [KernelSpec] {
     static SPECS: std::sync::LazyLock<Vec<KernelSpec>> =
         std::sync::LazyLock::new(|| catalog().iter().map(|k| k.spec()).collect());
     &SPECS
+}
+
+/// The catalog entries as this server offers them: [`specs`] with each device-dependent
+/// `enum` parameter's `choices_by_device` filled in for `devices`.
+pub fn specs_for(devices: &[Device]) -> Vec<KernelSpec> {
+    catalog()
+        .iter()
+        .zip(specs())
+        .map(|(kernel, spec)| {
+            let mut spec = spec.clone();
+            for device in devices.iter().filter(|d| spec.devices.contains(&d.kind)) {
+                for (name, values) in kernel.device_choices(device) {
+                    if let Some(param) = spec.params.iter_mut().find(|p| p.name == name) {
+                        param
+                            .choices_by_device
+                            .get_or_insert_with(Default::default)
+                            .insert(device.id.clone(), values);
+                    }
+                }
+            }
+            spec
+        })
+        .collect()
 }
 
 /// The names of the catalog's kernels, for messages that list them.
