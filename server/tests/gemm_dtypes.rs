@@ -164,3 +164,60 @@ async fn a_dtype_the_device_does_not_run_is_refused_naming_what_it_runs() {
     let page: Value = app.get_json("/api/jobs?kernel=matmul").await;
     assert_eq!(page["jobs"], json!([]), "nothing refused was stored");
 }
+
+/// Every dtype the catalog offers each GPU, at a square-ish size of multiples of 16 and (but
+/// for the 8-bit types, which need them) at odd sizes, each verified and stating its
+/// arithmetic. Needs a GPU: the GPU check runs it.
+#[tokio::test]
+#[ignore = "needs a CUDA GPU: the GPU check runs it"]
+async fn every_offered_dtype_verifies_on_every_gpu() {
+    let app = spawn_app().await;
+    let devices: Vec<Device> = app.get_json("/api/devices").await;
+    let gpus: Vec<&Device> = devices
+        .iter()
+        .filter(|d| d.kind == DeviceKind::Cuda)
+        .collect();
+    assert!(
+        !gpus.is_empty(),
+        "no CUDA device, so this GPU test cannot run"
+    );
+    for gpu in gpus {
+        for dtype in expected_dtypes(gpu) {
+            let mut shapes = vec![json!({"m": 256, "n": 192, "k": 512})];
+            if !["fp8_e4m3", "int8"].contains(&dtype.as_str()) {
+                shapes.push(json!({"m": 1000, "n": 777, "k": 513}));
+            }
+            for mut params in shapes {
+                params["dtype"] = json!(dtype);
+                let job = app
+                    .submit(
+                        json!({"kernel": "matmul", "device": gpu.id, "params": params,
+                                   "repetitions": 3}),
+                    )
+                    .await;
+                let done = app.wait_finished(job.id).await;
+                assert_eq!(
+                    done.status,
+                    JobStatus::Succeeded,
+                    "{} {params}: {:?}",
+                    gpu.id,
+                    done.error
+                );
+                let result = done.result.unwrap();
+                assert!(
+                    result.verification.passed,
+                    "{} {params}: {:?}",
+                    gpu.id, result.verification
+                );
+                assert_eq!(result.output["dtype"], json!(dtype));
+                let unit = if dtype == "int8" { "GOP/s" } else { "GFLOP/s" };
+                assert_eq!(result.throughput.unit, unit);
+                assert!(
+                    result.output["compute_type"].is_string(),
+                    "{}",
+                    result.output
+                );
+            }
+        }
+    }
+}

@@ -14,7 +14,14 @@ use anyhow::{bail, Context, Result};
 use crate::process::{cargo, command, run, workspace_root};
 
 /// The server's integration tests that the bundle carries.
-const TESTS: [&str; 5] = ["cuda", "api", "metrics", "telemetry", "workers"];
+const TESTS: [&str; 6] = [
+    "cuda",
+    "gemm_dtypes",
+    "api",
+    "metrics",
+    "telemetry",
+    "workers",
+];
 
 /// The bundle's folder (ignored by git).
 pub fn bundle_dir() -> PathBuf {
