@@ -711,7 +711,9 @@ mod tests {
         };
         let (a32, b32) = draw_f32(shape, 7);
         for dtype in GemmDtype::ALL {
-            let (quantise, round_out): (fn(f32) -> f64, fn(f64) -> f64) = match dtype {
+            // How the device sees an input, and how it stores an exact sum.
+            type Rounding = (fn(f32) -> f64, fn(f64) -> f64);
+            let (quantise, round_out): Rounding = match dtype {
                 GemmDtype::Fp64 => (|x| x as f64, |x| x),
                 GemmDtype::Fp32 => (|x| x as f64, |x| x as f32 as f64),
                 GemmDtype::Tf32 => (|x| tf32_round(x) as f64, |x| x as f32 as f64),
