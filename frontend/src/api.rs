@@ -290,6 +290,8 @@ async fn read_problem(response: Response) -> ApiError {
             status,
             detail: format!("the server answered {status} {}", response.status_text()),
             field: None,
+            remaining_seconds: None,
+            renews_at: None,
         }),
     }
 }
@@ -344,6 +346,8 @@ mod tests {
                 status,
                 detail: "this server needs a token".to_owned(),
                 field: None,
+                remaining_seconds: None,
+                renews_at: None,
             })
         };
         assert!(problem(401).is_unauthorized());

@@ -331,6 +331,7 @@ mod tests {
         let verdict = (status == DiagnosticStatus::Finished)
             .then(|| Verdict::combine(checks.iter().filter_map(|c| c.verdict)));
         Diagnostic {
+            owner: None,
             schema_version: 1,
             id,
             level: 1,

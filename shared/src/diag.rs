@@ -158,6 +158,9 @@ pub struct Diagnostic {
     pub devices: Vec<DeviceDiagnostic>,
     /// Why it failed, was cancelled or interrupted.
     pub error: Option<String>,
+    /// The user who asked for it, in lab mode; `null` in single mode.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 /// One device's part of a diagnostic.

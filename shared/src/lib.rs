@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 pub mod custom;
 pub mod diag;
 pub mod fleet;
+pub mod lab;
 pub mod peaks;
 
 /// Parameters of a job, by name. Values are JSON numbers, strings or booleans.
@@ -308,6 +309,9 @@ pub struct Job {
     pub result: Option<JobResult>,
     /// Why the job failed, timed out, was cancelled or interrupted.
     pub error: Option<String>,
+    /// The user who submitted it, in lab mode; `null` in single mode.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 /// What a finished kernel run measured and checked.
@@ -429,6 +433,12 @@ pub struct Problem {
     /// The request field the problem is about, such as `params.n`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// With a 429 for a quota: the device seconds left in the period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining_seconds: Option<f64>,
+    /// With a 429 for a quota: when the period renews.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renews_at: Option<DateTime<Utc>>,
 }
 
 /// `GET /api/devices/{id}/telemetry`: the latest sample and the recent history of one device.

@@ -13,6 +13,7 @@ use super::error::{ApiError, ApiJson};
 use super::jobs::page;
 use super::AppState;
 use crate::jobs::DiagnosticCancel;
+use crate::lab::Caller;
 use crate::store::diagnostics::DiagnosticFilter;
 
 const DEFAULT_PAGE: u32 = 20;
@@ -39,9 +40,10 @@ const MAX_PAGE: u32 = 100;
         (status = 507, description = "The disk of the history is full", body = Problem, content_type = "application/problem+json")))]
 pub async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     ApiJson(req): ApiJson<DiagnosticRequest>,
 ) -> Result<Response, ApiError> {
-    let diagnostic = state.jobs.submit_diagnostic(req).await?;
+    let diagnostic = state.jobs.submit_diagnostic(req, &caller).await?;
     let location = HeaderValue::try_from(format!("/api/diagnostics/{}", diagnostic.id))
         .map_err(|e| ApiError::Internal(e.into()))?;
     Ok((

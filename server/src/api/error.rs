@@ -82,6 +82,8 @@ pub fn problem_response(status: StatusCode, detail: String, field: Option<String
         status: status.as_u16(),
         detail,
         field,
+        remaining_seconds: None,
+        renews_at: None,
     };
     let body = serde_json::to_vec(&problem).unwrap_or_default();
     (

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use super::error::{ApiError, ApiJson};
 use super::AppState;
 use crate::jobs::CancelOutcome;
+use crate::lab::Caller;
 use crate::store::JobFilter;
 
 const DEFAULT_PAGE: u32 = 50;
@@ -40,10 +41,11 @@ const MAX_COMPARED: usize = 64;
         (status = 507, description = "The disk of the job history is full", body = Problem, content_type = "application/problem+json")))]
 pub async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     ApiJson(req): ApiJson<JobRequest>,
 ) -> Result<Response, ApiError> {
     if req.device == ALL_DEVICES {
-        let jobs = state.jobs.submit_all(req).await?;
+        let jobs = state.jobs.submit_all(req, &caller).await?;
         let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
         let group = JobGroup {
             compare: format!("/api/jobs/compare?ids={}", ids.join(",")),
@@ -51,7 +53,7 @@ pub async fn create(
         };
         return Ok((StatusCode::ACCEPTED, Json(group)).into_response());
     }
-    let job = state.jobs.submit(req).await?;
+    let job = state.jobs.submit(req, &caller).await?;
     let location = HeaderValue::try_from(format!("/api/jobs/{}", job.id))
         .map_err(|e| ApiError::Internal(e.into()))?;
     Ok((

@@ -166,6 +166,7 @@ pub fn run(args: DiagArgs) -> anyhow::Result<u8> {
     let could_not_run = results.iter().any(|r| r.status == DiagnosticStatus::Failed);
     let verdict = Verdict::combine(results.iter().filter_map(|r| r.verdict));
     let diagnostic = Diagnostic {
+        owner: None,
         schema_version: SCHEMA_VERSION,
         id: 0,
         level: args.level,

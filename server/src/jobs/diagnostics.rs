@@ -17,6 +17,7 @@ use super::queue::{Cancel, DeviceQueue, QueuedPart, Work, WorkId};
 use super::supervisor::blocking;
 use super::{JobService, JobSettings, RequestError, SubmitError, MIN_TIMEOUT_S};
 use crate::devices::DeviceInventory;
+use crate::lab::Caller;
 use crate::store::diagnostics::{DiagnosticFilter, LastPart, NewDiagnostic};
 use crate::store::JobStore;
 use crate::worker::protocol::PastFigures;
@@ -156,6 +157,7 @@ fn check(
             duration_s,
             faults,
             parts,
+            owner: None,
         },
         devices,
         duration_s: duration_s.unwrap_or(0.0),
@@ -379,9 +381,11 @@ impl JobService {
     pub async fn submit_diagnostic(
         &self,
         req: DiagnosticRequest,
+        caller: &Caller,
     ) -> Result<Diagnostic, SubmitError> {
         let this = self.clone();
-        tokio::spawn(async move { this.submit_diagnostic_whole(req).await })
+        let owner = caller.owner();
+        tokio::spawn(async move { this.submit_diagnostic_whole(req, owner).await })
             .await
             .map_err(|e| SubmitError::Internal(anyhow::anyhow!("the submission failed: {e}")))?
     }
@@ -389,9 +393,11 @@ impl JobService {
     async fn submit_diagnostic_whole(
         &self,
         req: DiagnosticRequest,
+        owner: Option<String>,
     ) -> Result<Diagnostic, SubmitError> {
         let inner = &self.inner;
-        let checked = check(&req, &inner.inventory, &inner.settings)?;
+        let mut checked = check(&req, &inner.inventory, &inner.settings)?;
+        checked.new.owner = owner;
         let mut queues: Vec<Arc<DeviceQueue>> = Vec::with_capacity(checked.devices.len());
         for device in &checked.devices {
             match self.reserve(&device.id) {
@@ -432,6 +438,7 @@ impl JobService {
                 duration_s,
                 faults: faults.clone(),
                 timeout_s,
+                owner: diagnostic.owner.clone(),
             })));
         }
         let _ = inner.diagnostics.events.send(diagnostic.clone());
@@ -563,6 +570,7 @@ mod tests {
             finished_at: None,
             devices: parts,
             error: None,
+            owner: None,
         }
     }
 

@@ -15,6 +15,7 @@ use tokio::sync::broadcast;
 
 use crate::devices::DeviceInventory;
 use crate::kernels::Artifact;
+use crate::lab::Caller;
 use crate::store::stats::JobStats;
 use crate::store::{Ending, JobFilter, JobStore, NewJob};
 pub use diagnostics::DiagnosticCancel;
@@ -201,17 +202,23 @@ impl JobService {
     /// The work runs in a task of its own: the API handler's future is dropped when its
     /// client goes away, and a drop between taking a place in the queue and pushing the
     /// stored job would leave the job `queued` and the place taken for good.
-    pub async fn submit(&self, req: JobRequest) -> Result<Job, SubmitError> {
+    pub async fn submit(&self, req: JobRequest, caller: &Caller) -> Result<Job, SubmitError> {
         let this = self.clone();
-        tokio::spawn(async move { this.submit_whole(req).await })
+        let owner = caller.owner();
+        tokio::spawn(async move { this.submit_whole(req, owner).await })
             .await
             .map_err(|e| SubmitError::Internal(anyhow::anyhow!("the submission failed: {e}")))?
     }
 
-    async fn submit_whole(&self, req: JobRequest) -> Result<Job, SubmitError> {
+    async fn submit_whole(
+        &self,
+        req: JobRequest,
+        owner: Option<String>,
+    ) -> Result<Job, SubmitError> {
         let inner = &self.inner;
         let free = self.free_memory_of(&req.device);
-        let new = request::check(&req, &inner.inventory, &inner.settings, free)?;
+        let mut new = request::check(&req, &inner.inventory, &inner.settings, free)?;
+        new.owner = owner;
         let queue = self.reserve(&new.device)?;
         self.insert_reserved(queue, new).await
     }
@@ -219,14 +226,23 @@ impl JobService {
     /// `device: "all"`: checks the request for every CUDA device and queues it on each, or
     /// on none when any check fails or any queue is full. In a task of its own, as
     /// [`JobService::submit`].
-    pub async fn submit_all(&self, req: JobRequest) -> Result<Vec<Job>, SubmitError> {
+    pub async fn submit_all(
+        &self,
+        req: JobRequest,
+        caller: &Caller,
+    ) -> Result<Vec<Job>, SubmitError> {
         let this = self.clone();
-        tokio::spawn(async move { this.submit_all_whole(req).await })
+        let owner = caller.owner();
+        tokio::spawn(async move { this.submit_all_whole(req, owner).await })
             .await
             .map_err(|e| SubmitError::Internal(anyhow::anyhow!("the submission failed: {e}")))?
     }
 
-    async fn submit_all_whole(&self, req: JobRequest) -> Result<Vec<Job>, SubmitError> {
+    async fn submit_all_whole(
+        &self,
+        req: JobRequest,
+        owner: Option<String>,
+    ) -> Result<Vec<Job>, SubmitError> {
         let inner = &self.inner;
         let gpus: Vec<&str> = inner
             .inventory
@@ -258,7 +274,9 @@ impl JobService {
                     ..req.clone()
                 };
                 let free = self.free_memory_of(id);
-                request::check(&one, &inner.inventory, &inner.settings, free)
+                let mut new = request::check(&one, &inner.inventory, &inner.settings, free)?;
+                new.owner = owner.clone();
+                Ok::<_, RequestError>(new)
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut queues = Vec::with_capacity(news.len());
@@ -325,6 +343,7 @@ impl JobService {
             params: job.params.clone(),
             repetitions: job.repetitions,
             timeout_s: job.timeout_s,
+            owner: job.owner.clone(),
         }));
         let _ = inner.events.send(job.clone());
         Ok(job)

@@ -17,6 +17,8 @@ pub struct QueuedJob {
     pub params: Params,
     pub repetitions: u32,
     pub timeout_s: f64,
+    /// Who submitted it (lab mode); `None` in single mode.
+    pub owner: Option<String>,
 }
 
 /// One device's part of a diagnostic, waiting for its device.
@@ -30,6 +32,8 @@ pub struct QueuedPart {
     pub faults: Vec<Fault>,
     /// How long the part may run before its worker is killed.
     pub timeout_s: f64,
+    /// Who asked for it (lab mode); `None` in single mode.
+    pub owner: Option<String>,
 }
 
 /// What waits in a device's queue.
@@ -192,6 +196,7 @@ mod tests {
             params: Params::new(),
             repetitions: 1,
             timeout_s: 1.0,
+            owner: None,
         })
     }
 
@@ -213,6 +218,7 @@ mod tests {
             duration_s: 0.0,
             faults: Vec::new(),
             timeout_s: 60.0,
+            owner: None,
         }))
     }
 

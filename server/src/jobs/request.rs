@@ -167,9 +167,13 @@ pub fn check(
         }
     })?;
     if let Some(k) = kernel {
-        k.check_params(&params, device)
+        let job = k.configure(&params).map_err(|e| RequestError::Invalid {
+            field: e.field,
+            detail: e.detail,
+        })?;
+        job.check_on_device(device)
             .map_err(|e| RequestError::invalid(&e.field, e.detail))?;
-        let needed = k.memory_bytes(&params);
+        let needed = job.memory_bytes();
         check_memory(&spec.name, needed, device, free_now)?;
         if device.kind == DeviceKind::Cuda {
             // The GPU path fills its inputs and checks its outputs on the host.
@@ -182,6 +186,7 @@ pub fn check(
         params: params.into_map(),
         repetitions,
         timeout_s,
+        owner: None,
     })
 }
 
@@ -225,6 +230,7 @@ fn check_custom(
         params: params.to_params(),
         repetitions,
         timeout_s,
+        owner: None,
     })
 }
 

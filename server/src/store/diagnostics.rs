@@ -24,6 +24,8 @@ pub struct NewDiagnostic {
     pub faults: Vec<Fault>,
     /// Each device's part, every check `waiting`.
     pub parts: Vec<DeviceDiagnostic>,
+    /// Who asked for it (lab mode); `None` in single mode.
+    pub owner: Option<String>,
 }
 
 /// Which diagnostics `GET /api/diagnostics` lists.
@@ -80,17 +82,19 @@ impl JobStore {
             finished_at: None,
             devices: new.parts,
             error: None,
+            owner: new.owner,
         };
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
-            "INSERT INTO diagnostics (device, level, status, created_at, faults, body)
-             VALUES (?1, ?2, 'queued', ?3, ?4, '{}')",
+            "INSERT INTO diagnostics (device, level, status, created_at, faults, body, owner)
+             VALUES (?1, ?2, 'queued', ?3, ?4, '{}', ?5)",
             params![
                 diagnostic.device,
                 diagnostic.level,
                 timestamp(created_at),
                 serde_json::to_string(&new.faults)?,
+                diagnostic.owner,
             ],
         )?;
         diagnostic.id = tx.last_insert_rowid();
@@ -480,6 +484,7 @@ mod tests {
             duration_s: None,
             faults,
             parts: devices.iter().map(|d| part(d)).collect(),
+            owner: None,
         }
     }
 

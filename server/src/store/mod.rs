@@ -33,6 +33,8 @@ pub struct NewJob {
     pub params: Params,
     pub repetitions: u32,
     pub timeout_s: f64,
+    /// The user who submitted it (lab mode); `None` in single mode.
+    pub owner: Option<String>,
 }
 
 /// Which jobs `GET /api/jobs` lists.
@@ -164,8 +166,9 @@ impl JobStore {
         let created_at = Utc::now();
         let mut conn = self.conn();
         conn.execute(
-            "INSERT INTO jobs (kernel, device, params, repetitions, timeout_s, status, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6)",
+            "INSERT INTO jobs (kernel, device, params, repetitions, timeout_s, status, created_at,
+                               owner)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7)",
             params![
                 job.kernel,
                 job.device,
@@ -173,6 +176,7 @@ impl JobStore {
                 job.repetitions,
                 job.timeout_s,
                 timestamp(created_at),
+                job.owner,
             ],
         )?;
         let id = conn.last_insert_rowid();
@@ -192,6 +196,7 @@ impl JobStore {
             progress: None,
             result: None,
             error: None,
+            owner: job.owner,
         })
     }
 
@@ -418,7 +423,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 const COLUMNS: &str = "id, kernel, device, params, repetitions, timeout_s, status, created_at, \
-                       started_at, finished_at, progress_done, progress_total, result, error";
+                       started_at, finished_at, progress_done, progress_total, result, error, owner";
 
 /// Reads one row of `COLUMNS` as its id and the job. Only the id can fail SQLite's way:
 /// any other value that does not read (a wrong type, an unknown status, broken JSON) makes
@@ -455,6 +460,7 @@ fn row_to_job(row: &Row<'_>) -> rusqlite::Result<(i64, anyhow::Result<Job>)> {
                 .transpose()
                 .context("its result is not a result")?,
             error: row.get(13)?,
+            owner: row.get(14)?,
         })
     })();
     Ok((id, job))
@@ -481,6 +487,7 @@ mod tests {
             params: [("n".to_string(), serde_json::Value::from(8))].into(),
             repetitions: 3,
             timeout_s: 60.0,
+            owner: None,
         }
     }
 

@@ -85,6 +85,12 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX diagnostic_parts_device ON diagnostic_parts (device, status, diagnostic_id);
      CREATE INDEX diagnostic_parts_level
          ON diagnostic_parts (device, level, status, diagnostic_id);",
+    // 4: owners. In lab mode every job and diagnostic is a user's; NULL is single mode's
+    // anonymous user (and every row written before accounts existed).
+    "ALTER TABLE jobs ADD COLUMN owner TEXT;
+     CREATE INDEX jobs_owner ON jobs (owner, id);
+     ALTER TABLE diagnostics ADD COLUMN owner TEXT;
+     CREATE INDEX diagnostics_owner ON diagnostics (owner, id);",
 ];
 
 /// A job's duration in whole milliseconds, from `started_at` to the `finished_at` given as

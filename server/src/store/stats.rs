@@ -222,6 +222,7 @@ mod tests {
                 params: Default::default(),
                 repetitions: 1,
                 timeout_s: 60.0,
+                owner: None,
             })
             .unwrap()
             .id

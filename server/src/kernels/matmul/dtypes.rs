@@ -11,7 +11,8 @@ use gpulab_shared::peaks::GemmDtype;
 use gpulab_shared::{ComputeCapability, Device, DeviceKind, Verification};
 use serde_json::{json, Value};
 
-use super::{Shape, SAMPLE, SAMPLE_SEED, STREAM_A, STREAM_B};
+use super::{Shape, Variant, SAMPLE, SAMPLE_SEED, STREAM_A, STREAM_B};
+use crate::kernels::params::Choice;
 use crate::kernels::params::ParamError;
 use crate::kernels::{rng, CpuRun, RunReport, Work};
 
@@ -42,7 +43,7 @@ pub const EIGHT_BIT_MULTIPLE: usize = 16;
 /// `variant`, and against the sizes the library can do.
 pub fn check(
     dtype: GemmDtype,
-    variant: &str,
+    variant: Variant,
     shape: Shape,
     device: &Device,
 ) -> Result<(), ParamError> {
@@ -75,13 +76,14 @@ pub fn check(
             ),
         });
     }
-    if dtype != GemmDtype::Fp32 && variant != "cublas" {
+    if dtype != GemmDtype::Fp32 && variant != Variant::Cublas {
         return Err(ParamError {
             field,
             detail: format!(
                 "dtype `{}` runs only with variant `cublas` (the libraries' GEMM); the \
-                 `{variant}` teaching kernel is single-precision: use dtype `fp32` with it",
-                dtype.as_str()
+                 `{}` teaching kernel is single-precision: use dtype `fp32` with it",
+                dtype.as_str(),
+                variant.name()
             ),
         });
     }
@@ -546,6 +548,13 @@ pub const TILED_FP32: Arithmetic = Arithmetic {
     library: "gpulab matmul_tiled.cu",
 };
 
+pub const REGISTER_TILED_FP32: Arithmetic = Arithmetic {
+    output: "fp32",
+    accumulate: "fp32",
+    compute_type: "FP32 FFMA on the SIMT cores",
+    library: "gpulab matmul_register_tiled.cu",
+};
+
 /// Adds the fields of the object `extra` to the object `output`.
 pub fn merge(output: &mut Value, extra: Value) {
     if let (Some(out), Value::Object(extra)) = (output.as_object_mut(), extra) {
@@ -816,7 +825,7 @@ mod tests {
             ["fp64", "fp32", "tf32", "fp16", "bf16", "int8"]
         );
         assert_eq!(names(&gpu(9, 0)).len(), 7);
-        let e = check(GemmDtype::Fp8E4m3, "cublas", SQUARE, &gpu(8, 0)).unwrap_err();
+        let e = check(GemmDtype::Fp8E4m3, Variant::Cublas, SQUARE, &gpu(8, 0)).unwrap_err();
         assert_eq!(e.field, "params.dtype");
         assert!(e.detail.contains("compute capability 8.0"), "{}", e.detail);
         assert!(e.detail.contains("8.9"), "{}", e.detail);
@@ -825,21 +834,21 @@ mod tests {
             "{}",
             e.detail
         );
-        assert!(check(GemmDtype::Fp8E4m3, "cublas", SQUARE, &gpu(8, 9)).is_ok());
-        let e = check(GemmDtype::Bf16, "cublas", SQUARE, &cpu()).unwrap_err();
+        assert!(check(GemmDtype::Fp8E4m3, Variant::Cublas, SQUARE, &gpu(8, 9)).is_ok());
+        let e = check(GemmDtype::Bf16, Variant::Cublas, SQUARE, &cpu()).unwrap_err();
         assert!(
             e.detail.contains("this device runs dtype: fp64, fp32"),
             "{}",
             e.detail
         );
-        assert!(check(GemmDtype::Fp64, "cublas", SQUARE, &cpu()).is_ok());
+        assert!(check(GemmDtype::Fp64, Variant::Cublas, SQUARE, &cpu()).is_ok());
     }
 
     #[test]
     fn only_fp32_runs_the_teaching_kernels_and_8_bit_types_need_multiples_of_16() {
         let h100 = gpu(9, 0);
-        assert!(check(GemmDtype::Fp32, "tiled", SQUARE, &h100).is_ok());
-        let e = check(GemmDtype::Bf16, "tiled", SQUARE, &h100).unwrap_err();
+        assert!(check(GemmDtype::Fp32, Variant::Tiled, SQUARE, &h100).is_ok());
+        let e = check(GemmDtype::Bf16, Variant::Tiled, SQUARE, &h100).unwrap_err();
         assert_eq!(e.field, "params.dtype");
         assert!(e.detail.contains("variant `cublas`"), "{}", e.detail);
         let odd = Shape {
@@ -848,11 +857,11 @@ mod tests {
             k: 1024,
         };
         for dtype in [GemmDtype::Fp8E4m3, GemmDtype::Int8] {
-            let e = check(dtype, "cublas", odd, &h100).unwrap_err();
+            let e = check(dtype, Variant::Cublas, odd, &h100).unwrap_err();
             assert!(e.detail.contains("multiples of 16"), "{}", e.detail);
             assert!(e.detail.contains("n = 1000"), "{}", e.detail);
         }
-        assert!(check(GemmDtype::Bf16, "cublas", odd, &h100).is_ok());
+        assert!(check(GemmDtype::Bf16, Variant::Cublas, odd, &h100).is_ok());
     }
 
     #[test]
