@@ -20,6 +20,7 @@ mod jobs;
 mod kernels;
 mod lab;
 mod metrics;
+mod peaks;
 mod probe;
 mod store;
 mod telemetry;

@@ -643,6 +643,7 @@ async fn the_openapi_document_lists_every_route() {
         ("/api/health", "get"),
         ("/api/devices", "get"),
         ("/api/devices/{id}", "get"),
+        ("/api/devices/{id}/roofline", "get"),
         ("/api/devices/{id}/telemetry", "get"),
         ("/api/events", "get"),
         ("/metrics", "get"),
@@ -694,6 +695,12 @@ async fn the_openapi_document_lists_every_route() {
         "Fleet",
         "FleetNode",
         "FleetDevice",
+        "Peak",
+        "PeakBasis",
+        "FractionOfPeak",
+        "RooflinePoint",
+        "Roofline",
+        "RooflineJob",
     ] {
         assert!(
             doc["components"]["schemas"][schema].is_object(),

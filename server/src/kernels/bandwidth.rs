@@ -109,6 +109,10 @@ impl Kernel for Bandwidth {
         };
         Ok(PreparedGpu::new(run, vec![report]))
     }
+
+    fn roofline_note(&self) -> &'static str {
+        "none: a copy does no arithmetic (its figure is judged against the memory bandwidth)"
+    }
 }
 
 struct BandwidthGpu {

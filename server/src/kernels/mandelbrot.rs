@@ -132,6 +132,10 @@ impl Kernel for Mandelbrot {
         };
         Ok(PreparedGpu::new(run, vec![report]))
     }
+
+    fn roofline_note(&self) -> &'static str {
+        "none: the FLOPs per pixel depend on how many iterations each point takes to escape"
+    }
 }
 
 /// The blocks of the CUDA kernel: 16 × 16 pixels.

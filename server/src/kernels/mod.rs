@@ -96,6 +96,12 @@ pub trait Kernel: Send + Sync + 'static {
     fn check_on_device(&self, _params: &Self::Params, _device: &Device) -> Result<(), ParamError> {
         Ok(())
     }
+
+    /// The roofline's formula in words for the catalog (FLOPs and bytes of one repetition),
+    /// or why the kernel has none; appended to `throughput_formula` by [`specs`].
+    fn roofline_note(&self) -> &'static str {
+        ""
+    }
 }
 
 /// The work of one repetition as the roofline counts it.
@@ -117,6 +123,9 @@ pub trait CatalogKernel: Send + Sync {
 
     /// [`Kernel::cuda_sources`].
     fn cuda_sources(&self) -> &'static [CudaSource];
+
+    /// [`Kernel::roofline_note`].
+    fn roofline_note(&self) -> &'static str;
 
     /// Reads the kernel's typed parameters from resolved ones: a missing parameter or one of
     /// the wrong type is an error naming it, never a panic.
@@ -151,6 +160,10 @@ impl<K: Kernel> CatalogKernel for K {
 
     fn cuda_sources(&self) -> &'static [CudaSource] {
         Kernel::cuda_sources(self)
+    }
+
+    fn roofline_note(&self) -> &'static str {
+        Kernel::roofline_note(self)
     }
 
     fn configure(&'static self, params: &ResolvedParams) -> Result<Box<dyn KernelJob>, ParamError> {
@@ -303,8 +316,20 @@ pub fn catalog() -> &'static [&'static dyn CatalogKernel] {
 /// The catalog entries of [`catalog`], in the same order, built once: every job submission
 /// and every worker looks kernels up by name.
 pub fn specs() -> &'static [KernelSpec] {
-    static SPECS: std::sync::LazyLock<Vec<KernelSpec>> =
-        std::sync::LazyLock::new(|| catalog().iter().map(|k| k.spec()).collect());
+    static SPECS: std::sync::LazyLock<Vec<KernelSpec>> = std::sync::LazyLock::new(|| {
+        catalog()
+            .iter()
+            .map(|k| {
+                let mut spec = k.spec();
+                let note = k.roofline_note();
+                if !note.is_empty() {
+                    spec.throughput_formula =
+                        format!("{}; roofline: {note}", spec.throughput_formula);
+                }
+                spec
+            })
+            .collect()
+    });
     &SPECS
 }
 
@@ -396,6 +421,14 @@ mod tests {
             let job = kernel
                 .configure(&params)
                 .unwrap_or_else(|e| panic!("{}: {}: {}", spec.name, e.field, e.detail));
+            // Every kernel says where it sits on the roofline, or why it does not.
+            assert!(!kernel.roofline_note().is_empty(), "{}", spec.name);
+            if let Some(counts) = job.op_counts() {
+                assert!(counts.flops > 0.0 && counts.bytes > 0.0, "{}", spec.name);
+                assert!(specs()
+                    .iter()
+                    .any(|s| s.name == spec.name && s.throughput_formula.contains("roofline: ")));
+            }
             // Only the π estimate needs no buffers.
             assert_eq!(job.memory_bytes() == 0, spec.name == "monte_carlo_pi");
         }

@@ -115,6 +115,10 @@ impl Kernel for MonteCarloPi {
         };
         Ok(PreparedGpu::new(run, vec![report]))
     }
+
+    fn roofline_note(&self) -> &'static str {
+        "none: the work is random-number generation in registers, with no memory traffic"
+    }
 }
 
 /// Samples the host counts again, one by one, to compare with the GPU's count of them.

@@ -124,6 +124,20 @@ impl Kernel for ReduceSum {
         };
         Ok(PreparedGpu::new(run, vec![report]))
     }
+
+    /// One add per element read (n − 1 in all, counted n); the partial sums are negligible.
+    fn op_counts(&self, params: &Self::Params) -> Option<super::OpCounts> {
+        let n = params.n as f64;
+        Some(super::OpCounts {
+            flops: n,
+            bytes: n * 4.0,
+            ceiling: "fp32",
+        })
+    }
+
+    fn roofline_note(&self) -> &'static str {
+        "n FLOP over n × 4 bytes (1/4 FLOP/byte)"
+    }
 }
 
 /// Threads of the block that adds the partial sums.

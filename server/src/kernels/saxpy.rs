@@ -112,6 +112,20 @@ impl Kernel for Saxpy {
         };
         Ok(PreparedGpu::new(run, vec![report]))
     }
+
+    /// One multiply-add (2 FLOP) per element; x and y read, y written.
+    fn op_counts(&self, params: &Self::Params) -> Option<super::OpCounts> {
+        let n = params.n as f64;
+        Some(super::OpCounts {
+            flops: 2.0 * n,
+            bytes: 3.0 * n * 4.0,
+            ceiling: "fp32",
+        })
+    }
+
+    fn roofline_note(&self) -> &'static str {
+        "2 × n FLOP over 3 × n × 4 bytes (1/6 FLOP/byte)"
+    }
 }
 
 struct SaxpyGpu {

@@ -109,6 +109,20 @@ impl Kernel for VectorAdd {
         };
         Ok(PreparedGpu::new(run, vec![report]))
     }
+
+    /// One add per element; two floats read and one written.
+    fn op_counts(&self, params: &Self::Params) -> Option<super::OpCounts> {
+        let n = params.n as f64;
+        Some(super::OpCounts {
+            flops: n,
+            bytes: 3.0 * n * 4.0,
+            ceiling: "fp32",
+        })
+    }
+
+    fn roofline_note(&self) -> &'static str {
+        "n FLOP over 3 × n × 4 bytes (1/12 FLOP/byte)"
+    }
 }
 
 struct VectorAddGpu {
