@@ -70,6 +70,10 @@ pub enum Command {
     /// Print NVRTC's and cuBLAS's status as JSON (the server asks a child process).
     #[command(hide = true)]
     CudaLibraries,
+    /// Measure the CPU's memory bandwidth (STREAM-style) and print the peak as JSON (the
+    /// server asks a child process, so that its arrays never count in the server's memory).
+    #[command(hide = true)]
+    MeasureBandwidth,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -249,6 +253,12 @@ pub fn main() -> anyhow::Result<std::process::ExitCode> {
         Command::Users(args) => return crate::lab::command::run(args),
         Command::CudaLibraries => {
             println!("{}", serde_json::to_string(&crate::cuda::libraries())?);
+        }
+        Command::MeasureBandwidth => {
+            println!(
+                "{}",
+                serde_json::to_string(crate::peaks::stream::measure_now())?
+            );
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
