@@ -13,6 +13,7 @@ mod metrics;
 pub mod security;
 mod telemetry;
 mod ui;
+mod usage;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -83,6 +84,7 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(diagnostics::get, diagnostics::cancel))
         .routes(routes!(metrics::metrics))
         .routes(routes!(fleet::get))
+        .routes(routes!(usage::get))
         .split_for_parts();
     doc.paths
         .paths
@@ -206,6 +208,14 @@ pub fn app(state: AppState, static_dir: Option<PathBuf>) -> Router {
     let headers = Arc::new(security::ResponseHeaders::for_ui(static_dir.as_deref()));
     let (api, doc) = api_routes();
     let doc = Arc::new(openapi_json(&doc));
+    let api = if state.jobs.test_faults() {
+        api.merge(crate::lab::testing::routes())
+            .layer(middleware::from_fn(
+                crate::lab::testing::caller_from_headers,
+            ))
+    } else {
+        api
+    };
     let api = api
         .route(
             "/api/openapi.json",

@@ -269,11 +269,39 @@ impl DiagnosticLedger {
             })
             .await;
         match stored {
-            Ok(d) => d.map(|(d, _)| d),
+            Ok(Some((d, changed))) => {
+                if changed {
+                    self.meter_part(&d, device).await;
+                }
+                Some(d)
+            }
+            Ok(None) => None,
             Err(e) => {
                 tracing::error!(diagnostic = id, %device, "cannot store the end of the part: {e:#}");
                 None
             }
+        }
+    }
+
+    /// Meters the device time of the part on `device` of `d`, which just ended, where it
+    /// started at all.
+    async fn meter_part(&self, d: &Diagnostic, device: &str) {
+        let Some(part) = d.devices.iter().find(|p| p.device == device) else {
+            return;
+        };
+        let (Some(started), Some(ended)) = (part.started_at, part.finished_at) else {
+            return;
+        };
+        let (id, owner, device) = (d.id, d.owner.clone(), device.to_owned());
+        let metered = blocking(&self.store, move |s| {
+            s.record_part_usage(id, &device, owner.as_deref(), started, ended)
+        })
+        .await;
+        if let Err(e) = metered {
+            tracing::warn!(
+                diagnostic = id,
+                "cannot meter the part's device time: {e:#}"
+            );
         }
     }
 

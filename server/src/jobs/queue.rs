@@ -152,6 +152,7 @@ impl RunningLimit {
     }
 
     /// Entries `owner` runs now, over every device.
+    #[cfg(test)]
     pub fn running_of(&self, owner: &str) -> usize {
         self.counts().get(owner).copied().unwrap_or(0)
     }
@@ -265,6 +266,7 @@ pub struct DeviceQueue {
 }
 
 impl DeviceQueue {
+    #[cfg(test)]
     pub fn new(capacity: usize) -> Self {
         Self::with_limit(capacity, Arc::new(RunningLimit::new(usize::MAX)))
     }

@@ -6,6 +6,9 @@
 //! one; handlers take it as an extractor and pass it down, so that ownership is decided in
 //! one place ([`Caller::may_see`]).
 
+pub mod quota;
+pub mod testing;
+
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use gpulab_shared::lab::Role;
