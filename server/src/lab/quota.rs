@@ -36,7 +36,7 @@ pub fn renews_at(period: QuotaPeriod, now: DateTime<Utc>) -> DateTime<Utc> {
 /// A job refused by its owner's quota.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error(
-    "this job could take {asked_s} device seconds (its timeout), and your {period} quota of \
+    "this job could take {asked_s:.3} device seconds (its timeout), and your {period} quota of \
      {quota_s} s has {remaining_s:.1} s left ({used_s:.1} s used, {held_s:.1} s held by your \
      queued and running jobs); it renews at {renews_at}. Lower `timeout_s`, or wait"
 )]
