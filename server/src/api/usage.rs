@@ -5,7 +5,7 @@ use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{Duration, NaiveDate, Utc};
+use chrono::{Days, NaiveDate, Utc};
 use gpulab_shared::lab::UsageReport;
 use gpulab_shared::Problem;
 use serde::Deserialize;
@@ -16,7 +16,7 @@ use crate::lab::Caller;
 use crate::store::usage::{to_csv, UsageScope};
 
 /// Days a report covers when `from` is not given (ending with `to`).
-const DEFAULT_DAYS: i64 = 30;
+const DEFAULT_DAYS: u64 = 30;
 /// The longest range one report covers, in days.
 const MAX_DAYS: i64 = 366;
 
@@ -76,7 +76,9 @@ pub async fn get(
     };
     let from = match q.from.as_deref().filter(|s| !s.is_empty()) {
         Some(s) => day("from", s)?,
-        None => to - Duration::days(DEFAULT_DAYS - 1),
+        None => to
+            .checked_sub_days(Days::new(DEFAULT_DAYS - 1))
+            .unwrap_or(NaiveDate::MIN),
     };
     if from > to {
         return Err(ApiError::invalid(
