@@ -406,3 +406,50 @@ async fn a_quota_refuses_the_job_that_would_pass_it_and_renews_at_midnight() {
     let job = submit_as(&app, "quinn", &with_timeout(2.0)).await;
     app.wait_finished(job.id).await;
 }
+
+/// A diagnostic's part is metered too, under the kernel `diagnostic`, for its owner.
+#[tokio::test]
+async fn a_diagnostic_part_is_metered_for_its_owner() {
+    let app = spawn_app_with(AppOptions {
+        test_faults: true,
+        env: vec![("GPULAB_TEST_MEMORY_TEST_BYTES".into(), "16777216".into())],
+        ..Default::default()
+    })
+    .await;
+    let resp = app
+        .client
+        .post(app.url("/api/diagnostics"))
+        .header("x-gpulab-test-user", "dina")
+        .json(&json!({"level": 1, "device": "cpu"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let started: gpulab_shared::diag::Diagnostic = resp.json().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let ended = loop {
+        let d: gpulab_shared::diag::Diagnostic = app
+            .get_json(&format!("/api/diagnostics/{}", started.id))
+            .await;
+        if d.finished_at.is_some() {
+            break d;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{d:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let part = &ended.devices[0];
+    let took =
+        (part.finished_at.unwrap() - part.started_at.unwrap()).num_milliseconds() as f64 / 1000.0;
+    let usage: UsageReport = get_as(&app, "dina", "/api/usage").await;
+    assert_eq!(usage.rows.len(), 1, "{usage:?}");
+    let row = &usage.rows[0];
+    assert_eq!(
+        (row.kernel.as_str(), row.device.as_str(), row.jobs),
+        ("diagnostic", "cpu", 1)
+    );
+    assert!(
+        (row.cpu_seconds - took).abs() <= 0.001 + 0.01 * took,
+        "metered {} s, the part took {took} s",
+        row.cpu_seconds
+    );
+}

@@ -347,6 +347,25 @@ mod tests {
     }
 
     #[test]
+    fn a_job_running_when_the_server_stops_is_metered_and_a_queued_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JobStore::open(dir.path()).unwrap();
+        let running = store.insert(new_job(Some("alice"), "cpu")).unwrap().id;
+        assert!(store.mark_running(running, 1).unwrap());
+        store.insert(new_job(Some("alice"), "cpu")).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(store.interrupt_unfinished().unwrap(), 2);
+        let job = store.get(running).unwrap().unwrap();
+        let took = (job.finished_at.unwrap() - job.started_at.unwrap()).num_milliseconds();
+        let today = Utc::now().date_naive();
+        let report = store.usage(today, today, &UsageScope::Everyone).unwrap();
+        assert_eq!(report.rows.len(), 1);
+        assert_eq!(report.rows[0].jobs, 1);
+        assert_eq!(report.rows[0].cpu_seconds, took as f64 / 1000.0);
+        assert!(took >= 5);
+    }
+
+    #[test]
     fn csv_has_a_header_and_quotes_what_needs_it() {
         let report = UsageReport {
             from: "2026-01-01".into(),
