@@ -1,6 +1,6 @@
-//! Fair share, per-user limits, metering and quotas through the real server, with real
-//! workers on the CPU device. Users are named by the test-only `x-gpulab-test-user`
-//! header (`--enable-test-faults`), as the sign-in of lab mode would name them.
+//! Fair share, per-user limits, metering and quotas through the real server in lab mode,
+//! with real workers on the CPU device: users made by an admin (`root`, made with the
+//! `gpulab users` command line), each sending their API key as a bearer token.
 
 mod support;
 
@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use gpulab_shared::lab::UsageReport;
-use gpulab_shared::{Job, JobPage, Problem};
-use reqwest::StatusCode;
+use gpulab_shared::lab::{UsageReport, UserWithKey};
+use gpulab_shared::{Job, JobPage, JobStatus, Problem};
+use reqwest::{Method, StatusCode};
 use serde_json::json;
-use support::{spawn_app, spawn_app_with, AppOptions, TestApp};
+use support::{gpulab_exe, spawn_app, spawn_app_with, AppOptions, TestApp};
 
 /// A tiny job: most of its time is the round trip to the worker.
 fn tiny() -> serde_json::Value {
@@ -25,51 +25,122 @@ fn hang(timeout_s: f64) -> serde_json::Value {
            "timeout_s": timeout_s})
 }
 
-async fn post_as(
+/// The accounts of a test: the admin `root`'s key and each user's.
+struct Lab {
+    root: String,
+    keys: BTreeMap<String, String>,
+}
+
+impl Lab {
+    /// `root` made with the command line, then `users` made by root through the API.
+    async fn new(app: &TestApp, users: &[&str]) -> Lab {
+        let out = std::process::Command::new(gpulab_exe())
+            .args(["users", "add", "root", "--admin", "--data-dir"])
+            .arg(app.data_dir())
+            .env("GPULAB_LOG", "error")
+            .output()
+            .expect("run gpulab users");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let root = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let mut keys = BTreeMap::new();
+        for name in users {
+            let resp = call(
+                app,
+                Method::POST,
+                "/api/users",
+                &root,
+                Some(json!({"name": name})),
+            )
+            .await;
+            assert_eq!(resp.status(), StatusCode::CREATED);
+            let made: UserWithKey = resp.json().await.unwrap();
+            keys.insert(name.to_string(), made.api_key);
+        }
+        // Each key's first use runs Argon2id (slow in a debug build); the server then
+        // remembers it. Done here, so that no user's first job comes late for it.
+        for key in keys.values().chain([&root]) {
+            let resp = call(app, Method::GET, "/api/jobs?limit=1", key, None).await;
+            assert_eq!(resp.status(), StatusCode::OK);
+        }
+        Lab { root, keys }
+    }
+
+    fn key(&self, user: &str) -> &str {
+        &self.keys[user]
+    }
+}
+
+async fn call(
     app: &TestApp,
-    user: &str,
-    admin: bool,
-    body: &serde_json::Value,
+    method: Method,
+    path: &str,
+    key: &str,
+    body: Option<serde_json::Value>,
 ) -> reqwest::Response {
-    let mut req = app
-        .client
-        .post(app.url("/api/jobs"))
-        .header("x-gpulab-test-user", user)
-        .json(body);
-    if admin {
-        req = req.header("x-gpulab-test-role", "admin");
+    let mut req = app.client.request(method, app.url(path)).bearer_auth(key);
+    if let Some(body) = body {
+        req = req.json(&body);
     }
     req.send().await.unwrap()
 }
 
-async fn submit_as(app: &TestApp, user: &str, body: &serde_json::Value) -> Job {
-    let resp = post_as(app, user, false, body).await;
+async fn post_as(app: &TestApp, key: &str, body: &serde_json::Value) -> reqwest::Response {
+    call(app, Method::POST, "/api/jobs", key, Some(body.clone())).await
+}
+
+async fn submit_as(app: &TestApp, lab: &Lab, user: &str, body: &serde_json::Value) -> Job {
+    let resp = post_as(app, lab.key(user), body).await;
     assert_eq!(resp.status(), StatusCode::ACCEPTED, "{user}: {body}");
     let job: Job = resp.json().await.unwrap();
     assert_eq!(job.owner.as_deref(), Some(user));
     job
 }
 
-async fn get_as<T: serde::de::DeserializeOwned>(app: &TestApp, user: &str, path: &str) -> T {
-    let resp = app
-        .client
-        .get(app.url(path))
-        .header("x-gpulab-test-user", user)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK, "GET {path} as {user}");
+async fn get_as<T: serde::de::DeserializeOwned>(app: &TestApp, key: &str, path: &str) -> T {
+    let resp = call(app, Method::GET, path, key, None).await;
+    assert_eq!(resp.status(), StatusCode::OK, "GET {path}");
     resp.json().await.unwrap()
 }
 
-/// Every job in the history (as single mode's anonymous user, who sees all).
-async fn all_jobs(app: &TestApp) -> Vec<Job> {
+/// Polls the job (as root) until `done` holds, for at most a minute.
+async fn wait_until(app: &TestApp, lab: &Lab, id: i64, done: impl Fn(&Job) -> bool) -> Job {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let job: Job = get_as(app, &lab.root, &format!("/api/jobs/{id}")).await;
+        if done(&job) {
+            return job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job {id} stuck: {job:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn wait_finished(app: &TestApp, lab: &Lab, id: i64) -> Job {
+    wait_until(app, lab, id, |j| j.status.is_finished()).await
+}
+
+async fn wait_running(app: &TestApp, lab: &Lab, id: i64) -> Job {
+    wait_until(app, lab, id, |j| j.status == JobStatus::Running).await
+}
+
+/// Every job in the history, as root sees it (all of them).
+async fn all_jobs(app: &TestApp, lab: &Lab) -> Vec<Job> {
     let mut jobs = Vec::new();
     let mut cursor = String::new();
     loop {
-        let page: JobPage = app
-            .get_json(&format!("/api/jobs?limit=500&cursor={cursor}"))
-            .await;
+        let page: JobPage = get_as(
+            app,
+            &lab.root,
+            &format!("/api/jobs?limit=500&cursor={cursor}"),
+        )
+        .await;
         jobs.extend(page.jobs);
         match page.next_cursor {
             Some(next) => cursor = next,
@@ -78,10 +149,10 @@ async fn all_jobs(app: &TestApp) -> Vec<Job> {
     }
 }
 
-async fn wait_all_finished(app: &TestApp, ids: &[i64]) -> Vec<Job> {
+async fn wait_all_finished(app: &TestApp, lab: &Lab, ids: &[i64]) -> Vec<Job> {
     let mut out = Vec::with_capacity(ids.len());
     for &id in ids {
-        out.push(app.wait_finished(id).await);
+        out.push(wait_finished(app, lab, id).await);
     }
     out
 }
@@ -101,22 +172,22 @@ fn run_seconds(job: &Job) -> f64 {
 #[tokio::test]
 async fn a_heavy_users_backlog_delays_each_newcomer_by_at_most_one_job_per_other_user() {
     let app = spawn_app().await;
+    let lab = Lab::new(&app, &["heavy", "ann", "bob", "cy", "dee"]).await;
     // The heavy user's first job holds the device while their backlog and the newcomers
     // queue, so that the backlog is whole when the newcomers come.
-    let blocker = submit_as(&app, "heavy", &hang(2.0)).await;
-    app.wait_status(blocker.id, gpulab_shared::JobStatus::Running)
-        .await;
+    let blocker = submit_as(&app, &lab, "heavy", &hang(3.0)).await;
+    wait_running(&app, &lab, blocker.id).await;
     let mut heavy = Vec::new();
     for _ in 0..100 {
-        heavy.push(submit_as(&app, "heavy", &tiny()).await.id);
+        heavy.push(submit_as(&app, &lab, "heavy", &tiny()).await.id);
     }
     let mut light = Vec::new();
     for user in ["ann", "bob", "cy", "dee"] {
-        light.push(submit_as(&app, user, &tiny()).await);
+        light.push(submit_as(&app, &lab, user, &tiny()).await);
     }
     let mut ids = heavy.clone();
     ids.extend(light.iter().map(|j| j.id));
-    let jobs = run_order(wait_all_finished(&app, &ids).await);
+    let jobs = run_order(wait_all_finished(&app, &lab, &ids).await);
     for newcomer in &light {
         let pos = jobs.iter().position(|j| j.id == newcomer.id).unwrap();
         let heavy_before = jobs[..pos]
@@ -155,9 +226,9 @@ fn jain(shares: &[f64]) -> f64 {
 async fn equally_demanding_users_share_the_device_time_and_metering_agrees_with_the_jobs() {
     let app = spawn_app().await;
     let users = ["u1", "u2", "u3", "u4"];
-    let blocker = submit_as(&app, "u1", &hang(1.0)).await;
-    app.wait_status(blocker.id, gpulab_shared::JobStatus::Running)
-        .await;
+    let lab = Lab::new(&app, &users).await;
+    let blocker = submit_as(&app, &lab, "u1", &hang(2.0)).await;
+    wait_running(&app, &lab, blocker.id).await;
     let mut ids = vec![blocker.id];
     for user in users {
         // The same mix for everyone: tiny jobs and ones 100 times their size.
@@ -165,10 +236,10 @@ async fn equally_demanding_users_share_the_device_time_and_metering_agrees_with_
             let n = if i % 4 == 3 { 100_000 } else { 1000 };
             let body = json!({"kernel": "vector_add", "device": "cpu",
                               "params": {"n": n}, "repetitions": 1});
-            ids.push(submit_as(&app, user, &body).await.id);
+            ids.push(submit_as(&app, &lab, user, &body).await.id);
         }
     }
-    let jobs = wait_all_finished(&app, &ids).await;
+    let jobs = wait_all_finished(&app, &lab, &ids).await;
     let order = run_order(
         jobs.iter()
             .filter(|j| j.id != blocker.id)
@@ -192,16 +263,19 @@ async fn equally_demanding_users_share_the_device_time_and_metering_agrees_with_
     assert!(index >= 0.95, "Jain's index {index:.4} < 0.95: {shares:?}");
 
     // Metering: the usage report and the metrics against the jobs' recorded run times.
-    let all = all_jobs(&app).await;
+    let all = all_jobs(&app, &lab).await;
     let recorded: f64 = all
         .iter()
         .filter(|j| j.started_at.is_some())
         .map(run_seconds)
         .sum();
     let today = Utc::now().date_naive();
-    let usage: UsageReport = app
-        .get_json(&format!("/api/usage?from={today}&to={today}"))
-        .await;
+    let usage: UsageReport = get_as(
+        &app,
+        &lab.root,
+        &format!("/api/usage?from={today}&to={today}"),
+    )
+    .await;
     let metered: f64 = usage
         .totals
         .iter()
@@ -234,7 +308,11 @@ async fn equally_demanding_users_share_the_device_time_and_metering_agrees_with_
             .unwrap();
         assert!((total.cpu_seconds - own).abs() <= 0.01 * own, "{user}");
     }
-    let text = app.get("/metrics").await.text().await.unwrap();
+    let text = call(&app, Method::GET, "/metrics", &lab.root, None)
+        .await
+        .text()
+        .await
+        .unwrap();
     let scraped: f64 = text
         .lines()
         .filter(|l| l.starts_with("gpulab_user_device_seconds_total{"))
@@ -247,18 +325,12 @@ async fn equally_demanding_users_share_the_device_time_and_metering_agrees_with_
     assert!(text.contains("gpulab_user_device_seconds_total{user=\"u2\",device=\"cpu\"}"));
 
     // A user sees their own usage only; the CSV has a header row.
-    let mine: UsageReport = get_as(&app, "u2", "/api/usage").await;
+    let mine: UsageReport = get_as(&app, lab.key("u2"), "/api/usage").await;
     assert!(!mine.rows.is_empty());
     assert!(mine.rows.iter().all(|r| r.user.as_deref() == Some("u2")));
-    let others = app
-        .client
-        .get(app.url("/api/usage?user=u3"))
-        .header("x-gpulab-test-user", "u2")
-        .send()
-        .await
-        .unwrap();
+    let others = call(&app, Method::GET, "/api/usage?user=u3", lab.key("u2"), None).await;
     assert_eq!(others.status(), StatusCode::FORBIDDEN);
-    let csv = app.get("/api/usage?format=csv").await;
+    let csv = call(&app, Method::GET, "/api/usage?format=csv", &lab.root, None).await;
     assert_eq!(csv.status(), StatusCode::OK);
     assert!(csv.headers()["content-type"]
         .to_str()
@@ -271,7 +343,14 @@ async fn equally_demanding_users_share_the_device_time_and_metering_agrees_with_
         Some("day,user,device,kernel,jobs,gpu_seconds,cpu_seconds")
     );
     assert!(csv.contains(&format!("{today},u3,cpu,vector_add,20,0.000,")));
-    let bad = app.get("/api/usage?from=2026-13-01").await;
+    let bad = call(
+        &app,
+        Method::GET,
+        "/api/usage?from=2026-13-01",
+        &lab.root,
+        None,
+    )
+    .await;
     assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let problem: Problem = bad.json().await.unwrap();
     assert_eq!(problem.field.as_deref(), Some("from"));
@@ -287,13 +366,13 @@ async fn a_users_limits_refuse_saying_which_and_spare_admins() {
         ..Default::default()
     })
     .await;
-    let blocker = submit_as(&app, "amy", &hang(3.0)).await;
-    app.wait_status(blocker.id, gpulab_shared::JobStatus::Running)
-        .await;
+    let lab = Lab::new(&app, &["amy", "ben"]).await;
+    let blocker = submit_as(&app, &lab, "amy", &hang(3.0)).await;
+    wait_running(&app, &lab, blocker.id).await;
     for _ in 0..3 {
-        submit_as(&app, "amy", &tiny()).await;
+        submit_as(&app, &lab, "amy", &tiny()).await;
     }
-    let refused = post_as(&app, "amy", false, &tiny()).await;
+    let refused = post_as(&app, lab.key("amy"), &tiny()).await;
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(refused.headers().contains_key("retry-after"));
     let problem: Problem = refused.json().await.unwrap();
@@ -303,14 +382,14 @@ async fn a_users_limits_refuse_saying_which_and_spare_admins() {
         problem.detail
     );
     // Another user, and an admin, are not held by amy's limit.
-    submit_as(&app, "ben", &tiny()).await;
+    submit_as(&app, &lab, "ben", &tiny()).await;
     assert_eq!(
-        post_as(&app, "root", true, &tiny()).await.status(),
+        post_as(&app, &lab.root, &tiny()).await.status(),
         StatusCode::ACCEPTED
     );
     let long = json!({"kernel": "vector_add", "device": "cpu", "params": {"n": 1000},
                       "timeout_s": 6});
-    let refused = post_as(&app, "ben", false, &long).await;
+    let refused = post_as(&app, lab.key("ben"), &long).await;
     assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let problem: Problem = refused.json().await.unwrap();
     assert_eq!(problem.field.as_deref(), Some("timeout_s"));
@@ -320,11 +399,11 @@ async fn a_users_limits_refuse_saying_which_and_spare_admins() {
         problem.detail
     );
     assert_eq!(
-        post_as(&app, "root", true, &long).await.status(),
+        post_as(&app, &lab.root, &long).await.status(),
         StatusCode::ACCEPTED
     );
     // A user's job that names no timeout gets the default (60 s) cut to the user's 5 s.
-    let job = submit_as(&app, "ben", &tiny()).await;
+    let job = submit_as(&app, &lab, "ben", &tiny()).await;
     assert_eq!(job.timeout_s, 5.0);
 }
 
@@ -341,33 +420,36 @@ fn next_midnight(now: DateTime<Utc>) -> DateTime<Utc> {
 #[tokio::test]
 async fn a_quota_refuses_the_job_that_would_pass_it_and_renews_at_midnight() {
     let app = spawn_app().await;
-    let set = app
-        .post_json(
-            "/api/test/quota/quinn",
-            &json!({"quota": {"period": "daily", "seconds": 2.5}}),
-        )
-        .await;
-    assert_eq!(set.status(), StatusCode::NO_CONTENT);
+    let lab = Lab::new(&app, &["quinn", "rita"]).await;
+    let set = call(
+        &app,
+        Method::PATCH,
+        "/api/users/quinn",
+        &lab.root,
+        Some(json!({"quota": {"period": "daily", "seconds": 2.5}})),
+    )
+    .await;
+    assert_eq!(set.status(), StatusCode::OK);
     let with_timeout = |t: f64| json!({"kernel": "vector_add", "device": "cpu", "params": {"n": 1000}, "timeout_s": t});
     // 1 s (the hang's worst case) + 1 s held: 2 s of 2.5 — fits; a third second does not.
-    let first = submit_as(&app, "quinn", &hang(1.0)).await;
-    let second = submit_as(&app, "quinn", &with_timeout(1.0)).await;
-    let refused = post_as(&app, "quinn", false, &with_timeout(1.0)).await;
+    let first = submit_as(&app, &lab, "quinn", &hang(1.0)).await;
+    let second = submit_as(&app, &lab, "quinn", &with_timeout(1.0)).await;
+    let refused = post_as(&app, lab.key("quinn"), &with_timeout(1.0)).await;
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
     let problem: Problem = refused.json().await.unwrap();
     assert!(problem.remaining_seconds.unwrap() < 1.0, "{problem:?}");
     // Someone else has no quota.
-    submit_as(&app, "rita", &with_timeout(1.0)).await;
+    submit_as(&app, &lab, "rita", &with_timeout(1.0)).await;
 
     // Once both ended, only what they took counts.
-    let ended = wait_all_finished(&app, &[first.id, second.id]).await;
+    let ended = wait_all_finished(&app, &lab, &[first.id, second.id]).await;
     let used: f64 = ended.iter().map(run_seconds).sum();
     assert!(used >= 1.0, "the hang ran to its timeout: {used} s");
-    let third = submit_as(&app, "quinn", &with_timeout(1.0)).await;
-    let used = used + run_seconds(&app.wait_finished(third.id).await);
+    let third = submit_as(&app, &lab, "quinn", &with_timeout(1.0)).await;
+    let used = used + run_seconds(&wait_finished(&app, &lab, third.id).await);
     let left = 2.5 - used;
     let ask = left + 0.25;
-    let refused = post_as(&app, "quinn", false, &with_timeout(ask.max(1.0))).await;
+    let refused = post_as(&app, lab.key("quinn"), &with_timeout(ask.max(1.0))).await;
     let before = Utc::now();
     assert_eq!(
         refused.status(),
@@ -392,19 +474,24 @@ async fn a_quota_refuses_the_job_that_would_pass_it_and_renews_at_midnight() {
     assert!(problem.detail.contains("renews at"), "{}", problem.detail);
     // What is left still fits.
     if left >= 1.0 {
-        let fits = submit_as(&app, "quinn", &with_timeout(1.0)).await;
-        app.wait_finished(fits.id).await;
+        let fits = submit_as(&app, &lab, "quinn", &with_timeout(1.0)).await;
+        wait_finished(&app, &lab, fits.id).await;
     }
 
     // A second after midnight (the quotas' clock moved, not waited for): renewed.
     let offset = (renews - Utc::now()).num_milliseconds() as f64 / 1000.0 + 1.0;
-    let moved = app
-        .post_json("/api/test/clock", &json!({"offset_s": offset}))
-        .await;
+    let moved = call(
+        &app,
+        Method::POST,
+        "/api/test/clock",
+        &lab.root,
+        Some(json!({"offset_s": offset})),
+    )
+    .await;
     assert_eq!(moved.status(), StatusCode::NO_CONTENT);
     tokio::time::sleep(Duration::from_millis(10)).await;
-    let job = submit_as(&app, "quinn", &with_timeout(2.0)).await;
-    app.wait_finished(job.id).await;
+    let job = submit_as(&app, &lab, "quinn", &with_timeout(2.0)).await;
+    wait_finished(&app, &lab, job.id).await;
 }
 
 /// A diagnostic's part is metered too, under the kernel `diagnostic`, for its owner.
@@ -416,21 +503,21 @@ async fn a_diagnostic_part_is_metered_for_its_owner() {
         ..Default::default()
     })
     .await;
-    let resp = app
-        .client
-        .post(app.url("/api/diagnostics"))
-        .header("x-gpulab-test-user", "dina")
-        .json(&json!({"level": 1, "device": "cpu"}))
-        .send()
-        .await
-        .unwrap();
+    let lab = Lab::new(&app, &["dina"]).await;
+    let resp = call(
+        &app,
+        Method::POST,
+        "/api/diagnostics",
+        lab.key("dina"),
+        Some(json!({"level": 1, "device": "cpu"})),
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     let started: gpulab_shared::diag::Diagnostic = resp.json().await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     let ended = loop {
-        let d: gpulab_shared::diag::Diagnostic = app
-            .get_json(&format!("/api/diagnostics/{}", started.id))
-            .await;
+        let d: gpulab_shared::diag::Diagnostic =
+            get_as(&app, &lab.root, &format!("/api/diagnostics/{}", started.id)).await;
         if d.finished_at.is_some() {
             break d;
         }
@@ -440,7 +527,7 @@ async fn a_diagnostic_part_is_metered_for_its_owner() {
     let part = &ended.devices[0];
     let took =
         (part.finished_at.unwrap() - part.started_at.unwrap()).num_milliseconds() as f64 / 1000.0;
-    let usage: UsageReport = get_as(&app, "dina", "/api/usage").await;
+    let usage: UsageReport = get_as(&app, lab.key("dina"), "/api/usage").await;
     assert_eq!(usage.rows.len(), 1, "{usage:?}");
     let row = &usage.rows[0];
     assert_eq!(

@@ -21,6 +21,12 @@ pub enum ApiError {
     /// protects reads too.
     #[error("authentication required")]
     Unauthorized { read: bool },
+    /// Lab mode: no user's credential, or one refused; the words say which.
+    #[error("{0}")]
+    SignIn(String),
+    /// The caller is known but may not do this (not an admin; no CSRF header).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -38,8 +44,6 @@ pub enum ApiError {
     /// A job that would pass its owner's quota: 429 with what is left and when it renews.
     #[error(transparent)]
     Quota(crate::lab::quota::QuotaExceeded),
-    #[error("{0}")]
-    Forbidden(String),
     /// The disk (of the job history) is full.
     #[error("{0}")]
     InsufficientStorage(String),
@@ -59,12 +63,13 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::SignIn(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::FieldTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests { .. } | ApiError::Quota(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -131,6 +136,12 @@ impl IntoResponse for ApiError {
                     ),
                     None,
                 );
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                r
+            }
+            ApiError::SignIn(detail) => {
+                let mut r = problem_response(status, detail, None);
                 r.headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                 r

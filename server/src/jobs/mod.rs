@@ -337,7 +337,7 @@ impl JobService {
         }
         let name = user.to_owned();
         let quota = blocking(&self.inner.store, move |s| s.quota_of(&name)).await?;
-        if let Some(quota) = quota {
+        if let Some(quota) = quota.and_then(|user| user.quota) {
             let now = self.now();
             let (used, _) = self.used_in_period(user, &quota, now).await?;
             let asked: f64 = news.iter().map(|n| n.timeout_s).sum();
@@ -392,35 +392,6 @@ impl JobService {
         })
         .await?;
         Ok((used, since))
-    }
-
-    /// Device seconds `user` used in their quota period now, or today without a quota
-    /// (`User.used_seconds`).
-    #[allow(dead_code)] // For the users API of lab mode (branch lab-auth).
-    pub async fn used_seconds(&self, user: &str) -> anyhow::Result<f64> {
-        let name = user.to_owned();
-        let quota = blocking(&self.inner.store, move |s| s.quota_of(&name)).await?;
-        let quota = quota.unwrap_or(Quota {
-            period: gpulab_shared::lab::QuotaPeriod::Daily,
-            seconds: f64::INFINITY,
-        });
-        Ok(self.used_in_period(user, &quota, self.now()).await?.0)
-    }
-
-    /// `user`'s quota (`None`: none).
-    #[allow(dead_code)] // For the users API of lab mode (branch lab-auth).
-    pub async fn quota_of(&self, user: &str) -> anyhow::Result<Option<Quota>> {
-        let user = user.to_owned();
-        blocking(&self.inner.store, move |s| s.quota_of(&user)).await
-    }
-
-    /// Sets or removes `user`'s quota.
-    pub async fn set_quota(&self, user: &str, quota: Option<Quota>) -> anyhow::Result<()> {
-        let user = user.to_owned();
-        blocking(&self.inner.store, move |s| {
-            s.set_quota(&user, quota.as_ref())
-        })
-        .await
     }
 
     /// The metered device time of `scope` from `from` to `to` (UTC days, both included).

@@ -6,8 +6,13 @@
 //! one; handlers take it as an extractor and pass it down, so that ownership is decided in
 //! one place ([`Caller::may_see`]).
 
+pub mod auth;
+pub mod command;
+pub mod keys;
 pub mod quota;
 pub mod testing;
+
+pub use auth::{Credential, Lab};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;

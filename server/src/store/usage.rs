@@ -1,5 +1,5 @@
 //! Metering: the device time each job and diagnostic part took, kept per owner, device,
-//! kernel and UTC day, and each user's quota where no users table keeps it.
+//! kernel and UTC day.
 //!
 //! A job's device time is its worker's busy time as its runner sees it: from the moment
 //! the runner marks it running to the moment it stores its end (`started_at` to
@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
-use gpulab_shared::lab::{Quota, QuotaPeriod, UsageReport, UsageRow, UsageTotal};
-use rusqlite::{params, Connection, OptionalExtension};
+use gpulab_shared::lab::{UsageReport, UsageRow, UsageTotal};
+use rusqlite::{params, Connection};
 
 use super::{timestamp, JobStore};
 
@@ -167,46 +167,6 @@ impl JobStore {
             |row| row.get(0),
         )?;
         Ok(seconds(ms))
-    }
-
-    /// `user`'s quota, `None` for none.
-    pub fn quota_of(&self, user: &str) -> anyhow::Result<Option<Quota>> {
-        let row: Option<(String, f64)> = self
-            .reader()
-            .query_row(
-                "SELECT period, seconds FROM user_quotas WHERE user = ?1",
-                [user],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
-            .optional()?;
-        Ok(row.map(|(period, seconds)| Quota {
-            period: if period == "weekly" {
-                QuotaPeriod::Weekly
-            } else {
-                QuotaPeriod::Daily
-            },
-            seconds,
-        }))
-    }
-
-    /// Sets (or with `None` removes) `user`'s quota.
-    pub fn set_quota(&self, user: &str, quota: Option<&Quota>) -> anyhow::Result<()> {
-        let conn = self.conn();
-        match quota {
-            None => conn.execute("DELETE FROM user_quotas WHERE user = ?1", [user])?,
-            Some(q) => {
-                let period = match q.period {
-                    QuotaPeriod::Daily => "daily",
-                    QuotaPeriod::Weekly => "weekly",
-                };
-                conn.execute(
-                    "INSERT OR REPLACE INTO user_quotas (user, period, seconds)
-                     VALUES (?1, ?2, ?3)",
-                    params![user, period, q.seconds],
-                )?
-            }
-        };
-        Ok(())
     }
 }
 
@@ -386,20 +346,5 @@ mod tests {
             "day,user,device,kernel,jobs,gpu_seconds,cpu_seconds\r\n\
              2026-01-01,\"a,\"\"b\"\"\",cpu,custom,2,0.000,1.500\r\n"
         );
-    }
-
-    #[test]
-    fn a_quota_is_stored_changed_and_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = JobStore::open(dir.path()).unwrap();
-        assert_eq!(store.quota_of("alice").unwrap(), None);
-        let weekly = Quota {
-            period: QuotaPeriod::Weekly,
-            seconds: 3600.0,
-        };
-        store.set_quota("alice", Some(&weekly)).unwrap();
-        assert_eq!(store.quota_of("alice").unwrap(), Some(weekly));
-        store.set_quota("alice", None).unwrap();
-        assert_eq!(store.quota_of("alice").unwrap(), None);
     }
 }
