@@ -353,20 +353,75 @@ async fn a_user_sees_only_their_own_jobs_and_events_and_admins_see_all() {
         json!({"kernel": "_test_fault", "device": "cpu", "params": {"mode": "hang"}}),
     )
     .await;
+    // Her diagnostic waits behind the hanging job; Bob cannot cancel it, the admin can.
+    let resp = call(
+        &app,
+        Method::POST,
+        "/api/diagnostics",
+        Some(&alice),
+        Some(json!({"level": 1, "device": "cpu", "duration_s": 1})),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let waiting: serde_json::Value = resp.json().await.unwrap();
+    let waiting_path = format!("/api/diagnostics/{}", waiting["id"]);
+    problem(
+        call(&app, Method::DELETE, &waiting_path, Some(&bob), None).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    for path in [waiting_path.clone(), format!("/api/jobs/{}", hang.id)] {
+        let resp = call(&app, Method::DELETE, &path, Some(&root), None).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+    }
+    let audit: AuditPage = get_as(&app, "/api/audit", &root).await;
+    let cancelled: Vec<(&str, Option<&str>, &str, Option<&str>)> = audit.entries[..2]
+        .iter()
+        .map(|e| {
+            let detail = e.detail.as_deref();
+            (
+                e.action.as_str(),
+                e.actor.as_deref(),
+                e.target.as_str(),
+                detail,
+            )
+        })
+        .collect();
+    assert_eq!(
+        cancelled,
+        [
+            (
+                "job_cancelled",
+                Some("root"),
+                format!("job {}", hang.id).as_str(),
+                Some("owner alice")
+            ),
+            (
+                "diagnostic_cancelled",
+                Some("root"),
+                format!("diagnostic {}", waiting["id"]).as_str(),
+                Some("owner alice")
+            ),
+        ]
+    );
+    // Her own cancellations are not admin actions: not audited.
+    let own = submit_as(
+        &app,
+        &alice,
+        json!({"kernel": "_test_fault", "device": "cpu", "params": {"mode": "hang"}}),
+    )
+    .await;
     let resp = call(
         &app,
         Method::DELETE,
-        &format!("/api/jobs/{}", hang.id),
-        Some(&root),
+        &format!("/api/jobs/{}", own.id),
+        Some(&alice),
         None,
     )
     .await;
     assert_eq!(resp.status(), StatusCode::OK);
-    let audit: AuditPage = get_as(&app, "/api/audit", &root).await;
-    let cancelled = &audit.entries[0];
-    assert_eq!(cancelled.action, "job_cancelled");
-    assert_eq!(cancelled.actor.as_deref(), Some("root"));
-    assert_eq!(cancelled.target, format!("job {}", hang.id));
+    let after: AuditPage = get_as(&app, "/api/audit", &root).await;
+    assert_eq!(after.entries.len(), audit.entries.len());
 
     // Metrics and the admin's pages are the admins'.
     for path in ["/metrics", "/api/users", "/api/audit"] {
