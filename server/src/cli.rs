@@ -31,7 +31,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the REST API and the browser UI.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the devices: the original one-line answer, then a table.
     Devices,
     /// Run one job without the server and print its result as JSON.
@@ -227,7 +227,7 @@ pub fn main() -> anyhow::Result<std::process::ExitCode> {
         Command::Serve(args) => {
             init_logging();
             let runtime = tokio::runtime::Runtime::new()?;
-            let served = runtime.block_on(serve(args));
+            let served = runtime.block_on(serve(*args));
             // Blocking tasks still running (a store write, a telemetry read) get a moment,
             // not a wait without end: the process is about to exit.
             runtime.shutdown_timeout(std::time::Duration::from_secs(1));
