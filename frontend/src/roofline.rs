@@ -2,7 +2,7 @@
 //! the host: log₁₀ scales that hold values many decades apart, where the bandwidth slope and
 //! each compute ceiling lie, how a peak and a share of it read, and the matmul ladder.
 
-use gpulab_shared::peaks::{FractionOfPeak, Peak, PeakBasis};
+use gpulab_shared::peaks::{FractionOfPeak, PeakBasis};
 use gpulab_shared::{Job, JobStatus};
 
 use crate::format;
@@ -64,7 +64,7 @@ impl LogScale {
         let span = (self.high - self.low).max(0) as usize;
         let stride = span / MAX_TICKS + 1;
         (self.low..=self.high)
-            .filter(|exp| (exp - self.low) as usize % stride == 0)
+            .filter(|exp| ((exp - self.low) as usize).is_multiple_of(stride))
             .collect()
     }
 }
@@ -282,16 +282,6 @@ pub fn fraction_line(fraction: &FractionOfPeak) -> String {
     )
 }
 
-/// A peak in one line: `"fp32: 67.0 TFLOP/s (computed)"`.
-pub fn peak_line(peak: &Peak) -> String {
-    format!(
-        "{}: {} ({})",
-        peak_title(&peak.name),
-        rate(peak.value, &peak.unit),
-        basis_label(peak.basis)
-    )
-}
-
 /// The steps of the matmul ladder, slowest first: the lesson of the course the tiled kernel
 /// comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -322,14 +312,14 @@ impl Rung {
         }
     }
 
-    /// The matmul parameters that put a job on this rung, as the launch page takes them.
-    pub fn launch_query(self) -> &'static str {
+    /// The matmul parameters that put a job on this rung.
+    pub fn how(self) -> &'static str {
         match self {
-            Rung::Naive => "variant=naive",
-            Rung::Tiled => "variant=tiled",
-            Rung::RegisterTiled => "variant=register_tiled",
-            Rung::Cublas => "variant=cublas&dtype=fp32",
-            Rung::TensorCores => "variant=cublas&dtype=bf16",
+            Rung::Naive => "variant naive",
+            Rung::Tiled => "variant tiled",
+            Rung::RegisterTiled => "variant register_tiled",
+            Rung::Cublas => "variant cublas, dtype fp32",
+            Rung::TensorCores => "variant cublas, dtype tf32, bf16, fp16 or fp8_e4m3",
         }
     }
 }
