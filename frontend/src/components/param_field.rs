@@ -7,7 +7,8 @@ use crate::validate;
 /// input with the catalog's bounds, a select for an enum, a checkbox for a boolean.
 ///
 /// The control is uncontrolled: it starts at the default and reports every edit through
-/// `on_input`, so a half-typed number is never overwritten while the user types it.
+/// `on_input`, so a half-typed number is never overwritten while the user types it. Only an
+/// enum given `choices` and `value` follows them: its values depend on the device chosen.
 #[component]
 pub fn ParamField(
     spec: ParamSpec,
@@ -15,6 +16,12 @@ pub fn ParamField(
     #[prop(into)]
     error: Signal<Option<String>>,
     #[prop(into)] on_input: Callback<String>,
+    /// For an enum whose values depend on the device: the values to offer now.
+    #[prop(optional, into)]
+    choices: Option<Signal<Vec<String>>>,
+    /// For such an enum: the value chosen now, which the form may reset.
+    #[prop(optional, into)]
+    value: Option<Signal<String>>,
 ) -> impl IntoView {
     let input_name = format!("param-{}", spec.name);
     let help_id = format!("help-{}", spec.name);
@@ -65,26 +72,35 @@ pub fn ParamField(
         }
         .into_any(),
         ParamType::Enum => {
-            let choices = spec.choices.clone().unwrap_or_default();
+            let all = spec.choices.clone().unwrap_or_default();
+            let choices = choices.unwrap_or_else(|| Signal::stored(all));
+            let value = value.unwrap_or_else(|| Signal::stored(initial.clone()));
             view! {
                 <select
                     id=input_name.clone()
                     name=input_name.clone()
                     aria-describedby=described_by
                     aria-invalid=invalid
+                    prop:value=move || value.get()
                     on:change=move |ev| on_input.run(event_target_value(&ev))
                 >
-                    {choices
-                        .into_iter()
-                        .map(|choice| {
-                            let selected = choice == initial;
-                            view! {
-                                <option value=choice.clone() selected=selected>
-                                    {choice.clone()}
-                                </option>
-                            }
-                        })
-                        .collect_view()}
+                    {move || {
+                        choices
+                            .get()
+                            .into_iter()
+                            .map(|choice| {
+                                let selected = {
+                                    let choice = choice.clone();
+                                    move || value.with(|v| *v == choice)
+                                };
+                                view! {
+                                    <option value=choice.clone() prop:selected=selected>
+                                        {choice.clone()}
+                                    </option>
+                                }
+                            })
+                            .collect_view()
+                    }}
                 </select>
             }
             .into_any()
