@@ -11,9 +11,11 @@ import { join } from 'node:path';
 import { before, test } from 'node:test';
 
 import {
+  ARTIFACTS,
   BASE_URL,
   GPULAB_BIN,
   GPULAB_STATIC_DIR,
+  PHONE,
   api,
   freePort,
   killed,
@@ -33,8 +35,9 @@ async function runJob(baseUrl, request) {
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify(request),
   });
-  assert.equal(response.status, 202, `POST /api/jobs ${JSON.stringify(request)}: ${await response.text()}`);
-  const { id } = await response.json();
+  const body = await response.text();
+  assert.equal(response.status, 202, `POST /api/jobs ${JSON.stringify(request)}: ${body}`);
+  const { id } = JSON.parse(body);
   const deadline = Date.now() + JOB_TIMEOUT_MS;
   for (;;) {
     const job = await (await fetch(`${baseUrl}/api/jobs/${id}`)).json();
@@ -51,9 +54,12 @@ function figure(text) {
   return Number(match[0]);
 }
 
-// Whether `shown` (three significant digits) is `value`.
+// Whether `shown` is `value` as the UI rounds it: three significant digits, but three
+// decimals from 0.001 to 1.
 function near(shown, value) {
-  return Math.abs(shown - value) <= Math.abs(value) * 0.01 + 1e-12;
+  const magnitude = Math.abs(value);
+  const tolerance = magnitude >= 0.001 && magnitude < 1 ? 0.0005 : magnitude * 0.005;
+  return Math.abs(shown - value) <= tolerance + 1e-12;
 }
 
 // A line's end points as numbers (the SVG draws in percentages of its box).
@@ -204,6 +210,15 @@ test('the CPU roofline draws the slope, a ceiling per peak and a marker per job'
 
     // The ladder is a GPU lesson, and says so on the CPU.
     assert.match(await page.getByTestId('ladder-cpu').innerText(), /on the CPU every matmul variant/);
+
+    // On a phone the chart narrows with the page instead of making it pan sideways.
+    await page.setViewportSize(PHONE);
+    const { scroll, width } = await page.evaluate(() => ({
+      scroll: document.documentElement.scrollWidth,
+      width: window.innerWidth,
+    }));
+    assert.ok(scroll <= width, `the page is ${scroll} px wide in a ${width} px window`);
+    await page.screenshot({ path: `${ARTIFACTS}/roofline-cpu-phone.png`, fullPage: true });
   });
 });
 

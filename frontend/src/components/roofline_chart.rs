@@ -328,7 +328,7 @@ fn CeilingTable(bandwidth: Option<Peak>, ceilings: Vec<Peak>) -> impl IntoView {
                 <td class="num">{roofline::rate(peak.value, &peak.unit)}</td>
                 <td>{roofline::basis_label(peak.basis)}</td>
                 <td class="num">{ridge}</td>
-                <td>{peak.formula}</td>
+                <td class="formula">{peak.formula}</td>
                 <td class="source">{peak.source}</td>
             </tr>
         }
