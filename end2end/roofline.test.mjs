@@ -200,7 +200,9 @@ test('the CPU roofline draws the slope, a ceiling per peak and a marker per job'
     assert.match(text, new RegExp(`% of ${matmulPoint.fraction_of_peak.peak} peak`));
     assert.equal(await tip.getByRole('link').getAttribute('href'), `/jobs/${matmul.id}`);
     const vectorPoint = roofline.points.find((p) => p.job_id === vectorAdd.id);
-    await page.locator(`a[data-testid="roofline-point"][data-job="${vectorAdd.id}"]`).focus();
+    const vectorMarker = page.locator(`a[data-testid="roofline-point"][data-job="${vectorAdd.id}"]`);
+    assert.equal(await vectorMarker.evaluate((a) => a.tabIndex), 0, 'a marker is in the tab order');
+    await vectorMarker.focus();
     await page.waitForFunction(
       (label) => document.querySelector('[data-testid="roofline-tip"]')?.innerText.includes(label),
       vectorPoint.label,
