@@ -312,13 +312,20 @@ test('the launch form offers matmul only the data types the chosen device runs',
     assert.deepEqual(offered, cpu);
     assert.ok(cpu.includes(await select.inputValue()), 'the chosen value is one the CPU runs');
     for (const name of ['m', 'n', 'k']) await page.locator(`[name="param-${name}"]`).fill('64');
-    // The one the form sends is the one shown.
-    const choice = cpu[cpu.length - 1];
+    // Another type than the default: the form sends it, and the job is judged against
+    // that type's peak.
+    const choice = cpu.find((c) => c !== dtype.default);
+    assert.ok(choice, `the CPU runs a type besides ${dtype.default}`);
     await select.selectOption(choice);
     await page.getByTestId('launch-submit').click();
     await page.waitForURL(/\/jobs\/\d+$/);
     const id = Number(new URL(page.url()).pathname.split('/').pop());
     assert.equal((await api(`/api/jobs/${id}`)).params.dtype, choice);
+    const shown = page.getByTestId('job-fraction-of-peak');
+    await shown.waitFor({ timeout: JOB_TIMEOUT_MS });
+    const job = await api(`/api/jobs/${id}`);
+    assert.equal(job.result.fraction_of_peak.peak, choice);
+    assert.match(await shown.locator('p').innerText(), new RegExp(`% of ${choice} peak`));
   });
 });
 
