@@ -324,6 +324,27 @@ impl Rung {
     }
 }
 
+/// The rungs a device can climb: those whose `variant` the catalog's matmul offers, and the
+/// tensor cores where the device runs a tensor-core `dtype` (tf32, fp16, bf16, fp8, int8).
+pub fn offered_rungs(variants: &[String], dtypes: &[String]) -> Vec<Rung> {
+    let has = |v: &str| variants.iter().any(|x| x == v);
+    Rung::ALL
+        .into_iter()
+        .filter(|rung| match rung {
+            Rung::Naive => has("naive"),
+            Rung::Tiled => has("tiled"),
+            Rung::RegisterTiled => has("register_tiled"),
+            Rung::Cublas => has("cublas"),
+            Rung::TensorCores => {
+                has("cublas")
+                    && dtypes
+                        .iter()
+                        .any(|d| !matches!(d.as_str(), "fp32" | "fp64"))
+            }
+        })
+        .collect()
+}
+
 /// Which rung a matmul job run on a GPU is on, from its `variant` and `dtype`: cuBLAS in
 /// fp32 (or without a `dtype`) is SIMT SGEMM, in any other type the tensor cores (fp64 is
 /// neither, and left out). `None` for another kernel or an unknown variant.
@@ -357,11 +378,12 @@ pub struct LadderStep {
     pub job: Option<Job>,
 }
 
-/// The ladder for square matmuls of side `n` from `jobs`: every rung, each with its best
+/// The ladder for square matmuls of side `n` from `jobs`: each of `rungs`, with its best
 /// succeeded job that has a share of peak.
-pub fn ladder(jobs: &[Job], n: u64) -> Vec<LadderStep> {
-    Rung::ALL
-        .into_iter()
+pub fn ladder(jobs: &[Job], n: u64, rungs: &[Rung]) -> Vec<LadderStep> {
+    rungs
+        .iter()
+        .copied()
         .map(|rung| LadderStep {
             rung,
             job: jobs
@@ -386,7 +408,12 @@ pub fn ladder_sizes(jobs: &[Job]) -> Vec<u64> {
         .collect();
     sizes.sort_unstable();
     sizes.dedup();
-    let filled = |n: u64| ladder(jobs, n).iter().filter(|s| s.job.is_some()).count();
+    let filled = |n: u64| {
+        ladder(jobs, n, &Rung::ALL)
+            .iter()
+            .filter(|s| s.job.is_some())
+            .count()
+    };
     sizes.sort_by_key(|&n| std::cmp::Reverse((filled(n), n)));
     sizes
 }
@@ -643,7 +670,7 @@ mod tests {
             matmul(8, square(1024, "naive", Some("fp32")), None),
             matmul(9, square(1024, "cublas", Some("fp64")), Some(0.9)),
         ];
-        let steps = ladder(&jobs, 1024);
+        let steps = ladder(&jobs, 1024, &Rung::ALL);
         let ids: Vec<(Rung, Option<i64>)> = steps
             .iter()
             .map(|s| (s.rung, s.job.as_ref().map(|j| j.id)))
@@ -661,5 +688,34 @@ mod tests {
         // 1024 fills four rungs, 2048 one.
         assert_eq!(ladder_sizes(&jobs), vec![1024, 2048]);
         assert!(ladder_sizes(&[]).is_empty());
+        // Only the rungs asked for.
+        let steps = ladder(&jobs, 1024, &[Rung::Tiled, Rung::Cublas]);
+        assert_eq!(steps.len(), 2);
+        assert_eq!(steps[1].job.as_ref().map(|j| j.id), Some(3));
+    }
+
+    #[test]
+    fn only_the_rungs_the_catalog_and_device_offer_are_shown() {
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let variants = strings(&["cublas", "tiled", "register_tiled"]);
+        // An H100: no naive kernel in the catalog, tensor cores in the device's dtypes.
+        assert_eq!(
+            offered_rungs(&variants, &strings(&["fp64", "fp32", "tf32", "bf16"])),
+            vec![
+                Rung::Tiled,
+                Rung::RegisterTiled,
+                Rung::Cublas,
+                Rung::TensorCores
+            ]
+        );
+        // A Maxwell GPU runs fp64 and fp32 only: no tensor-core rung.
+        assert_eq!(
+            offered_rungs(&variants, &strings(&["fp64", "fp32"])),
+            vec![Rung::Tiled, Rung::RegisterTiled, Rung::Cublas]
+        );
+        assert_eq!(
+            offered_rungs(&strings(&["naive", "cublas"]), &strings(&["fp16"])),
+            vec![Rung::Naive, Rung::Cublas, Rung::TensorCores]
+        );
     }
 }

@@ -1,5 +1,5 @@
 use gpulab_shared::peaks::Roofline;
-use gpulab_shared::{Device, DeviceKind, Job, JobStatus};
+use gpulab_shared::{Device, DeviceKind, Job, JobStatus, KernelSpec};
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
@@ -7,6 +7,7 @@ use crate::api::{self, ApiError, JobFilter};
 use crate::components::{error_list, RooflineChart};
 use crate::format;
 use crate::hooks::use_title;
+use crate::kernel_form::enum_choices;
 use crate::roofline::{self, Rung};
 
 /// The newest matmul jobs the ladder looks through.
@@ -30,7 +31,9 @@ pub fn RooflinePage() -> impl IntoView {
                 kernel: Some("matmul".to_owned()),
             };
             let matmuls = api::jobs(filter, None, LADDER_JOBS).await?.jobs;
-            Ok::<_, ApiError>((device, roofline, matmuls))
+            let kernels = api::kernels().await?;
+            let rungs = rungs_on(&kernels, &id);
+            Ok::<_, ApiError>((device, roofline, matmuls, rungs))
         }
     });
     view! {
@@ -38,8 +41,8 @@ pub fn RooflinePage() -> impl IntoView {
         <Suspense fallback=|| view! { <p class="loading">"Loading the roofline…"</p> }>
             <ErrorBoundary fallback=error_list>
                 {move || Suspend::new(async move {
-                    let (device, roofline, matmuls) = data.await?;
-                    Ok::<_, ApiError>(view! { <RooflineView device roofline matmuls /> })
+                    let (device, roofline, matmuls, rungs) = data.await?;
+                    Ok::<_, ApiError>(view! { <RooflineView device roofline matmuls rungs /> })
                 })}
             </ErrorBoundary>
         </Suspense>
@@ -47,7 +50,12 @@ pub fn RooflinePage() -> impl IntoView {
 }
 
 #[component]
-fn RooflineView(device: Device, roofline: Roofline, matmuls: Vec<Job>) -> impl IntoView {
+fn RooflineView(
+    device: Device,
+    roofline: Roofline,
+    matmuls: Vec<Job>,
+    rungs: Vec<Rung>,
+) -> impl IntoView {
     let no_peaks = roofline.bandwidth.is_none() && roofline.ceilings.is_empty();
     let no_points = roofline.points.is_empty();
     let launch = |kernel: &str| format!("/launch?device={}&kernel={kernel}", device.id);
@@ -79,7 +87,7 @@ fn RooflineView(device: Device, roofline: Roofline, matmuls: Vec<Job>) -> impl I
         })}
         <div class="cards">
             <RooflineChart roofline />
-            <Ladder device matmuls />
+            <Ladder device matmuls rungs />
         </div>
     }
 }
@@ -87,7 +95,7 @@ fn RooflineView(device: Device, roofline: Roofline, matmuls: Vec<Job>) -> impl I
 /// The matmul ladder of one square size: each step's best share of its peak, so that the
 /// distance from the teaching kernels to the libraries shows.
 #[component]
-fn Ladder(device: Device, matmuls: Vec<Job>) -> impl IntoView {
+fn Ladder(device: Device, matmuls: Vec<Job>, rungs: Vec<Rung>) -> impl IntoView {
     let launch = format!("/launch?device={}&kernel=matmul", device.id);
     let body = if device.kind == DeviceKind::Cpu {
         view! {
@@ -105,13 +113,13 @@ fn Ladder(device: Device, matmuls: Vec<Job>) -> impl IntoView {
                 <p class="help" data-testid="ladder-empty">
                     "No finished square matmul (m = n = k) on this device yet. "
                     <a href=launch>"Launch matmul"</a>
-                    " with the same n for each variant: naive, tiled, register_tiled, then \
-                     cublas with dtype fp32, then cublas with a tensor-core dtype (tf32, bf16, \
-                     fp16 or fp8_e4m3)."
+                    " with the same n (m = n = k) for each step: "
+                    {rungs.iter().map(|r| r.how()).collect::<Vec<_>>().join("; ")}
+                    "."
                 </p>
             }
             .into_any(),
-            Some(n) => ladder_of_size(&device.id, &matmuls, n, &sizes).into_any(),
+            Some(n) => ladder_of_size(&device.id, &matmuls, n, &sizes, &rungs).into_any(),
         }
     };
     view! {
@@ -122,8 +130,14 @@ fn Ladder(device: Device, matmuls: Vec<Job>) -> impl IntoView {
     }
 }
 
-fn ladder_of_size(device: &str, jobs: &[Job], n: u64, sizes: &[u64]) -> impl IntoView {
-    let steps = roofline::ladder(jobs, n);
+fn ladder_of_size(
+    device: &str,
+    jobs: &[Job],
+    n: u64,
+    sizes: &[u64],
+    rungs: &[Rung],
+) -> impl IntoView {
+    let steps = roofline::ladder(jobs, n, rungs);
     let others = (sizes.len() > 1).then(|| {
         let others: Vec<String> = sizes.iter().skip(1).map(u64::to_string).collect();
         format!(" Other sizes run: n = {}.", others.join(", "))
@@ -182,12 +196,24 @@ fn ladder_of_size(device: &str, jobs: &[Job], n: u64, sizes: &[u64]) -> impl Int
         <p class="help">
             {format!(
                 "Square matmuls of n = {n}, each step's best job as a share of its own peak \
-                 (SIMT fp32 for the first four, the tensor-core type's for the last)."
+                 (the SIMT fp32 peak for the fp32 steps, the tensor-core type's for the tensor cores)."
             )}
             {others}
         </p>
         <ul class="bars">{rows}</ul>
     }
+}
+
+/// The ladder's rungs on device `id`: the matmul variants of the catalog, and the tensor
+/// cores where the device runs a tensor-core `dtype`.
+fn rungs_on(kernels: &[KernelSpec], id: &str) -> Vec<Rung> {
+    let Some(matmul) = kernels.iter().find(|k| k.name == "matmul") else {
+        return Vec::new();
+    };
+    let param = |name: &str| matmul.params.iter().find(|p| p.name == name);
+    let variants = param("variant").map_or_else(Vec::new, |p| enum_choices(p, &[]));
+    let dtypes = param("dtype").map_or_else(Vec::new, |p| enum_choices(p, &[id.to_owned()]));
+    roofline::offered_rungs(&variants, &dtypes)
 }
 
 fn rung_id(rung: Rung) -> &'static str {
