@@ -330,7 +330,7 @@ test('the launch form offers matmul only the data types the chosen device runs',
 });
 
 test(
-  'a device without jobs says how to put points on its roofline',
+  'a device without jobs says how to put points on its roofline, and a job that finishes is offered to it',
   { skip: !(GPULAB_BIN && GPULAB_STATIC_DIR) && 'set GPULAB_BIN and GPULAB_STATIC_DIR' },
   async () => {
     const port = await freePort();
@@ -350,6 +350,19 @@ test(
         assert.equal(await page.locator('a[data-testid="roofline-point"]').count(), 0);
         // The roof is drawn from the peaks all the same.
         assert.equal(await page.locator('line.ceiling').count(), roofline.ceilings.length);
+
+        // A job that finishes meanwhile is announced by the event stream; redrawing adds it.
+        assert.equal(await page.getByTestId('roofline-newer').count(), 0);
+        const job = await runJob(url, { kernel: 'vector_add', device: 'cpu', params: { n: 4096 }, repetitions: 2 });
+        assert.equal(job.status, 'succeeded');
+        const newer = page.getByTestId('roofline-newer');
+        await newer.waitFor();
+        assert.match(await newer.innerText(), /1 more job has finished/);
+        await page.getByTestId('roofline-redraw').click();
+        await page.locator(`a[data-testid="roofline-point"][data-job="${job.id}"]`).waitFor();
+        assert.equal(await page.locator('a[data-testid="roofline-point"]').count(), 1);
+        assert.equal(await page.getByTestId('roofline-no-points').count(), 0);
+        assert.equal(await page.getByTestId('roofline-newer').count(), 0);
       });
     } finally {
       await killed(server, 'SIGTERM');

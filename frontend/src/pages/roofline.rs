@@ -1,3 +1,5 @@
+use std::collections::BTreeSet;
+
 use gpulab_shared::peaks::Roofline;
 use gpulab_shared::{Device, DeviceKind, Job, JobStatus, KernelSpec};
 use leptos::prelude::*;
@@ -8,6 +10,7 @@ use crate::components::{error_list, RooflineChart};
 use crate::format;
 use crate::hooks::use_title;
 use crate::kernel_form::enum_choices;
+use crate::live::use_live_events;
 use crate::roofline::{self, Rung};
 
 /// The newest matmul jobs the ladder looks through.
@@ -42,7 +45,8 @@ pub fn RooflinePage() -> impl IntoView {
             <ErrorBoundary fallback=error_list>
                 {move || Suspend::new(async move {
                     let (device, roofline, matmuls, rungs) = data.await?;
-                    Ok::<_, ApiError>(view! { <RooflineView device roofline matmuls rungs /> })
+                    let redraw = Callback::new(move |()| data.refetch());
+                    Ok::<_, ApiError>(view! { <RooflineView device roofline matmuls rungs redraw /> })
                 })}
             </ErrorBoundary>
         </Suspense>
@@ -55,7 +59,24 @@ fn RooflineView(
     roofline: Roofline,
     matmuls: Vec<Job>,
     rungs: Vec<Rung>,
+    /// Fetches the roofline again, with the jobs that finished since.
+    redraw: Callback<()>,
 ) -> impl IntoView {
+    // Jobs of this device that finished with a roofline point after it was drawn, as the
+    // event stream reports them: the page offers to redraw rather than moving the markers
+    // under the pointer.
+    let live = use_live_events();
+    let drawn: BTreeSet<i64> = roofline.points.iter().map(|p| p.job_id).collect();
+    let device_id = device.id.clone();
+    let newer = Memo::new(move |_| {
+        live.with_jobs(|jobs| {
+            jobs.values()
+                .filter(|j| j.device == device_id && j.status == JobStatus::Succeeded)
+                .filter(|j| j.result.as_ref().is_some_and(|r| r.roofline.is_some()))
+                .filter(|j| !drawn.contains(&j.id))
+                .count()
+        })
+    });
     let no_peaks = roofline.bandwidth.is_none() && roofline.ceilings.is_empty();
     let no_points = roofline.points.is_empty();
     let launch = |kernel: &str| format!("/launch?device={}&kernel={kernel}", device.id);
@@ -85,6 +106,18 @@ fn RooflineView(
                 " (memory-bound: it lands on the slope) on this device, then come back."
             </p>
         })}
+        <Show when=move || { newer.get() > 0 }>
+            <p class="notice info" data-testid="roofline-newer" role="status">
+                {move || match newer.get() {
+                    1 => "1 more job has finished on this device since the roofline was drawn. "
+                        .to_owned(),
+                    n => format!("{n} more jobs have finished on this device since the roofline was drawn. "),
+                }}
+                <button type="button" data-testid="roofline-redraw" on:click=move |_| redraw.run(())>
+                    "Redraw"
+                </button>
+            </p>
+        </Show>
         <div class="cards">
             <RooflineChart roofline />
             <Ladder device matmuls rungs />
