@@ -499,7 +499,8 @@ def measure_against_torch(api, device, ordinal):
 def measure_dtypes_against_torch(api, device, dev, bench, ratio):
     """Each dtype's 8192³ GEMM against PyTorch's on the same GPU: torch.mm for fp64, tf32
     (allow_tf32), fp16 and bf16, torch._scaled_mm for fp8 (bf16 out, fast accumulation off),
-    torch._int_mm for int8. Target ≥ 0.95 of PyTorch each."""
+    torch._int_mm for int8. Target ≥ 0.95 of PyTorch each, and ≥ 0.70 of the computed dense
+    peak for fp16, bf16 and fp8."""
     import torch
     _, by_device = matmul_dtypes(api)
     n = 8192
@@ -530,6 +531,7 @@ def measure_dtypes_against_torch(api, device, dev, bench, ratio):
         torch.cuda.empty_cache()
         return 2 * n ** 3 / t / 1e9
 
+    peaks = api.get(f"/api/devices/{device}").get("peaks") or []
     for dtype in [t for t in by_device.get(device, []) if t != "fp32"]:
         unit = "GOP/s" if dtype == "int8" else "GFLOP/s"
         try:
@@ -542,6 +544,11 @@ def measure_dtypes_against_torch(api, device, dev, bench, ratio):
         FIGURES[f"gpulab matmul {dtype} 8192 {unit}"] = round(ours, 1) if ours else None
         r = ratio(ours, theirs)
         target(f"matmul {dtype} / torch ({dtype}, 8192)", r, "≥ 0.95", r is not None and r >= 0.95)
+        if dtype in ("fp16", "bf16", "fp8_e4m3"):
+            # Against the device's computed dense tensor-core peak (GET /api/devices/{id}).
+            peak = next((p["value"] for p in peaks if p["name"] == dtype and p["unit"] == unit), None)
+            r = ratio(ours, peak)
+            target(f"matmul {dtype} / computed {dtype} peak (8192)", r, "≥ 0.70", r is not None and r >= 0.70)
 
 
 def write_report(path):

@@ -43,6 +43,21 @@ pub fn enum_choices(param: &ParamSpec, devices: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// What the help of a device-dependent enum says: `"This device runs: fp64, fp32."`, or for
+/// several devices what they all run.
+pub fn runs_note(allowed: &[String], devices: usize) -> Option<String> {
+    let who = match devices {
+        0 => return None,
+        1 => "This device runs",
+        _ => "The devices ticked all run",
+    };
+    Some(if allowed.is_empty() {
+        format!("{who} none of these.")
+    } else {
+        format!("{who}: {}.", allowed.join(", "))
+    })
+}
+
 /// `param` as the form checks it on `devices`: an enum offers only what they all run.
 fn on_devices(param: &ParamSpec, devices: &[String]) -> ParamSpec {
     match param.ty {
@@ -298,7 +313,15 @@ pub fn ParamFields(
                     let name = param.name.clone();
                     Signal::derive(move || values.with(|v| v.get(&name).cloned().unwrap_or_default()))
                 };
-                view! { <ParamField spec=param error on_input choices value /> }
+                // Where the values depend on the device, the help says which ones run.
+                let note = {
+                    let param = param.clone();
+                    Signal::derive(move || {
+                        param.choices_by_device.as_ref()?;
+                        devices.with(|ids| runs_note(&enum_choices(&param, ids), ids.len()))
+                    })
+                };
+                view! { <ParamField spec=param error on_input choices value note /> }
             }
         />
     }
@@ -377,6 +400,24 @@ mod tests {
         let mut plain = dtype.clone();
         plain.choices_by_device = None;
         assert_eq!(enum_choices(&plain, &ids(&["cpu"])).len(), 7);
+    }
+
+    #[test]
+    fn the_help_says_what_the_devices_run() {
+        let allowed = ids(&["fp64", "fp32"]);
+        assert_eq!(
+            runs_note(&allowed, 1).as_deref(),
+            Some("This device runs: fp64, fp32.")
+        );
+        assert_eq!(
+            runs_note(&allowed, 2).as_deref(),
+            Some("The devices ticked all run: fp64, fp32.")
+        );
+        assert_eq!(
+            runs_note(&[], 3).as_deref(),
+            Some("The devices ticked all run none of these.")
+        );
+        assert_eq!(runs_note(&allowed, 0), None);
     }
 
     #[test]

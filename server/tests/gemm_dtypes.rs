@@ -99,6 +99,11 @@ async fn the_cpu_multiplies_in_fp64_and_fp32_and_says_how() {
     assert_eq!(result.output["accumulate"], "fp64");
     assert_eq!(result.output["library"], "matrixmultiply");
     assert_eq!(result.throughput.unit, "GFLOP/s");
+    // On the roofline under the fp64 ceiling: A and B read and C written once, 8 bytes each.
+    let point = result.roofline.as_ref().expect("a roofline point");
+    assert_eq!(point.ceiling, "fp64");
+    assert_eq!(point.flops, 2.0 * 64.0 * 48.0 * 80.0);
+    assert_eq!(point.bytes, ((64 * 80 + 80 * 48 + 64 * 48) * 8) as f64);
 
     let fp32 = run_on_cpu(&app, json!({"m": 64, "n": 48, "k": 80})).await;
     assert_eq!(
@@ -111,6 +116,9 @@ async fn the_cpu_multiplies_in_fp64_and_fp32_and_says_how() {
     assert!(result.verification.method.contains("u_fp32 = 2⁻²⁴"));
     assert_eq!(result.output["dtype"], "fp32");
     assert_eq!(result.output["accumulate"], "fp32");
+    let point = result.roofline.as_ref().expect("a roofline point");
+    assert_eq!(point.ceiling, "fp32");
+    assert_eq!(point.bytes, ((64 * 80 + 80 * 48 + 64 * 48) * 4) as f64);
     // fp64 is the more accurate of the two on the same inputs.
     assert!(v.max_rel_error < result.verification.max_rel_error);
 }

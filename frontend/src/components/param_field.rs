@@ -16,12 +16,16 @@ pub fn ParamField(
     #[prop(into)]
     error: Signal<Option<String>>,
     #[prop(into)] on_input: Callback<String>,
-    /// For an enum whose values depend on the device: the values to offer now.
+    /// For an enum whose values depend on the device: those the chosen devices run; the
+    /// others are listed disabled.
     #[prop(optional, into)]
     choices: Option<Signal<Vec<String>>>,
     /// For such an enum: the value chosen now, which the form may reset.
     #[prop(optional, into)]
     value: Option<Signal<String>>,
+    /// For such an enum: which values the chosen devices run, for the help.
+    #[prop(optional, into)]
+    note: Option<Signal<Option<String>>>,
 ) -> impl IntoView {
     let input_name = format!("param-{}", spec.name);
     let help_id = format!("help-{}", spec.name);
@@ -73,7 +77,7 @@ pub fn ParamField(
         .into_any(),
         ParamType::Enum => {
             let all = spec.choices.clone().unwrap_or_default();
-            let choices = choices.unwrap_or_else(|| Signal::stored(all));
+            let choices = choices.unwrap_or_else(|| Signal::stored(all.clone()));
             let value = value.unwrap_or_else(|| Signal::stored(initial.clone()));
             view! {
                 <select
@@ -84,23 +88,24 @@ pub fn ParamField(
                     prop:value=move || value.get()
                     on:change=move |ev| on_input.run(event_target_value(&ev))
                 >
-                    {move || {
-                        choices
-                            .get()
-                            .into_iter()
-                            .map(|choice| {
-                                let selected = {
-                                    let choice = choice.clone();
-                                    move || value.with(|v| *v == choice)
-                                };
-                                view! {
-                                    <option value=choice.clone() prop:selected=selected>
-                                        {choice.clone()}
-                                    </option>
-                                }
-                            })
-                            .collect_view()
-                    }}
+                    {all
+                        .into_iter()
+                        .map(|choice| {
+                            let selected = {
+                                let choice = choice.clone();
+                                move || value.with(|v| *v == choice)
+                            };
+                            let disabled = {
+                                let choice = choice.clone();
+                                move || choices.with(|allowed| !allowed.contains(&choice))
+                            };
+                            view! {
+                                <option value=choice.clone() prop:selected=selected disabled=disabled>
+                                    {choice.clone()}
+                                </option>
+                            }
+                        })
+                        .collect_view()}
                 </select>
             }
             .into_any()
@@ -112,6 +117,7 @@ pub fn ParamField(
         .clone()
         .map(|u| view! { <span class="unit">{u}</span> });
     let hint = validate::range_hint(&spec).map(|range| format!(" Range: {range}."));
+    let on_device = move || note.and_then(|n| n.get()).map(|n| format!(" {n}"));
     view! {
         <div class="field">
             <label class="param-name" for=input_name>
@@ -121,6 +127,7 @@ pub fn ParamField(
             <small class="help" id=help_id>
                 {spec.help.clone()}
                 {hint}
+                {on_device}
             </small>
             <FieldError name=spec.name.clone() error />
         </div>

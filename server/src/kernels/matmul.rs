@@ -252,9 +252,13 @@ impl Kernel for Matmul {
         Ok(PreparedGpu::new(run, modules))
     }
 
+    /// Provisional (branch `peaks`), until `gemm` gives matmul its data types: 2·m·n·k FLOP
+    /// over the compulsory traffic, A and B read once and C written once, in fp32.
     fn roofline_note(&self) -> &'static str {
-        "2 × m × n × k FLOP over A and B read once in the input type and C written once in \
-         the output type (4 bytes each in fp32)"
+        "2 × m × n × k FLOP (int8: integer operations) over (m × k + k × n) × the input type's \
+         bytes (A and B read once) + m × n × the output type's bytes (C written once: fp64, \
+         fp32 for fp32 and tf32, fp16, bf16 for bf16 and fp8_e4m3, int32 for int8); the \
+         ceiling is the dtype's peak"
     }
 }
 

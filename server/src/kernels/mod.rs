@@ -84,12 +84,6 @@ pub trait Kernel: Send + Sync + 'static {
         None
     }
 
-    /// The roofline's formula in words for the catalog (FLOPs and bytes of one repetition),
-    /// or why the kernel has none; appended to `throughput_formula` by [`specs`].
-    fn roofline_note(&self) -> &'static str {
-        ""
-    }
-
     /// The values of this kernel's device-dependent `enum` parameters on `device`, for the
     /// catalog's `choices_by_device`: `(parameter, values)`. Empty when no choice depends on
     /// the device.
@@ -101,6 +95,12 @@ pub trait Kernel: Send + Sync + 'static {
     /// sizes a library cannot do. Runs at submission, after the schema's checks.
     fn check_on_device(&self, _params: &Self::Params, _device: &Device) -> Result<(), ParamError> {
         Ok(())
+    }
+
+    /// The roofline's formula in words for the catalog (FLOPs and bytes of one repetition),
+    /// or why the kernel has none; appended to `throughput_formula` by [`specs`].
+    fn roofline_note(&self) -> &'static str {
+        ""
     }
 }
 

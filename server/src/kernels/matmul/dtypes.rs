@@ -325,7 +325,8 @@ pub struct Tolerance {
 /// (Higham, *Accuracy and Stability of Numerical Algorithms*, §3.1); `2·k·u` covers that
 /// while `k·u ≤ 1/2`, and also adders that truncate rather than round (tensor cores do:
 /// Fasi, Higham, Mikaitis and Pranesh, "Numerical behavior of NVIDIA tensor cores", 2021).
-/// Rounding C to a narrower output type adds `u_out·|c_ij| ≤ u_out·Σ|a_il·b_lj|`.
+/// Rounding C to a narrower output type adds `u_out·|c_ij| ≤ u_out·Σ|a_il·b_lj|` (once:
+/// cuBLASLt is allowed split-K only with its parts summed in the compute type).
 pub fn tolerance(dtype: GemmDtype, k: usize) -> Tolerance {
     use unit_roundoff as u;
     let kf = k as f64;

@@ -469,6 +469,21 @@ impl LtGemm {
             )
         }
         .map_err(lt_error("refused the workspace size", dtype))?;
+        // Split-K partial sums are reduced in the compute type (fp32, int32) in the
+        // workspace, never in a 16-bit output buffer, whose rounding per part the tolerance
+        // does not allow for; no split-K at all stays allowed.
+        let reductions =
+            ltsys::cublasLtReductionScheme_t::CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE as u32;
+        // SAFETY: REDUCTION_SCHEME_MASK is a uint32_t, copied by cuBLASLt.
+        unsafe {
+            lt::set_matmul_pref_attribute(
+                preference.0,
+                ltsys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                &reductions as *const u32 as *const c_void,
+                size_of::<u32>(),
+            )
+        }
+        .map_err(lt_error("refused the reduction schemes", dtype))?;
         // SAFETY: every descriptor is live; C doubles as D (same layout).
         let heuristic = unsafe {
             lt::get_matmul_algo_heuristic(
