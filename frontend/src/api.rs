@@ -118,6 +118,18 @@ pub async fn device_telemetry(id: &str) -> ApiResult<DeviceTelemetry> {
     read_json(get(&format!("/api/devices/{id}/telemetry")).send().await?).await
 }
 
+/// `GET /api/devices/{id}`: one device, with its peaks.
+pub async fn device(id: &str) -> ApiResult<Device> {
+    let id = String::from(js_sys::encode_uri_component(id));
+    read_json(get(&format!("/api/devices/{id}")).send().await?).await
+}
+
+/// `GET /api/devices/{id}/roofline`: the device's roofline and its finished jobs on it.
+pub async fn device_roofline(id: &str) -> ApiResult<gpulab_shared::peaks::Roofline> {
+    let id = String::from(js_sys::encode_uri_component(id));
+    read_json(get(&format!("/api/devices/{id}/roofline")).send().await?).await
+}
+
 /// `GET /api/fleet`: the nodes the server's Prometheus scrapes, or how to give it one.
 pub async fn fleet() -> ApiResult<gpulab_shared::fleet::Fleet> {
     read_json(get("/api/fleet").send().await?).await

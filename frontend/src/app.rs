@@ -8,7 +8,7 @@ use crate::components::SiteHeader;
 use crate::live::provide_live_events;
 use crate::pages::{
     ComparePage, DevicesPage, DiagnosticPage, DiagnosticsPage, EditorPage, FleetPage, JobPage,
-    JobsPage, LaunchPage, NotFoundPage,
+    JobsPage, LaunchPage, NotFoundPage, RooflinePage,
 };
 use crate::token::provide_api_token;
 
@@ -32,6 +32,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/diagnostics") view=DiagnosticsPage />
                     <Route path=path!("/diagnostics/:id") view=DiagnosticPage />
                     <Route path=path!("/fleet") view=FleetPage />
+                    <Route path=path!("/devices/:id/roofline") view=RooflinePage />
                 </Routes>
             </main>
         </Router>

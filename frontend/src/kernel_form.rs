@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use gpulab_shared::{Device, KernelSpec, ParamSpec, Params};
+use gpulab_shared::{Device, KernelSpec, ParamSpec, ParamType, Params};
 use leptos::prelude::*;
 
 use crate::components::ParamField;
@@ -26,16 +26,85 @@ pub fn defaults(spec: &KernelSpec) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Each parameter whose text is wrong, with what is wrong, by parameter name.
+/// The values an enum parameter offers when it runs on every one of `devices`: those each
+/// device runs (its entry in `choices_by_device`, else `choices`), in the catalog's order.
+/// Without devices, `choices`.
+pub fn enum_choices(param: &ParamSpec, devices: &[String]) -> Vec<String> {
+    let all = param.choices.clone().unwrap_or_default();
+    let Some(by_device) = &param.choices_by_device else {
+        return all;
+    };
+    all.into_iter()
+        .filter(|choice| {
+            devices
+                .iter()
+                .all(|d| by_device.get(d).is_none_or(|runs| runs.contains(choice)))
+        })
+        .collect()
+}
+
+/// What the help of a device-dependent enum says: `"This device runs: fp64, fp32."`, or for
+/// several devices what they all run.
+pub fn runs_note(allowed: &[String], devices: usize) -> Option<String> {
+    let who = match devices {
+        0 => return None,
+        1 => "This device runs",
+        _ => "The devices ticked all run",
+    };
+    Some(if allowed.is_empty() {
+        format!("{who} none of these.")
+    } else {
+        format!("{who}: {}.", allowed.join(", "))
+    })
+}
+
+/// `param` as the form checks it on `devices`: an enum offers only what they all run.
+fn on_devices(param: &ParamSpec, devices: &[String]) -> ParamSpec {
+    match param.ty {
+        ParamType::Enum if param.choices_by_device.is_some() => ParamSpec {
+            choices: Some(enum_choices(param, devices)),
+            ..param.clone()
+        },
+        _ => param.clone(),
+    }
+}
+
+/// Moves every enum parameter whose value `devices` do not all run to one they do: the
+/// default when it is allowed, else the first allowed value. Other parameters stay as typed.
+pub fn fit_to_devices(
+    spec: &KernelSpec,
+    values: &mut BTreeMap<String, String>,
+    devices: &[String],
+) {
+    for param in spec.params.iter().filter(|p| p.ty == ParamType::Enum) {
+        let allowed = enum_choices(param, devices);
+        let current = values.get(&param.name).map(String::as_str);
+        if current.is_some_and(|c| allowed.iter().any(|a| a == c)) {
+            continue;
+        }
+        let default = validate::initial_text(param);
+        let fitted = if allowed.contains(&default) {
+            Some(default)
+        } else {
+            allowed.first().cloned()
+        };
+        if let Some(fitted) = fitted {
+            values.insert(param.name.clone(), fitted);
+        }
+    }
+}
+
+/// Each parameter whose text is wrong on `devices`, with what is wrong, by parameter name.
 pub fn param_errors(
     spec: &KernelSpec,
     values: &BTreeMap<String, String>,
+    devices: &[String],
 ) -> BTreeMap<String, String> {
     spec.params
         .iter()
         .filter_map(|param| {
             let text = values.get(&param.name).map_or("", String::as_str);
-            validate::param_value(param, text)
+            validate::param_value(&on_devices(param, devices), text)
                 .err()
                 .map(|message| (param.name.clone(), message))
         })
@@ -43,12 +112,15 @@ pub fn param_errors(
 }
 
 /// The parameters as the API takes them; a wrong one is left out.
-pub fn params(spec: &KernelSpec, values: &BTreeMap<String, String>) -> Params {
+pub fn params(spec: &KernelSpec, values: &BTreeMap<String, String>, devices: &[String]) -> Params {
     spec.params
         .iter()
         .filter_map(|p| {
             let text = values.get(&p.name).map_or("", String::as_str);
-            Some((p.name.clone(), validate::param_value(p, text).ok()?))
+            Some((
+                p.name.clone(),
+                validate::param_value(&on_devices(p, devices), text).ok()?,
+            ))
         })
         .collect()
 }
@@ -63,6 +135,9 @@ pub struct KernelChoice {
     pub spec: Memo<Option<KernelSpec>>,
     /// The devices that can run it.
     pub choices: Memo<Vec<Device>>,
+    /// The ids of the devices it is to run on, which narrow the values an enum parameter
+    /// with `choices_by_device` offers.
+    pub devices: RwSignal<Vec<String>>,
 }
 
 impl KernelChoice {
@@ -88,7 +163,18 @@ impl KernelChoice {
             values,
             spec,
             choices,
+            devices: RwSignal::new(Vec::new()),
         }
+    }
+
+    /// The job is to run on `devices`: enum parameters they do not all run move to a value
+    /// they do.
+    pub fn set_devices(&self, devices: Vec<String>) {
+        if let Some(spec) = self.spec.get_untracked() {
+            self.values
+                .update(|values| fit_to_devices(&spec, values, &devices));
+        }
+        self.devices.set(devices);
     }
 
     /// Chooses kernel `name` with its parameters back at their defaults; `then` sees its
@@ -96,7 +182,10 @@ impl KernelChoice {
     pub fn choose(&self, name: String, then: impl FnOnce(&KernelSpec, &[Device])) {
         self.catalog.with_value(|(kernels, devices)| {
             if let Some(spec) = kernels.iter().find(|k| k.name == name) {
-                self.values.set(defaults(spec));
+                let mut values = defaults(spec);
+                self.devices
+                    .with_untracked(|ids| fit_to_devices(spec, &mut values, ids));
+                self.values.set(values);
                 then(spec, devices);
             }
         });
@@ -106,7 +195,10 @@ impl KernelChoice {
     /// The wrong parameters of the chosen kernel (tracked).
     pub fn param_errors(&self) -> BTreeMap<String, String> {
         match self.spec.get() {
-            Some(spec) => self.values.with(|values| param_errors(&spec, values)),
+            Some(spec) => self.devices.with(|devices| {
+                self.values
+                    .with(|values| param_errors(&spec, values, devices))
+            }),
             None => BTreeMap::new(),
         }
     }
@@ -114,7 +206,10 @@ impl KernelChoice {
     /// The chosen kernel and its parameters as the API takes them (untracked).
     pub fn request_untracked(&self) -> Option<(KernelSpec, Params)> {
         let spec = self.spec.get_untracked()?;
-        let params = self.values.with_untracked(|values| params(&spec, values));
+        let params = self.devices.with_untracked(|devices| {
+            self.values
+                .with_untracked(|values| params(&spec, values, devices))
+        });
         Some((spec, params))
     }
 }
@@ -173,18 +268,6 @@ pub fn KernelSelect(
     }
 }
 
-/// The choices of an enum parameter that `device` runs, where they depend on the device
-/// (`choices_by_device`, such as matmul's dtype); `None` when they do not.
-pub fn device_choices(spec: &ParamSpec, device: &str) -> Option<Vec<String>> {
-    let by_device = spec.choices_by_device.as_ref()?;
-    Some(
-        by_device
-            .get(device)
-            .cloned()
-            .unwrap_or_else(|| spec.choices.clone().unwrap_or_default()),
-    )
-}
-
 /// A control for each parameter of the chosen kernel, generated from its schema.
 #[component]
 pub fn ParamFields(
@@ -194,12 +277,13 @@ pub fn ParamFields(
     /// Runs after every edit.
     #[prop(into)]
     edited: Callback<()>,
-    /// The device the job is for, where one is chosen: a device-dependent enum offers only
-    /// what it runs.
-    #[prop(optional, into)]
-    device: Option<Signal<String>>,
 ) -> impl IntoView {
-    let KernelChoice { spec, values, .. } = choice;
+    let KernelChoice {
+        spec,
+        values,
+        devices,
+        ..
+    } = choice;
     view! {
         // Keyed by kernel too: another kernel's fields start afresh at their defaults
         // instead of keeping what was typed into the field before.
@@ -219,13 +303,25 @@ pub fn ParamFields(
                     edited.run(());
                 });
                 let error = field_error.run(param.name.clone());
-                let allowed = {
+                // An enum's options follow the devices chosen, and its value follows the
+                // reset to one they run.
+                let choices = {
+                    let param = param.clone();
+                    Signal::derive(move || devices.with(|ids| enum_choices(&param, ids)))
+                };
+                let value = {
+                    let name = param.name.clone();
+                    Signal::derive(move || values.with(|v| v.get(&name).cloned().unwrap_or_default()))
+                };
+                // Where the values depend on the device, the help says which ones run.
+                let note = {
                     let param = param.clone();
                     Signal::derive(move || {
-                        device.and_then(|device| device.with(|d| device_choices(&param, d)))
+                        param.choices_by_device.as_ref()?;
+                        devices.with(|ids| runs_note(&enum_choices(&param, ids), ids.len()))
                     })
                 };
-                view! { <ParamField spec=param error on_input allowed /> }
+                view! { <ParamField spec=param error on_input choices value note /> }
             }
         />
     }
@@ -249,32 +345,105 @@ mod tests {
     }
 
     #[test]
-    fn a_device_dependent_enum_offers_what_the_device_runs() {
-        let dtype: ParamSpec = serde_json::from_value(serde_json::json!({
-            "name": "dtype", "type": "enum", "default": "fp32", "min": null, "max": null,
-            "unit": null, "help": "type",
-            "choices": ["fp64", "fp32", "bf16"],
-            "choices_by_device": {"cpu": ["fp64", "fp32"], "cuda:0": ["fp64", "fp32", "bf16"]},
-        }))
-        .unwrap();
-        assert_eq!(device_choices(&dtype, "cpu").unwrap(), ["fp64", "fp32"]);
-        assert_eq!(device_choices(&dtype, "cuda:0").unwrap().len(), 3);
-        // A device the map does not list takes every choice.
-        assert_eq!(device_choices(&dtype, "cuda:7").unwrap().len(), 3);
-        let n = &spec().params[0];
-        assert_eq!(device_choices(n, "cpu"), None, "not device-dependent");
-    }
-
-    #[test]
     fn wrong_parameters_are_named_and_left_out_of_the_request() {
         let spec = spec();
         let mut values = defaults(&spec);
         assert_eq!(values["n"], "4");
-        assert!(param_errors(&spec, &values).is_empty());
-        assert_eq!(params(&spec, &values)["n"], 4);
+        assert!(param_errors(&spec, &values, &[]).is_empty());
+        assert_eq!(params(&spec, &values, &[])["n"], 4);
         values.insert("n".into(), "11".into());
-        assert!(param_errors(&spec, &values).contains_key("n"));
-        assert!(params(&spec, &values).is_empty());
+        assert!(param_errors(&spec, &values, &[]).contains_key("n"));
+        assert!(params(&spec, &values, &[]).is_empty());
+    }
+
+    /// matmul's `dtype` as the catalog gives it: the CPU runs fp64 and fp32, an H100 (9.0)
+    /// everything but int8 in this made-up entry, a device not listed takes `choices`.
+    fn gemm() -> KernelSpec {
+        serde_json::from_value(serde_json::json!({
+            "name": "matmul",
+            "description": "C = A·B",
+            "devices": ["cpu", "cuda"],
+            "params": [
+                {"name": "n", "type": "integer", "default": 4, "min": 1, "max": 10, "unit": null, "help": "side", "choices": null},
+                {"name": "dtype", "type": "enum", "default": "bf16", "min": null, "max": null,
+                 "unit": null, "help": "data type",
+                 "choices": ["fp64", "fp32", "tf32", "fp16", "bf16", "fp8_e4m3", "int8"],
+                 "choices_by_device": {
+                     "cpu": ["fp64", "fp32"],
+                     "cuda:0": ["fp64", "fp32", "tf32", "fp16", "bf16", "fp8_e4m3"],
+                 }},
+            ],
+            "throughput_formula": "2 × n³ FLOP / median time",
+        }))
+        .unwrap()
+    }
+
+    fn ids(ids: &[&str]) -> Vec<String> {
+        ids.iter().map(|&id| id.to_owned()).collect()
+    }
+
+    #[test]
+    fn an_enum_offers_only_what_the_chosen_devices_run() {
+        let spec = gemm();
+        let dtype = &spec.params[1];
+        assert_eq!(enum_choices(dtype, &ids(&["cpu"])), ["fp64", "fp32"]);
+        assert_eq!(enum_choices(dtype, &ids(&["cuda:0"])).len(), 6);
+        // Several devices (the comparison): what all of them run.
+        assert_eq!(
+            enum_choices(dtype, &ids(&["cuda:0", "cpu"])),
+            ["fp64", "fp32"]
+        );
+        // A device the catalog does not list, and no device: the whole list.
+        assert_eq!(enum_choices(dtype, &ids(&["cuda:7"])).len(), 7);
+        assert_eq!(enum_choices(dtype, &[]).len(), 7);
+        // A parameter without `choices_by_device` is untouched.
+        let mut plain = dtype.clone();
+        plain.choices_by_device = None;
+        assert_eq!(enum_choices(&plain, &ids(&["cpu"])).len(), 7);
+    }
+
+    #[test]
+    fn the_help_says_what_the_devices_run() {
+        let allowed = ids(&["fp64", "fp32"]);
+        assert_eq!(
+            runs_note(&allowed, 1).as_deref(),
+            Some("This device runs: fp64, fp32.")
+        );
+        assert_eq!(
+            runs_note(&allowed, 2).as_deref(),
+            Some("The devices ticked all run: fp64, fp32.")
+        );
+        assert_eq!(
+            runs_note(&[], 3).as_deref(),
+            Some("The devices ticked all run none of these.")
+        );
+        assert_eq!(runs_note(&allowed, 0), None);
+    }
+
+    #[test]
+    fn changing_the_device_resets_a_value_it_does_not_run() {
+        let spec = gemm();
+        let mut values = defaults(&spec);
+        assert_eq!(values["dtype"], "bf16");
+        // bf16 is no choice on the CPU: refused there, and moved to the first it runs.
+        assert!(param_errors(&spec, &values, &ids(&["cpu"])).contains_key("dtype"));
+        assert!(!params(&spec, &values, &ids(&["cpu"])).contains_key("dtype"));
+        fit_to_devices(&spec, &mut values, &ids(&["cpu"]));
+        assert_eq!(values["dtype"], "fp64");
+        assert!(param_errors(&spec, &values, &ids(&["cpu"])).is_empty());
+        // Back on the GPU fp64 is still allowed, so the user's choice stays.
+        fit_to_devices(&spec, &mut values, &ids(&["cuda:0"]));
+        assert_eq!(values["dtype"], "fp64");
+        // fp8 chosen on the GPU, then the CPU: the default would not run there either.
+        values.insert("dtype".into(), "fp8_e4m3".into());
+        values.insert("n".into(), "7".into());
+        fit_to_devices(&spec, &mut values, &ids(&["cpu"]));
+        assert_eq!(values["dtype"], "fp64");
+        assert_eq!(values["n"], "7", "other parameters stay as typed");
+        // Where the default is allowed, it is the one chosen.
+        values.insert("dtype".into(), "int8".into());
+        fit_to_devices(&spec, &mut values, &ids(&["cuda:0"]));
+        assert_eq!(values["dtype"], "bf16");
     }
 
     #[test]

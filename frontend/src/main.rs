@@ -11,6 +11,7 @@ mod hooks;
 mod kernel_form;
 mod live;
 mod pages;
+mod roofline;
 mod token;
 mod validate;
 mod watched_jobs;

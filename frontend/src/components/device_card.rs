@@ -2,7 +2,7 @@ use gpulab_shared::diag::LastDiagnostic;
 use gpulab_shared::{CpuDeviceInfo, CudaDeviceInfo, Device, DeviceKind, TelemetrySample};
 use leptos::prelude::*;
 
-use super::{MemoryBar, TelemetryPanel, VerdictBadge};
+use super::{MemoryBar, PeakList, TelemetryPanel, VerdictBadge};
 use crate::diag;
 use crate::format::{self, or_dash};
 use crate::live::use_live_events;
@@ -75,6 +75,7 @@ pub fn DeviceCard(device: Device) -> impl IntoView {
                         {fact_list(about.limits)}
                     </details>
                 })}
+            <PeakList peaks=device.peaks.clone() />
             {(!about.identifiers.is_empty())
                 .then(|| view! {
                     <details class="more" data-testid="device-identifiers">
@@ -84,6 +85,14 @@ pub fn DeviceCard(device: Device) -> impl IntoView {
                 })}
             <a class="button" href=format!("/launch?device={}", device.id)>
                 "Launch a kernel here"
+            </a>
+            " "
+            <a
+                class="button"
+                href=format!("/devices/{}/roofline", device.id)
+                data-testid="device-roofline-link"
+            >
+                "Roofline"
             </a>
         </article>
     }

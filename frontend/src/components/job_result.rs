@@ -1,23 +1,41 @@
 use gpulab_shared::JobResult;
 use leptos::prelude::*;
 
-use super::{CudaOutput, SweepChart, TimingChart};
+use super::{CudaOutput, FractionOfPeakView, SweepChart, TimingChart};
 use crate::api;
 use crate::format;
 
 /// What a finished job measured and checked: its timing as figures and as a range bar, its
-/// throughput, its verification, its output (with the bandwidth sweep drawn, when it has
+/// throughput and its share of the device's peak, its verification, its output (with the bandwidth sweep drawn, when it has
 /// one) and the image it drew, if any.
 #[component]
-pub fn JobResultView(job_id: i64, result: JobResult) -> impl IntoView {
+pub fn JobResultView(
+    job_id: i64,
+    result: JobResult,
+    /// The device the job ran on, for the peak's formula and the roofline link.
+    #[prop(optional)]
+    device: Option<String>,
+) -> impl IntoView {
     let JobResult {
         timing,
         throughput,
         verification,
         output,
         has_artifact,
-        ..
+        fraction_of_peak,
+        roofline,
     } = result;
+    let roofline_link = device.clone().filter(|_| roofline.is_some()).map(|device| {
+        view! {
+            <p>
+                <a href=format!("/devices/{device}/roofline") data-testid="job-roofline-link">
+                    "See it on the roofline of " {device.clone()}
+                </a>
+            </p>
+        }
+    });
+    let fraction =
+        fraction_of_peak.map(|fraction| view! { <FractionOfPeakView fraction device /> });
     let sweep = output.get("sweep").cloned();
     let cuda = output.clone();
     let output = serde_json::to_string_pretty(&output).unwrap_or_else(|_| output.to_string());
@@ -30,6 +48,8 @@ pub fn JobResultView(job_id: i64, result: JobResult) -> impl IntoView {
                 " "
                 <span class="unit">{throughput.unit}</span>
             </p>
+            {fraction}
+            {roofline_link}
             <dl class="facts">
                 <dt>"Min"</dt>
                 <dd>{format::millis(timing.min_ms)}</dd>

@@ -7,7 +7,8 @@ use crate::validate;
 /// input with the catalog's bounds, a select for an enum, a checkbox for a boolean.
 ///
 /// The control is uncontrolled: it starts at the default and reports every edit through
-/// `on_input`, so a half-typed number is never overwritten while the user types it.
+/// `on_input`, so a half-typed number is never overwritten while the user types it. Only an
+/// enum given `choices` and `value` follows them: its values depend on the device chosen.
 #[component]
 pub fn ParamField(
     spec: ParamSpec,
@@ -15,10 +16,16 @@ pub fn ParamField(
     #[prop(into)]
     error: Signal<Option<String>>,
     #[prop(into)] on_input: Callback<String>,
-    /// For an enum whose choices depend on the device: those the chosen device runs (the
-    /// others are shown disabled). `None`: every choice.
+    /// For an enum whose values depend on the device: those the chosen devices run; the
+    /// others are listed disabled.
     #[prop(optional, into)]
-    allowed: Option<Signal<Option<Vec<String>>>>,
+    choices: Option<Signal<Vec<String>>>,
+    /// For such an enum: the value chosen now, which the form may reset.
+    #[prop(optional, into)]
+    value: Option<Signal<String>>,
+    /// For such an enum: which values the chosen devices run, for the help.
+    #[prop(optional, into)]
+    note: Option<Signal<Option<String>>>,
 ) -> impl IntoView {
     let input_name = format!("param-{}", spec.name);
     let help_id = format!("help-{}", spec.name);
@@ -69,27 +76,31 @@ pub fn ParamField(
         }
         .into_any(),
         ParamType::Enum => {
-            let choices = spec.choices.clone().unwrap_or_default();
+            let all = spec.choices.clone().unwrap_or_default();
+            let choices = choices.unwrap_or_else(|| Signal::stored(all.clone()));
+            let value = value.unwrap_or_else(|| Signal::stored(initial.clone()));
             view! {
                 <select
                     id=input_name.clone()
                     name=input_name.clone()
                     aria-describedby=described_by
                     aria-invalid=invalid
+                    prop:value=move || value.get()
                     on:change=move |ev| on_input.run(event_target_value(&ev))
                 >
-                    {choices
+                    {all
                         .into_iter()
                         .map(|choice| {
-                            let selected = choice == initial;
+                            let selected = {
+                                let choice = choice.clone();
+                                move || value.with(|v| *v == choice)
+                            };
                             let disabled = {
                                 let choice = choice.clone();
-                                move || {
-                                    allowed.and_then(|a| a.get()).is_some_and(|a| !a.contains(&choice))
-                                }
+                                move || choices.with(|allowed| !allowed.contains(&choice))
                             };
                             view! {
-                                <option value=choice.clone() selected=selected disabled=disabled>
+                                <option value=choice.clone() prop:selected=selected disabled=disabled>
                                     {choice.clone()}
                                 </option>
                             }
@@ -106,11 +117,7 @@ pub fn ParamField(
         .clone()
         .map(|u| view! { <span class="unit">{u}</span> });
     let hint = validate::range_hint(&spec).map(|range| format!(" Range: {range}."));
-    let on_device = move || {
-        allowed
-            .and_then(|a| a.get())
-            .map(|a| format!(" This device runs: {}.", a.join(", ")))
-    };
+    let on_device = move || note.and_then(|n| n.get()).map(|n| format!(" {n}"));
     view! {
         <div class="field">
             <label class="param-name" for=input_name>

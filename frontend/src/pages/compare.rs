@@ -13,6 +13,7 @@ use crate::components::{error_list, FieldError};
 use crate::format;
 use crate::hooks::use_title;
 use crate::kernel_form::{eligible, KernelChoice, KernelSelect, ParamFields};
+use crate::roofline;
 use crate::validate;
 use crate::watched_jobs::WatchedJobs;
 
@@ -89,6 +90,8 @@ fn CompareForm(kernels: Vec<KernelSpec>, devices: Vec<Device>, cuda: CudaStatus)
     let ticked = RwSignal::new(eligible_ids(&first, &devices));
     let choice = KernelChoice::new(kernels, devices, &first);
     let KernelChoice { choices, .. } = choice;
+    // An enum whose values depend on the device offers what every ticked device runs.
+    Effect::new(move |_| choice.set_devices(ticked.get().into_iter().collect()));
     let repetitions = RwSignal::new("10".to_owned());
     let refused = RwSignal::new(false);
     let comparison = RwSignal::new(None::<Comparison>);
@@ -305,6 +308,8 @@ enum Bar {
     Measured {
         value: f64,
         unit: String,
+        /// The share of this device's own peak, with its convention.
+        peak: Option<(String, String)>,
     },
     Failed(String),
 }
@@ -414,6 +419,14 @@ fn BarRow(
         Bar::Failed(_) => "failed",
     };
     let pending = matches!(bar, Bar::Pending(..));
+    let (peak, convention) = match &bar {
+        Bar::Measured {
+            peak: Some((line, convention)),
+            ..
+        } => (line.clone(), convention.clone()),
+        _ => (String::new(), String::new()),
+    };
+    let no_peak = peak.is_empty();
     let (width, figure, detail, error) = match bar {
         Bar::Pending(_, progress) => (
             String::new(),
@@ -421,7 +434,7 @@ fn BarRow(
             progress.map(|p| format!(" {p}")).unwrap_or_default(),
             String::new(),
         ),
-        Bar::Measured { value, unit } => {
+        Bar::Measured { value, unit, .. } => {
             let share = if fastest > 0.0 { value / fastest } else { 0.0 };
             (
                 format!("width: {:.1}%", share * 100.0),
@@ -446,6 +459,7 @@ fn BarRow(
                 <code class="device-id">{device.id}</code>
                 " "
                 <a class="job-link" href=link hidden=job_id.is_none()>{link_text}</a>
+                <small class="bar-peak" title=convention hidden=no_peak>{peak}</small>
             </div>
             <div class="bar-track" aria-hidden="true" hidden=failed>
                 <div class="bar-fill" style=width></div>
@@ -466,6 +480,10 @@ fn bar_of(job: &Job) -> Bar {
         (JobStatus::Succeeded, Some(result)) => Bar::Measured {
             value: result.throughput.value,
             unit: result.throughput.unit.clone(),
+            peak: result
+                .fraction_of_peak
+                .as_ref()
+                .map(|f| (roofline::fraction_line(f), f.convention.clone())),
         },
         (JobStatus::Queued | JobStatus::Running, _) => Bar::Pending(
             Some(job.status),

@@ -254,7 +254,10 @@ fn JobDetails(
                 </dl>
                 <CopyAsCurl command=curl />
             </section>
-            {move || result.get().map(|result| view! { <JobResultView job_id=id result /> })}
+            {move || {
+                let device = device.clone();
+                result.get().map(|result| view! { <JobResultView job_id=id result device /> })
+            }}
         </div>
         {source.map(|source| view! { <SourceListing source error /> })}
     }

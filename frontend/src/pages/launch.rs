@@ -60,6 +60,7 @@ fn LaunchForm(kernels: Vec<KernelSpec>, devices: Vec<Device>) -> impl IntoView {
         .unwrap_or_default();
     let choice = KernelChoice::new(kernels, devices, &first);
     let KernelChoice { spec, choices, .. } = choice;
+    choice.set_devices(vec![first_device.clone()]);
     let device = RwSignal::new(first_device);
     let repetitions = RwSignal::new("10".to_owned());
     let timeout_s = RwSignal::new("60".to_owned());
@@ -151,6 +152,7 @@ fn LaunchForm(kernels: Vec<KernelSpec>, devices: Vec<Device>) -> impl IntoView {
                 );
             }
         });
+        choice.set_devices(vec![device.get_untracked()]);
         edited();
     };
     let on_submit = move |ev: SubmitEvent| {
@@ -198,7 +200,9 @@ fn LaunchForm(kernels: Vec<KernelSpec>, devices: Vec<Device>) -> impl IntoView {
                         name="device"
                         aria-describedby="error-device"
                         on:change=move |ev| {
-                            device.set(event_target_value(&ev));
+                            let id = event_target_value(&ev);
+                            choice.set_devices(vec![id.clone()]);
+                            device.set(id);
                             edited();
                         }
                     >
@@ -223,12 +227,7 @@ fn LaunchForm(kernels: Vec<KernelSpec>, devices: Vec<Device>) -> impl IntoView {
             </fieldset>
             <fieldset>
                 <legend>"Parameters"</legend>
-                <ParamFields
-                    choice
-                    field_error=Callback::new(field_error)
-                    edited=move |()| edited()
-                    device=device
-                />
+                <ParamFields choice field_error=Callback::new(field_error) edited=move |()| edited() />
             </fieldset>
             <fieldset>
                 <legend>"Measurement"</legend>

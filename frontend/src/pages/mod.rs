@@ -10,6 +10,7 @@ mod job;
 mod jobs;
 mod launch;
 mod not_found;
+mod roofline;
 
 pub use compare::ComparePage;
 pub use devices::DevicesPage;
@@ -21,3 +22,4 @@ pub use job::JobPage;
 pub use jobs::JobsPage;
 pub use launch::LaunchPage;
 pub use not_found::NotFoundPage;
+pub use roofline::RooflinePage;
