@@ -1,5 +1,7 @@
 //! One component per route.
 
+mod account;
+mod admin;
 mod compare;
 mod devices;
 mod diagnostic;
@@ -10,7 +12,11 @@ mod job;
 mod jobs;
 mod launch;
 mod not_found;
+mod sign_in;
+mod usage;
 
+pub use account::AccountPage;
+pub use admin::AdminUsersPage;
 pub use compare::ComparePage;
 pub use devices::DevicesPage;
 pub use diagnostic::DiagnosticPage;
@@ -21,3 +27,5 @@ pub use job::JobPage;
 pub use jobs::JobsPage;
 pub use launch::LaunchPage;
 pub use not_found::NotFoundPage;
+pub use sign_in::SignInPage;
+pub use usage::UsagePage;
