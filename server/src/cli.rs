@@ -64,6 +64,9 @@ pub enum Command {
         #[arg(long)]
         deny_dir: Vec<PathBuf>,
     },
+    /// Accounts of lab mode, in `--data-dir` (also while the server runs): add, list,
+    /// disable, enable, rotate a key.
+    Users(crate::lab::command::UsersArgs),
     /// Print NVRTC's and cuBLAS's status as JSON (the server asks a child process).
     #[command(hide = true)]
     CudaLibraries,
@@ -243,6 +246,7 @@ pub fn main() -> anyhow::Result<std::process::ExitCode> {
                 }
             }
         }
+        Command::Users(args) => return crate::lab::command::run(args),
         Command::CudaLibraries => {
             println!("{}", serde_json::to_string(&crate::cuda::libraries())?);
         }
@@ -410,7 +414,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
     let addr = listener.local_addr()?;
-    let jobs = JobService::start(store, inventory.clone(), settings).await?;
+    let jobs = JobService::start(store.clone(), inventory.clone(), settings).await?;
     let telemetry = TelemetryHub::start(
         inventory.clone(),
         std::time::Duration::from_secs(1),
@@ -449,12 +453,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ),
         TokenSource::None => {}
     }
+    let access = Arc::new(access);
     let state = AppState {
+        lab: crate::lab::Lab::new(store.clone(), access.clone()),
         telemetry,
         shutdown,
         inventory,
         jobs: jobs.clone(),
-        access: Arc::new(access),
+        access,
         event_clients: Default::default(),
         fleet,
     };

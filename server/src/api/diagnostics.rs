@@ -74,6 +74,7 @@ pub struct ListQuery {
         (status = 422, description = "A bad `limit` or `cursor`", body = Problem, content_type = "application/problem+json")))]
 pub async fn list(
     State(state): State<AppState>,
+    caller: Caller,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<DiagnosticPage>, ApiError> {
     let Query(q) = query?;
@@ -87,6 +88,7 @@ pub async fn list(
         device: q.device.filter(|d| !d.is_empty()),
         before_id,
         limit,
+        owner: (!caller.is_admin()).then(|| caller.owner()).flatten(),
     };
     Ok(Json(state.jobs.list_diagnostics(filter).await?))
 }
@@ -101,15 +103,24 @@ pub async fn list(
         (status = 500, description = "The diagnostic's record cannot be read", body = Problem, content_type = "application/problem+json")))]
 pub async fn get(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Diagnostic>, ApiError> {
     let id = diagnostic_id(&id)?;
-    state
-        .jobs
-        .get_diagnostic(id)
-        .await?
-        .map(Json)
-        .ok_or_else(|| no_diagnostic(id))
+    Ok(Json(own_diagnostic(&state, &caller, id).await?))
+}
+
+/// The diagnostic `id` if `caller` may see it: their own, or any for an admin; another
+/// user's is "no such diagnostic".
+async fn own_diagnostic(
+    state: &AppState,
+    caller: &Caller,
+    id: i64,
+) -> Result<Diagnostic, ApiError> {
+    match state.jobs.get_diagnostic(id).await? {
+        Some(d) if caller.may_see(d.owner.as_deref()) => Ok(d),
+        _ => Err(no_diagnostic(id)),
+    }
 }
 
 /// Cancels a diagnostic: queued parts leave their queues, running ones have their workers
@@ -123,11 +134,30 @@ pub async fn get(
         (status = 409, description = "The diagnostic has already ended", body = Problem, content_type = "application/problem+json")))]
 pub async fn cancel(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Diagnostic>, ApiError> {
     let id = diagnostic_id(&id)?;
+    let owner = own_diagnostic(&state, &caller, id).await?.owner;
     match state.jobs.cancel_diagnostic(id).await? {
-        DiagnosticCancel::Cancelled(d) => Ok(Json(d)),
+        DiagnosticCancel::Cancelled(d) => {
+            if caller.user.is_some() && owner != caller.user {
+                let actor = caller.user.clone();
+                state
+                    .lab
+                    .blocking(move |s| {
+                        let detail = owner.map(|o| format!("owner {o}"));
+                        s.audit(
+                            actor.as_deref(),
+                            "diagnostic_cancelled",
+                            &format!("diagnostic {id}"),
+                            detail.as_deref(),
+                        )
+                    })
+                    .await?;
+            }
+            Ok(Json(d))
+        }
         DiagnosticCancel::AlreadyFinished(d) => Err(ApiError::Conflict(format!(
             "diagnostic {id} has already ended ({}); there is nothing to cancel",
             crate::store::diagnostics::status_str(d.status)

@@ -21,6 +21,12 @@ pub enum ApiError {
     /// protects reads too.
     #[error("authentication required")]
     Unauthorized { read: bool },
+    /// Lab mode: no user's credential, or one refused; the words say which.
+    #[error("{0}")]
+    SignIn(String),
+    /// The caller is known but may not do this (not an admin; no CSRF header).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -54,6 +60,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::SignIn(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -125,6 +133,12 @@ impl IntoResponse for ApiError {
                     ),
                     None,
                 );
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                r
+            }
+            ApiError::SignIn(detail) => {
+                let mut r = problem_response(status, detail, None);
                 r.headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                 r

@@ -16,6 +16,9 @@ use tokio_stream::StreamExt;
 
 use super::error::ApiError;
 use super::AppState;
+use crate::lab::auth::STREAM_RECHECK;
+use crate::lab::{Caller, Credential};
+use axum::Extension;
 
 /// Streams open at once. Each holds a connection and, while it catches up, its clones of
 /// the events; the broadcast ring behind them is one for all clients.
@@ -50,6 +53,9 @@ impl Drop for Place {
 /// and `telemetry` events (each device's new sample, once a second). A client that
 /// falls behind skips what it missed; `EventSource` reconnects by itself after a restart.
 /// The stream ends when the server shuts down. At most 64 streams are open at once.
+/// In lab mode a user's stream carries only their own jobs and diagnostics (an admin's,
+/// everyone's) and the telemetry, and it ends within a second once the user is disabled,
+/// signs out or has their key rotated.
 #[utoipa::path(get, path = "/api/events", tag = "events", operation_id = "streamEvents",
     responses((status = 200, description = "`text/event-stream` of `job` events (data: Job), \
         `diagnostic` events (data: Diagnostic) and `telemetry` events (data: TelemetrySample)",
@@ -57,6 +63,8 @@ impl Drop for Place {
         (status = 503, description = "64 streams are open already", body = gpulab_shared::Problem, content_type = "application/problem+json")))]
 pub async fn stream(
     State(state): State<AppState>,
+    caller: Caller,
+    credential: Option<Extension<Credential>>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let place = state
         .event_clients
@@ -68,11 +76,14 @@ pub async fn stream(
              one (another tab of the UI) or try again later"
             ),
         })?;
+    let job_caller = caller.clone();
     let jobs = BroadcastStream::new(state.jobs.subscribe())
         .filter_map(|job| job.ok())
+        .filter(move |job| job_caller.may_see(job.owner.as_deref()))
         .filter_map(|job| Event::default().event(events::JOB).json_data(job).ok());
     let diagnostics = BroadcastStream::new(state.jobs.subscribe_diagnostics())
         .filter_map(|d| d.ok())
+        .filter(move |d| caller.may_see(d.owner.as_deref()))
         .filter_map(|d| Event::default().event(events::DIAGNOSTIC).json_data(d).ok());
     let samples = BroadcastStream::new(state.telemetry.subscribe())
         .filter_map(|sample| sample.ok())
@@ -88,8 +99,26 @@ pub async fn stream(
         let _held = &place;
         Ok(event)
     });
+    let lab = state.lab.clone();
     let stream = futures_util::StreamExt::take_until(events, async move {
-        let _ = shutdown.wait_for(|down| *down).await;
+        let revoked = async {
+            match credential {
+                Some(Extension(credential)) => {
+                    let mut every = tokio::time::interval(STREAM_RECHECK);
+                    loop {
+                        every.tick().await;
+                        if !lab.still_valid(&credential).await {
+                            return;
+                        }
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.wait_for(|down| *down) => {}
+            () = revoked => {}
+        }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

@@ -95,6 +95,7 @@ pub struct CompareQuery {
         (status = 422, description = "The ids are not a list of job ids", body = Problem, content_type = "application/problem+json")))]
 pub async fn compare(
     State(state): State<AppState>,
+    caller: Caller,
     query: Result<Query<CompareQuery>, QueryRejection>,
 ) -> Result<Json<JobComparison>, ApiError> {
     let Query(q) = query?;
@@ -116,10 +117,7 @@ pub async fn compare(
         })?;
     let mut jobs = Vec::with_capacity(ids.len());
     for id in ids {
-        match state.jobs.get(id).await? {
-            Some(job) => jobs.push(job),
-            None => return Err(ApiError::NotFound(format!("there is no job {id}"))),
-        }
+        jobs.push(readable_job(&state, &caller, id).await?);
     }
     Ok(Json(crate::jobs::compare::compare(&jobs)))
 }
@@ -147,6 +145,7 @@ pub struct ListQuery {
         (status = 422, description = "A bad filter", body = Problem, content_type = "application/problem+json")))]
 pub async fn list(
     State(state): State<AppState>,
+    caller: Caller,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<JobPage>, ApiError> {
     let Query(q) = query?;
@@ -176,6 +175,7 @@ pub async fn list(
         kernel: q.kernel.filter(|k| !k.is_empty()),
         before_id,
         limit,
+        owner: (!caller.is_admin()).then(|| caller.owner()).flatten(),
     };
     Ok(Json(state.jobs.list(filter).await?))
 }
@@ -189,15 +189,11 @@ pub async fn list(
         (status = 500, description = "The job's record cannot be read; `detail` says why", body = Problem, content_type = "application/problem+json")))]
 pub async fn get(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
     let id = job_id(&id)?;
-    state
-        .jobs
-        .get(id)
-        .await?
-        .map(Json)
-        .ok_or_else(|| no_job(id))
+    Ok(Json(readable_job(&state, &caller, id).await?))
 }
 
 /// Cancels a queued job, or stops a running one (its worker is killed and replaced).
@@ -210,11 +206,30 @@ pub async fn get(
         (status = 409, description = "The job has already finished", body = Problem, content_type = "application/problem+json")))]
 pub async fn cancel(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
     let id = job_id(&id)?;
+    let job = own_job(&state, &caller, id).await?;
     match state.jobs.cancel(id).await? {
-        CancelOutcome::Cancelled(job) => Ok(Json(job)),
+        CancelOutcome::Cancelled(cancelled) => {
+            if caller.user.is_some() && job.owner != caller.user {
+                let (actor, owner) = (caller.user.clone(), job.owner.clone());
+                state
+                    .lab
+                    .blocking(move |s| {
+                        let detail = owner.map(|o| format!("owner {o}"));
+                        s.audit(
+                            actor.as_deref(),
+                            "job_cancelled",
+                            &format!("job {id}"),
+                            detail.as_deref(),
+                        )
+                    })
+                    .await?;
+            }
+            Ok(Json(cancelled))
+        }
         CancelOutcome::AlreadyFinished(job) => Err(ApiError::Conflict(format!(
             "job {id} has already finished ({}); there is nothing to cancel",
             job.status.as_str()
@@ -231,15 +246,76 @@ pub async fn cancel(
         (status = 404, description = "No such job, or it made no image", body = Problem, content_type = "application/problem+json")))]
 pub async fn artifact(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = job_id(&id)?;
+    readable_job(&state, &caller, id).await?;
     match state.jobs.artifact(id).await? {
         Some(a) => Ok(([(header::CONTENT_TYPE, a.content_type)], a.bytes).into_response()),
-        None if state.jobs.get(id).await?.is_some() => {
-            Err(ApiError::NotFound(format!("job {id} has no artifact")))
-        }
-        None => Err(no_job(id)),
+        None => Err(ApiError::NotFound(format!("job {id} has no artifact"))),
+    }
+}
+
+/// Shares the job by its link: any signed-in user may then read it, its result, its
+/// artifact and (for a `custom` job) its source. Only its owner (or an admin) may.
+#[utoipa::path(post, path = "/api/jobs/{id}/share", tag = "jobs", operation_id = "shareJob",
+    params(("id" = i64, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job, now shared: `/api/jobs/{id}` is readable by every signed-in user", body = Job),
+        (status = 404, description = "No such job (or another user's)", body = Problem, content_type = "application/problem+json")))]
+pub async fn share(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
+    set_shared(state, caller, id, true).await
+}
+
+/// Takes a share back: the job is its owner's (and the admins') alone again.
+#[utoipa::path(delete, path = "/api/jobs/{id}/share", tag = "jobs", operation_id = "unshareJob",
+    params(("id" = i64, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job, no longer shared", body = Job),
+        (status = 404, description = "No such job (or another user's)", body = Problem, content_type = "application/problem+json")))]
+pub async fn unshare(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
+    set_shared(state, caller, id, false).await
+}
+
+async fn set_shared(
+    state: AppState,
+    caller: Caller,
+    id: String,
+    shared: bool,
+) -> Result<Json<Job>, ApiError> {
+    let id = job_id(&id)?;
+    let job = own_job(&state, &caller, id).await?;
+    state
+        .lab
+        .blocking(move |s| s.set_shared(id, shared))
+        .await?;
+    Ok(Json(job))
+}
+
+/// The job `id` if `caller` may change it: their own, or any for an admin. Another user's
+/// job is "no such job", so that a user cannot tell which ids exist.
+async fn own_job(state: &AppState, caller: &Caller, id: i64) -> Result<Job, ApiError> {
+    match state.jobs.get(id).await? {
+        Some(job) if caller.may_see(job.owner.as_deref()) => Ok(job),
+        _ => Err(no_job(id)),
+    }
+}
+
+/// The job `id` if `caller` may read it: as [`own_job`], or one its owner shared.
+async fn readable_job(state: &AppState, caller: &Caller, id: i64) -> Result<Job, ApiError> {
+    match state.jobs.get(id).await? {
+        Some(job) if caller.may_see(job.owner.as_deref()) => Ok(job),
+        Some(job) if state.lab.blocking(move |s| s.is_shared(id)).await? => Ok(job),
+        _ => Err(no_job(id)),
     }
 }
 

@@ -14,8 +14,21 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// diagnostic verdicts, build information.
 #[utoipa::path(get, path = "/metrics", tag = "metrics", operation_id = "getMetrics",
     responses((status = 200, description = "Prometheus text exposition format 0.0.4",
-        content_type = "text/plain")))]
-pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+        content_type = "text/plain"),
+        (status = 403, description = "Lab mode: only admins (or the server's token) read the metrics, whose labels name users", body = gpulab_shared::Problem, content_type = "application/problem+json")))]
+pub async fn metrics(
+    State(state): State<AppState>,
+    caller: crate::lab::Caller,
+) -> Result<impl IntoResponse, ApiError> {
+    // In lab mode the metrics carry per-user figures: an admin's, or the token's (which a
+    // Prometheus scrapes with), not every user's.
+    if !caller.is_admin() {
+        return Err(ApiError::Forbidden(
+            "in lab mode only admins read /metrics: scrape it with the server's token (or an \
+             admin's key) as `Authorization: Bearer`"
+                .into(),
+        ));
+    }
     let jobs = state
         .jobs
         .stats(&crate::metrics::DURATION_BUCKETS_S)

@@ -11,8 +11,10 @@ mod kernels;
 pub mod listener;
 mod metrics;
 pub mod security;
+mod session;
 mod telemetry;
 mod ui;
+mod users;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -52,6 +54,8 @@ pub struct AppState {
     pub event_clients: events::EventClients,
     /// Where `GET /api/fleet` reads the fleet; `None` without `--prometheus-url`.
     pub fleet: Option<Arc<crate::fleet::FleetReader>>,
+    /// Accounts, sessions and the authentication layer of lab mode.
+    pub lab: crate::lab::Lab,
 }
 
 #[derive(OpenApi)]
@@ -83,6 +87,12 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(diagnostics::get, diagnostics::cancel))
         .routes(routes!(metrics::metrics))
         .routes(routes!(fleet::get))
+        .routes(routes!(jobs::share, jobs::unshare))
+        .routes(routes!(session::get, session::sign_in, session::sign_out))
+        .routes(routes!(users::list, users::create))
+        .routes(routes!(users::change))
+        .routes(routes!(users::rotate))
+        .routes(routes!(users::audit))
         .split_for_parts();
     doc.paths
         .paths
@@ -113,6 +123,7 @@ fn document_guard_answers(doc: &mut utoipa::openapi::OpenApi) {
             &mut item.post,
             &mut item.put,
             &mut item.delete,
+            &mut item.patch,
         ];
         for operation in operations.into_iter().flatten() {
             let responses = &mut operation.responses.responses;
@@ -120,13 +131,17 @@ fn document_guard_answers(doc: &mut utoipa::openapi::OpenApi) {
                 responses.entry("401".into()).or_insert_with(|| {
                     problem(
                         "A token is set and missing or wrong (for a read: the server protects \
-                         reads, `--protect-reads`)",
+                         reads, `--protect-reads`); in lab mode: no user signed in, or a wrong \
+                         or rotated key, an ended session, a disabled account",
                     )
                 });
             }
-            responses
-                .entry("403".into())
-                .or_insert_with(|| problem("The `Host` is not a name this server answers to"));
+            responses.entry("403".into()).or_insert_with(|| {
+                problem(
+                    "The `Host` is not a name this server answers to; in lab mode also: a \
+                         change made with the session cookie without its `X-CSRF-Token`",
+                )
+            });
         }
     }
 }
@@ -203,6 +218,7 @@ fn openapi_json(doc: &utoipa::openapi::OpenApi) -> serde_json::Value {
 /// security headers ([`security`]).
 pub fn app(state: AppState, static_dir: Option<PathBuf>) -> Router {
     let access = state.access.clone();
+    let lab = state.lab.clone();
     let headers = Arc::new(security::ResponseHeaders::for_ui(static_dir.as_deref()));
     let (api, doc) = api_routes();
     let doc = Arc::new(openapi_json(&doc));
@@ -212,8 +228,8 @@ pub fn app(state: AppState, static_dir: Option<PathBuf>) -> Router {
             get(move || async move { Json(doc.as_ref().clone()) }),
         )
         .layer(middleware::from_fn_with_state(
-            access.clone(),
-            security::require_token,
+            lab,
+            crate::lab::auth::authenticate,
         ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .method_not_allowed_fallback(method_not_allowed)

@@ -165,12 +165,10 @@ pub async fn check_host(State(access): State<Arc<Access>>, req: Request, next: N
 /// (the container's own, a load balancer's) and the API's description.
 pub(crate) const OPEN_READS: [&str; 2] = ["/api/health", "/api/openapi.json"];
 
-/// Changes need the token when one is set; reads too where they are protected.
-pub async fn require_token(
-    State(access): State<Arc<Access>>,
-    req: Request,
-    next: Next,
-) -> Response {
+/// Single mode's rule (no accounts): changes need the token when one is set; reads too
+/// where they are protected. The layer in front of the API is
+/// [`crate::lab::auth::authenticate`], which applies this rule until an account exists.
+pub async fn require_token(access: &Access, req: Request, next: Next) -> Response {
     let Some(token) = &access.token else {
         return next.run(req).await;
     };
@@ -188,7 +186,7 @@ pub async fn require_token(
 
 /// The token of an `Authorization: Bearer <token>` header; the scheme's case does not
 /// matter (RFC 9110, section 11.1).
-fn bearer(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
     let (scheme, token) = value.split_once(' ')?;
     scheme
@@ -209,7 +207,7 @@ fn cookie(headers: &HeaderMap) -> Option<String> {
 }
 
 /// `%XX` escapes decoded (the UI writes the cookie with `encodeURIComponent`).
-fn percent_decode(value: &str) -> String {
+pub(crate) fn percent_decode(value: &str) -> String {
     let bytes = value.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

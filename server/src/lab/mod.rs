@@ -6,6 +6,12 @@
 //! one; handlers take it as an extractor and pass it down, so that ownership is decided in
 //! one place ([`Caller::may_see`]).
 
+pub mod auth;
+pub mod command;
+pub mod keys;
+
+pub use auth::{Credential, Lab};
+
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use gpulab_shared::lab::Role;

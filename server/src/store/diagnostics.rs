@@ -36,6 +36,8 @@ pub struct DiagnosticFilter {
     /// Only diagnostics with a smaller id than this (the previous page's `next_cursor`).
     pub before_id: Option<i64>,
     pub limit: u32,
+    /// Only this user's diagnostics (a user of lab mode who is no admin).
+    pub owner: Option<String>,
 }
 
 /// One device's last finished part at one level, for the metrics.
@@ -183,6 +185,10 @@ impl JobStore {
                               WHERE p.diagnostic_id = diagnostics.id AND p.device = ?)",
             );
             args.push(device.clone().into());
+        }
+        if let Some(owner) = &filter.owner {
+            sql.push_str(" AND owner = ?");
+            args.push(owner.clone().into());
         }
         if let Some(before) = filter.before_id {
             sql.push_str(" AND id < ?");

@@ -9,6 +9,7 @@ pub mod diagnostics;
 mod retention;
 mod schema;
 pub mod stats;
+pub mod users;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -46,6 +47,8 @@ pub struct JobFilter {
     /// Only jobs with a smaller id than this (the previous page's `next_cursor`).
     pub before_id: Option<i64>,
     pub limit: u32,
+    /// Only this user's jobs (a user of lab mode who is no admin).
+    pub owner: Option<String>,
 }
 
 /// How a job ended.
@@ -236,6 +239,10 @@ impl JobStore {
         if let Some(kernel) = &filter.kernel {
             sql.push_str(" AND kernel = ?");
             args.push(kernel.clone().into());
+        }
+        if let Some(owner) = &filter.owner {
+            sql.push_str(" AND owner = ?");
+            args.push(owner.clone().into());
         }
         if let Some(before) = filter.before_id {
             sql.push_str(" AND id < ?");

@@ -91,6 +91,39 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX jobs_owner ON jobs (owner, id);
      ALTER TABLE diagnostics ADD COLUMN owner TEXT;
      CREATE INDEX diagnostics_owner ON diagnostics (owner, id);",
+    // 5: accounts (lab mode). A user's API key is `glk_<name>_<secret>`: only the secret's
+    // Argon2id hash is kept (`key_hash`, a PHC string). A session's id is kept only as its
+    // SHA-256 (hex); its CSRF token is no secret without the cookie. `shared_jobs`: the jobs
+    // their owners shared by link. `audit`: what admins (and the command line) did.
+    "CREATE TABLE users (
+         name          TEXT PRIMARY KEY,
+         role          TEXT NOT NULL,
+         disabled      INTEGER NOT NULL DEFAULT 0,
+         created_at    TEXT NOT NULL,
+         key_hash      TEXT NOT NULL,
+         quota_period  TEXT,
+         quota_seconds REAL
+     );
+     CREATE TABLE sessions (
+         id_hash    TEXT PRIMARY KEY,
+         user       TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+         csrf_token TEXT NOT NULL,
+         created_at TEXT NOT NULL,
+         expires_at TEXT NOT NULL
+     );
+     CREATE INDEX sessions_user ON sessions (user);
+     CREATE TABLE shared_jobs (
+         job_id    INTEGER PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,
+         shared_at TEXT NOT NULL
+     );
+     CREATE TABLE audit (
+         id     INTEGER PRIMARY KEY AUTOINCREMENT,
+         at     TEXT NOT NULL,
+         actor  TEXT,
+         action TEXT NOT NULL,
+         target TEXT NOT NULL,
+         detail TEXT
+     );",
 ];
 
 /// A job's duration in whole milliseconds, from `started_at` to the `finished_at` given as
