@@ -174,6 +174,15 @@ pub fn return_path(next: Option<&str>) -> String {
     }
 }
 
+/// The path and query of a page, to come back to: the router's `search` comes without
+/// its `?`.
+pub fn address(path: &str, search: &str) -> String {
+    match search.trim_start_matches('?') {
+        "" => path.to_owned(),
+        query => format!("{path}?{query}"),
+    }
+}
+
 /// The pages, shown only to whom may see them: in lab mode with nobody signed in, any page
 /// but the sign-in page sends the browser there, with the way back in `?next=`.
 #[component]
@@ -184,10 +193,9 @@ pub fn SessionGate(children: ChildrenFn) -> impl IntoView {
     let on_sign_in = move || location.pathname.with(|p| p == SIGN_IN_PATH);
     Effect::new(move |_| {
         if session.get() == SessionState::SignedOut && !on_sign_in() {
-            let here = format!(
-                "{}{}",
-                location.pathname.get_untracked(),
-                location.search.get_untracked()
+            let here = address(
+                &location.pathname.get_untracked(),
+                &location.search.get_untracked(),
             );
             let next = String::from(js_sys::encode_uri_component(&here));
             navigate(
@@ -240,6 +248,19 @@ mod tests {
         assert_eq!(return_path(Some("/\\evil.example/")), "/");
         assert_eq!(return_path(Some("/signin?next=/jobs")), "/");
         assert_eq!(return_path(Some("")), "/");
+    }
+
+    #[test]
+    fn the_address_to_come_back_to_keeps_the_query() {
+        assert_eq!(
+            address("/jobs", "status=succeeded"),
+            "/jobs?status=succeeded"
+        );
+        assert_eq!(
+            address("/jobs", "?status=succeeded"),
+            "/jobs?status=succeeded"
+        );
+        assert_eq!(address("/usage", ""), "/usage");
     }
 
     #[test]

@@ -44,11 +44,15 @@ pub fn UsagePage() -> impl IntoView {
         async move { api::usage(&query).await }
     });
     let is_admin = Memo::new(move |_| session.is_admin());
-    let users = LocalResource::new(move || async move {
-        if is_admin.get() {
-            api::users().await.unwrap_or_default()
-        } else {
-            Vec::new()
+    // The admin's choice of user; a failed list leaves "everyone", which the table shows.
+    let users = LocalResource::new(move || {
+        let admin = is_admin.get();
+        async move {
+            if admin {
+                api::users().await.unwrap_or_default()
+            } else {
+                Vec::new()
+            }
         }
     });
     let set_days = move |(first, last): (NaiveDate, NaiveDate)| {
