@@ -136,7 +136,7 @@ fn AddUser(act: Act) -> impl IntoView {
 fn UserTable(users: Vec<User>, act: Act) -> impl IntoView {
     view! {
         <div class="table-scroll">
-            <table class="users" data-testid="users-table">
+            <table class="jobs users" data-testid="users-table">
                 <thead>
                     <tr>
                         <th scope="col">"Name"</th>
@@ -311,7 +311,7 @@ fn AuditLog(changes: RwSignal<u32>) -> impl IntoView {
             }
             Some(Ok(page)) => view! {
                 <div class="table-scroll">
-                    <table class="audit" data-testid="audit-table">
+                    <table class="jobs audit" data-testid="audit-table">
                         <thead>
                             <tr>
                                 <th scope="col">"When"</th>

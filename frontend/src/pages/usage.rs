@@ -192,7 +192,7 @@ fn UsageTables(report: UsageReport, everyone: bool) -> impl IntoView {
         <UsageChart days=days.clone() />
         <h2>"By day, device and kernel"</h2>
         <div class="table-scroll">
-            <table class="usage" data-testid="usage-table">
+            <table class="jobs usage" data-testid="usage-table">
                 <thead>
                     <tr>
                         <th scope="col">"Day"</th>
@@ -224,7 +224,7 @@ fn UsageTables(report: UsageReport, everyone: bool) -> impl IntoView {
         </div>
         <h2>"Totals"</h2>
         <div class="table-scroll">
-            <table class="usage" data-testid="usage-totals">
+            <table class="jobs usage" data-testid="usage-totals">
                 <thead>
                     <tr>
                         <th scope="col">"User"</th>
@@ -260,7 +260,7 @@ fn UsageTables(report: UsageReport, everyone: bool) -> impl IntoView {
 fn DayTable(days: Vec<DayTotal>) -> impl IntoView {
     view! {
         <div class="table-scroll">
-            <table class="usage" data-testid="usage-days">
+            <table class="jobs usage" data-testid="usage-days">
                 <thead>
                     <tr>
                         <th scope="col">"Day"</th>
