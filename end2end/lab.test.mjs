@@ -185,6 +185,17 @@ test('an admin adds a user on the Users page, sees the key once, and that key si
       await page.locator('[data-testid="audit-row"][data-action="user_added"]').filter({ hasText: 'ada' }).waitFor();
       await page.screenshot({ path: `${ARTIFACTS}/lab-admin-users.png`, fullPage: true });
 
+      // The admin's own key, rotated on the page: shown once, the old one refused, and the
+      // page signed in again with the new one (a rotation ends the user's sessions).
+      await page.locator('[data-testid="user-row"][data-user="admin"] [data-testid="rotate-key"]').click();
+      await page.locator('[data-testid="new-key"][data-user="admin"]').waitFor();
+      const rotated = (await page.getByTestId('new-key-value').innerText()).trim();
+      assert.notEqual(rotated, adminKey);
+      assert.equal((await call('GET', '/api/users', adminKey)).status, 401, 'the old admin key is refused');
+      adminKey = rotated;
+      await page.locator('[data-testid="audit-row"][data-action="key_rotated"]').waitFor();
+      assert.equal(await page.getByTestId('signed-in-user').innerText(), 'admin');
+
       // The key is on the server as the UI showed it.
       const { status, body } = await call('GET', '/api/session', key);
       assert.equal(status, 200);
@@ -214,6 +225,11 @@ test('an admin adds a user on the Users page, sees the key once, and that key si
       assert.notEqual(fresh, key);
       assert.equal((await call('GET', '/api/jobs', key)).status, 401, 'the old key is refused');
       assert.equal((await call('GET', '/api/jobs', fresh)).status, 200, 'the new key works');
+      // The rotation ended her sessions; the page signed in again with the new key.
+      await page.getByRole('link', { name: 'Jobs', exact: true }).click();
+      await page.waitForURL(/\/jobs$/);
+      await page.getByText('No jobs yet.').waitFor();
+      assert.equal(await page.getByTestId('signed-in-user').innerText(), 'ada');
     },
     { expectedErrors: REFUSALS },
   );

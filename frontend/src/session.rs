@@ -10,7 +10,7 @@
 
 use std::cell::{Cell, RefCell};
 
-use gpulab_shared::lab::{LabMode, Role, Session, User};
+use gpulab_shared::lab::{LabMode, Role, Session, SignIn, User, UserWithKey};
 use leptos::prelude::*;
 use leptos_router::hooks::{use_location, use_navigate};
 use leptos_router::NavigateOptions;
@@ -124,6 +124,25 @@ impl SessionContext {
     pub fn signed_out(&self) {
         set_csrf(None);
         self.state.set(SessionState::SignedOut);
+    }
+
+    /// `POST /api/users/{name}/key`: a new key for `name`. The server then ends that
+    /// user's sessions; when the user is the one signed in here, the browser signs in again
+    /// with the new key at once, and stays signed in.
+    pub async fn rotate_key(&self, name: &str) -> api::ApiResult<UserWithKey> {
+        let made = api::rotate_key(name).await?;
+        if self
+            .state
+            .with_untracked(|s| matches!(s, SessionState::SignedIn(u) if u.name == name))
+        {
+            let session = api::sign_in(SignIn {
+                name: made.user.name.clone(),
+                key: made.api_key.clone(),
+            })
+            .await?;
+            self.accept(session);
+        }
+        Ok(made)
     }
 
     /// Asks the server again (for the user's quota and usage, which change).

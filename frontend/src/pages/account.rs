@@ -1,6 +1,5 @@
 use leptos::prelude::*;
 
-use crate::api;
 use crate::components::{ErrorNotice, NewKey};
 use crate::format;
 use crate::hooks::use_title;
@@ -13,9 +12,9 @@ pub fn AccountPage() -> impl IntoView {
     use_title(|| "Account".to_owned());
     let session = use_session();
     session.refresh();
-    let rotate = Action::new_local(|name: &String| {
+    let rotate = Action::new_local(move |name: &String| {
         let name = name.clone();
-        async move { api::rotate_key(&name).await }
+        async move { session.rotate_key(&name).await }
     });
     view! {
         <h1>"Account"</h1>
@@ -50,8 +49,8 @@ pub fn AccountPage() -> impl IntoView {
                     </dl>
                     <h2>"API key"</h2>
                     <p class="help">
-                        "A new key replaces yours at once: scripts that use the old one stop working. \
-                         This browser stays signed in."
+                        "A new key replaces yours at once: scripts and other browsers \
+                         that use the old one are refused. This browser signs in again with the new one."
                     </p>
                     <button
                         type="button"

@@ -181,9 +181,10 @@ fn UserRow(user: User, act: Act) -> impl IntoView {
             },
         );
     };
+    let session = use_session();
     let on_rotate = move |_| {
         let name = name.get_value();
-        act.run(async move { api::rotate_key(&name).await.map(Outcome::Key) });
+        act.run(async move { session.rotate_key(&name).await.map(Outcome::Key) });
     };
     let period = RwSignal::new(user.quota.as_ref().map_or(QuotaPeriod::Daily, |q| q.period));
     let seconds = RwSignal::new(
