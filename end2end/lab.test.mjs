@@ -319,3 +319,48 @@ test('the Usage page shows the device time of a job the user just ran, with the 
     { expectedErrors: REFUSALS },
   );
 });
+
+test('a launch over the quota is refused on the launch page with what is left and when it renews', { skip }, async (t) => {
+  if (!hasUsage) {
+    t.skip('the server has no quotas yet (branch lab-share not merged)');
+    return;
+  }
+  const gus = await addUser('gus');
+  const quota = await call('PATCH', '/api/users/gus', adminKey, { quota: { period: 'daily', seconds: 30 } });
+  assert.equal(quota.status, 200, JSON.stringify(quota.body));
+  // What the server answers a script for the same launch: the page must say the same.
+  const request = { kernel: 'vector_add', device: 'cpu', params: { n: 1000 }, repetitions: 1, timeout_s: 60 };
+  const refused = await call('POST', '/api/jobs', gus, request);
+  assert.equal(refused.status, 429, JSON.stringify(refused.body));
+  assert.equal(refused.body.remaining_seconds, 30);
+  const renews = new Date(refused.body.renews_at);
+
+  await withPage(
+    'lab-quota',
+    async (page) => {
+      await page.goto(`${url}/launch`);
+      await signIn(page, 'gus', gus);
+      const form = page.getByTestId('launch-form');
+      await form.waitFor();
+      await form.locator('select[name="kernel"]').selectOption('vector_add');
+      await form.locator('select[name="device"]').selectOption('cpu');
+      await form.locator('[name="param-n"]').fill('1000');
+      await form.locator('input[name="repetitions"]').fill('1');
+      await form.locator('input[name="timeout_s"]').fill('60');
+      await page.getByTestId('launch-submit').click();
+      const notice = page.getByTestId('quota-refused');
+      await notice.waitFor();
+      assert.equal(await page.getByTestId('quota-remaining').innerText(), '30.0 s of device time left in this period.');
+      // The renewal in the browser's time zone, as the page writes times.
+      const local = await page.evaluate((iso) => {
+        const d = new Date(iso);
+        const two = (n) => String(n).padStart(2, '0');
+        return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())} ${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
+      }, renews.toISOString());
+      assert.equal(await page.getByTestId('quota-renews').innerText(), `The quota renews ${local}.`);
+      assert.match(page.url(), /\/launch$/, 'still on the form');
+      await page.screenshot({ path: `${ARTIFACTS}/lab-quota.png`, fullPage: true });
+    },
+    { expectedErrors: [...REFUSALS, /status of 429/] },
+  );
+});
