@@ -123,6 +123,17 @@ pub struct ServeArgs {
     /// The longest timeout a job may ask for, in seconds.
     #[arg(long, env = "GPULAB_MAX_TIMEOUT_S", default_value_t = 600.0)]
     pub max_timeout_s: f64,
+    /// Lab mode: the most jobs one user may have queued over all devices (not admins).
+    #[arg(long, env = "GPULAB_USER_MAX_QUEUED", default_value_t = 100)]
+    pub user_max_queued: usize,
+    /// Lab mode: the most jobs one user may run at once over all devices (not admins);
+    /// default: the number of devices.
+    #[arg(long, env = "GPULAB_USER_MAX_RUNNING")]
+    pub user_max_running: Option<usize>,
+    /// Lab mode: the longest timeout one user's job may ask for, in seconds (not admins);
+    /// default: --max-timeout-s.
+    #[arg(long, env = "GPULAB_USER_MAX_TIMEOUT_S")]
+    pub user_max_timeout_s: Option<f64>,
     /// Accept the hidden `_test_fault` kernel that hangs or crashes a worker. Tests only.
     #[arg(long, hide = true)]
     pub enable_test_faults: bool,
@@ -349,6 +360,11 @@ impl ServeArgs {
             default_timeout_s: self.default_timeout_s,
             max_timeout_s: self.max_timeout_s,
             diagnostic_timeout_s: self.test_diagnostic_timeout_s,
+            user_limits: crate::jobs::UserLimits {
+                max_queued: self.user_max_queued,
+                max_running: self.user_max_running,
+                max_timeout_s: self.user_max_timeout_s,
+            },
         };
         settings.validate()?;
         anyhow::ensure!(

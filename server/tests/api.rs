@@ -633,6 +633,7 @@ async fn the_openapi_document_lists_every_route() {
         ("/api/diagnostics/{id}", "get"),
         ("/api/diagnostics/{id}", "delete"),
         ("/api/fleet", "get"),
+        ("/api/usage", "get"),
         ("/api/openapi.json", "get"),
         ("/api/jobs/{id}/share", "post"),
         ("/api/jobs/{id}/share", "delete"),
@@ -679,6 +680,9 @@ async fn the_openapi_document_lists_every_route() {
         "Fleet",
         "FleetNode",
         "FleetDevice",
+        "UsageReport",
+        "UsageRow",
+        "UsageTotal",
     ] {
         assert!(
             doc["components"]["schemas"][schema].is_object(),

@@ -41,6 +41,9 @@ pub enum ApiError {
     FieldTooLarge { field: String, detail: String },
     #[error("{detail}")]
     TooManyRequests { detail: String, retry_after_s: u32 },
+    /// A job that would pass its owner's quota: 429 with what is left and when it renews.
+    #[error(transparent)]
+    Quota(crate::lab::quota::QuotaExceeded),
     /// The disk (of the job history) is full.
     #[error("{0}")]
     InsufficientStorage(String),
@@ -66,7 +69,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::FieldTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyRequests { .. } | ApiError::Quota(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -152,6 +155,27 @@ impl IntoResponse for ApiError {
                     .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
                 r
             }
+            ApiError::Quota(q) => {
+                let problem = Problem {
+                    type_uri: "about:blank".into(),
+                    title: "Quota exceeded".into(),
+                    status: status.as_u16(),
+                    detail: q.to_string(),
+                    field: Some("timeout_s".into()),
+                    remaining_seconds: Some(q.remaining_s),
+                    renews_at: Some(q.renews_at),
+                };
+                let body = serde_json::to_vec(&problem).unwrap_or_default();
+                (
+                    status,
+                    [
+                        (header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)),
+                        (header::RETRY_AFTER, HeaderValue::from(q.retry_after_s)),
+                    ],
+                    body,
+                )
+                    .into_response()
+            }
             other => problem_response(status, other.to_string(), None),
         }
     }
@@ -179,6 +203,11 @@ impl From<SubmitError> for ApiError {
                 retry_after_s: 1,
             },
             full @ SubmitError::DiskFull => ApiError::InsufficientStorage(full.to_string()),
+            SubmitError::UserLimit(detail) => ApiError::TooManyRequests {
+                detail,
+                retry_after_s: 5,
+            },
+            SubmitError::Quota(q) => ApiError::Quota(q),
             SubmitError::Internal(e) => ApiError::Internal(e),
         }
     }

@@ -36,8 +36,8 @@ const MAX_COMPARED: usize = 64;
         (status = 404, description = "Unknown device", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not sent as `Content-Type: application/json`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Unknown kernel, bad parameter, wrong device kind or too big", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "The device's queue is full; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown kernel, bad parameter, wrong device kind or too big, or a lab user's timeout over --user-max-timeout-s", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The device's queue is full, a lab user has --user-max-queued jobs queued, or the job would pass the user's quota (then `remaining_seconds` and `renews_at` say what is left and when it renews); see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 507, description = "The disk of the job history is full", body = Problem, content_type = "application/problem+json")))]
 pub async fn create(
     State(state): State<AppState>,

@@ -14,6 +14,7 @@ pub mod security;
 mod session;
 mod telemetry;
 mod ui;
+mod usage;
 mod users;
 
 use std::path::PathBuf;
@@ -87,6 +88,7 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(diagnostics::get, diagnostics::cancel))
         .routes(routes!(metrics::metrics))
         .routes(routes!(fleet::get))
+        .routes(routes!(usage::get))
         .routes(routes!(jobs::share, jobs::unshare))
         .routes(routes!(session::get, session::sign_in, session::sign_out))
         .routes(routes!(users::list, users::create))
@@ -222,6 +224,11 @@ pub fn app(state: AppState, static_dir: Option<PathBuf>) -> Router {
     let headers = Arc::new(security::ResponseHeaders::for_ui(static_dir.as_deref()));
     let (api, doc) = api_routes();
     let doc = Arc::new(openapi_json(&doc));
+    let api = if state.jobs.test_faults() {
+        api.merge(crate::lab::testing::routes())
+    } else {
+        api
+    };
     let api = api
         .route(
             "/api/openapi.json",

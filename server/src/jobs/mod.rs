@@ -1,5 +1,7 @@
-//! Jobs: checked requests become queued jobs, one FIFO queue per device, each drained by a
-//! runner that feeds a supervised worker process. Different devices run at the same time.
+//! Jobs: checked requests become queued jobs, one queue per device (owners take turns,
+//! see [`queue`]), each drained by a runner that feeds a supervised worker process.
+//! Different devices run at the same time. In lab mode a user's submissions are held to
+//! [`UserLimits`] and to their quota ([`crate::lab::quota`]).
 
 pub mod compare;
 mod diagnostics;
@@ -8,19 +10,25 @@ mod request;
 mod supervisor;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use gpulab_shared::lab::{Quota, UsageReport};
 
 use gpulab_shared::{Job, JobPage, JobRequest, KernelSpec};
 use tokio::sync::broadcast;
 
 use crate::devices::DeviceInventory;
 use crate::kernels::Artifact;
+use crate::lab::quota::{self, QuotaExceeded};
 use crate::lab::Caller;
 use crate::store::stats::JobStats;
+use crate::store::usage::UsageScope;
 use crate::store::{Ending, JobFilter, JobStore, NewJob};
 pub use diagnostics::DiagnosticCancel;
 use diagnostics::DiagnosticLedger;
-use queue::{Cancel, DeviceQueue, QueuedJob, Work, WorkId};
+use queue::{Cancel, DeviceQueue, Holding, QueuedJob, RunningLimit, Work, WorkId};
 pub use request::RequestError;
 use supervisor::blocking;
 pub use supervisor::WorkerCommand;
@@ -47,6 +55,31 @@ pub struct JobSettings {
     pub max_timeout_s: f64,
     /// How long any diagnostic part may run, instead of its level's limit. Tests only.
     pub diagnostic_timeout_s: Option<f64>,
+    /// What one user of lab mode may hold (admins are exempt).
+    pub user_limits: UserLimits,
+}
+
+/// The limits on one user of lab mode (not on admins, nor on single mode's anonymous user).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserLimits {
+    /// Jobs waiting over all devices (`--user-max-queued`).
+    pub max_queued: usize,
+    /// Jobs running at once over all devices (`--user-max-running`); `None`: as many as
+    /// there are devices, that is no cap beyond one per device.
+    pub max_running: Option<usize>,
+    /// The largest `timeout_s` (`--user-max-timeout-s`); `None`: `--max-timeout-s`. A job
+    /// that names no timeout gets the default, cut to this.
+    pub max_timeout_s: Option<f64>,
+}
+
+impl Default for UserLimits {
+    fn default() -> Self {
+        UserLimits {
+            max_queued: 100,
+            max_running: None,
+            max_timeout_s: None,
+        }
+    }
 }
 
 /// Why a submission was not queued.
@@ -56,6 +89,11 @@ pub enum SubmitError {
     Request(#[from] RequestError),
     #[error("the queue of {device} is full ({capacity} jobs waiting); try again later")]
     QueueFull { device: String, capacity: usize },
+    /// A per-user limit (`--user-max-queued`).
+    #[error("{0}")]
+    UserLimit(String),
+    #[error(transparent)]
+    Quota(#[from] QuotaExceeded),
     #[error(
         "the disk is full: the job history cannot take another job; free space in the data \
          directory or lower --retention-max-mb / --retention-days"
@@ -91,6 +129,11 @@ struct Inner {
     diagnostics: DiagnosticLedger,
     /// The free memory of a device now, where something measures it (the telemetry).
     free_memory: std::sync::OnceLock<FreeMemory>,
+    /// Lab users' submissions one at a time, so that two cannot both pass a limit that
+    /// has room for one.
+    admission: tokio::sync::Mutex<()>,
+    /// Added to the clock the quotas read (`POST /api/test/clock`, with test faults only).
+    clock_offset_ms: AtomicI64,
 }
 
 /// Reads a device's free memory in bytes now, or `None` where it is not known.
@@ -110,6 +153,24 @@ impl JobSettings {
             "--max-timeout-s must be a number of seconds from {min} to {limit}, got {}",
             self.max_timeout_s
         );
+        let user = &self.user_limits;
+        anyhow::ensure!(
+            (1..=MAX_QUEUE_CAPACITY).contains(&user.max_queued),
+            "--user-max-queued must be from 1 to {MAX_QUEUE_CAPACITY}, got {}",
+            user.max_queued
+        );
+        anyhow::ensure!(
+            user.max_running != Some(0),
+            "--user-max-running must be 1 or more"
+        );
+        if let Some(t) = user.max_timeout_s {
+            anyhow::ensure!(
+                t.is_finite() && (min..=self.max_timeout_s).contains(&t),
+                "--user-max-timeout-s must be a number of seconds from {min} to --max-timeout-s \
+                 ({}), got {t}",
+                self.max_timeout_s
+            );
+        }
         anyhow::ensure!(
             self.default_timeout_s.is_finite()
                 && (min..=self.max_timeout_s).contains(&self.default_timeout_s),
@@ -146,8 +207,13 @@ impl JobService {
         tokio::spawn(prune_forever(store.clone()));
         let (events, _) = broadcast::channel(1024);
         let mut queues = BTreeMap::new();
+        let max_running = (settings.user_limits.max_running).unwrap_or(inventory.devices.len());
+        let limit = Arc::new(RunningLimit::new(max_running));
         for device in &inventory.devices {
-            let queue = Arc::new(DeviceQueue::new(settings.queue_capacity));
+            let queue = Arc::new(DeviceQueue::with_limit(
+                settings.queue_capacity,
+                limit.clone(),
+            ));
             queues.insert(device.id.clone(), queue.clone());
             tokio::spawn(supervisor::run_device(
                 device.id.clone(),
@@ -168,6 +234,8 @@ impl JobService {
                 settings,
                 diagnostics,
                 free_memory: std::sync::OnceLock::new(),
+                admission: tokio::sync::Mutex::new(()),
+                clock_offset_ms: AtomicI64::new(0),
             }),
         })
     }
@@ -204,23 +272,136 @@ impl JobService {
     /// stored job would leave the job `queued` and the place taken for good.
     pub async fn submit(&self, req: JobRequest, caller: &Caller) -> Result<Job, SubmitError> {
         let this = self.clone();
-        let owner = caller.owner();
-        tokio::spawn(async move { this.submit_whole(req, owner).await })
+        let caller = caller.clone();
+        tokio::spawn(async move { this.submit_whole(req, caller).await })
             .await
             .map_err(|e| SubmitError::Internal(anyhow::anyhow!("the submission failed: {e}")))?
     }
 
-    async fn submit_whole(
-        &self,
-        req: JobRequest,
-        owner: Option<String>,
-    ) -> Result<Job, SubmitError> {
+    async fn submit_whole(&self, req: JobRequest, caller: Caller) -> Result<Job, SubmitError> {
         let inner = &self.inner;
         let free = self.free_memory_of(&req.device);
         let mut new = request::check(&req, &inner.inventory, &inner.settings, free)?;
-        new.owner = owner;
+        new.owner = caller.owner();
+        let _admitted = match limited(&caller) {
+            Some(user) => {
+                let admitted = inner.admission.lock().await;
+                self.admit(user, &req, std::slice::from_mut(&mut new))
+                    .await?;
+                Some(admitted)
+            }
+            None => None,
+        };
         let queue = self.reserve(&new.device)?;
-        self.insert_reserved(queue, new).await
+        self.insert_reserved(queue, new, &caller).await
+    }
+
+    /// Holds a lab user's jobs about to be queued to the user's limits and quota: cuts the
+    /// default timeout to the user's largest, refuses a larger one (422), more queued jobs
+    /// than `--user-max-queued` (429) and what would pass the quota (429).
+    async fn admit(
+        &self,
+        user: &str,
+        req: &JobRequest,
+        news: &mut [NewJob],
+    ) -> Result<(), SubmitError> {
+        let settings = &self.inner.settings;
+        let max_timeout_s = settings
+            .user_limits
+            .max_timeout_s
+            .unwrap_or(settings.max_timeout_s);
+        for new in news.iter_mut() {
+            if new.timeout_s > max_timeout_s {
+                if req.timeout_s.is_some() {
+                    return Err(RequestError::Invalid {
+                        field: "timeout_s".into(),
+                        detail: format!(
+                            "`timeout_s` is {} s, and a user's jobs may ask for at most {} s \
+                             (--user-max-timeout-s)",
+                            new.timeout_s, max_timeout_s
+                        ),
+                    }
+                    .into());
+                }
+                new.timeout_s = max_timeout_s;
+            }
+        }
+        let held = self.holding(Some(user));
+        let max_queued = settings.user_limits.max_queued;
+        if held.waiting + news.len() > max_queued {
+            return Err(SubmitError::UserLimit(format!(
+                "you have {} job(s) queued, and a user may have at most {max_queued} queued over \
+                 all devices (--user-max-queued); wait for some to start, or cancel some",
+                held.waiting
+            )));
+        }
+        let name = user.to_owned();
+        let quota = blocking(&self.inner.store, move |s| s.quota_of(&name)).await?;
+        if let Some(quota) = quota.and_then(|user| user.quota) {
+            let now = self.now();
+            let (used, _) = self.used_in_period(user, &quota, now).await?;
+            let asked: f64 = news.iter().map(|n| n.timeout_s).sum();
+            quota::check(&quota, used, held.timeout_s, asked, now)?;
+        }
+        Ok(())
+    }
+
+    /// What `owner` has waiting and running over every device.
+    fn holding(&self, owner: Option<&str>) -> Holding {
+        self.inner
+            .queues
+            .values()
+            .map(|q| q.holding(owner))
+            .fold(Holding::default(), |a, b| Holding {
+                waiting: a.waiting + b.waiting,
+                running: a.running + b.running,
+                timeout_s: a.timeout_s + b.timeout_s,
+            })
+    }
+
+    /// The clock the quotas read: now, moved by the tests' offset.
+    pub fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+            + chrono::Duration::milliseconds(self.inner.clock_offset_ms.load(Ordering::Relaxed))
+    }
+
+    /// Moves the quotas' clock `offset_ms` from the real one. Tests only (the route that
+    /// calls it exists with `--enable-test-faults` alone).
+    pub fn set_clock_offset(&self, offset_ms: i64) {
+        self.inner
+            .clock_offset_ms
+            .store(offset_ms, Ordering::Relaxed);
+    }
+
+    /// Whether the server runs with test faults (`--enable-test-faults`).
+    pub fn test_faults(&self) -> bool {
+        self.inner.settings.worker.test_faults
+    }
+
+    /// Device seconds `user` used in the quota period that holds `now`, and when it began.
+    async fn used_in_period(
+        &self,
+        user: &str,
+        quota: &Quota,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<(f64, DateTime<Utc>)> {
+        let since = quota::period_start(quota.period, now);
+        let user = user.to_owned();
+        let used = blocking(&self.inner.store, move |s| {
+            s.used_seconds_since(Some(&user), since)
+        })
+        .await?;
+        Ok((used, since))
+    }
+
+    /// The metered device time of `scope` from `from` to `to` (UTC days, both included).
+    pub async fn usage(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+        scope: UsageScope,
+    ) -> anyhow::Result<UsageReport> {
+        blocking(&self.inner.store, move |s| s.usage(from, to, &scope)).await
     }
 
     /// `device: "all"`: checks the request for every CUDA device and queues it on each, or
@@ -232,8 +413,8 @@ impl JobService {
         caller: &Caller,
     ) -> Result<Vec<Job>, SubmitError> {
         let this = self.clone();
-        let owner = caller.owner();
-        tokio::spawn(async move { this.submit_all_whole(req, owner).await })
+        let caller = caller.clone();
+        tokio::spawn(async move { this.submit_all_whole(req, caller).await })
             .await
             .map_err(|e| SubmitError::Internal(anyhow::anyhow!("the submission failed: {e}")))?
     }
@@ -241,8 +422,9 @@ impl JobService {
     async fn submit_all_whole(
         &self,
         req: JobRequest,
-        owner: Option<String>,
+        caller: Caller,
     ) -> Result<Vec<Job>, SubmitError> {
+        let owner = caller.owner();
         let inner = &self.inner;
         let gpus: Vec<&str> = inner
             .inventory
@@ -279,6 +461,15 @@ impl JobService {
                 Ok::<_, RequestError>(new)
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let mut news = news;
+        let _admitted = match limited(&caller) {
+            Some(user) => {
+                let admitted = inner.admission.lock().await;
+                self.admit(user, &req, &mut news).await?;
+                Some(admitted)
+            }
+            None => None,
+        };
         let mut queues = Vec::with_capacity(news.len());
         for new in &news {
             match self.reserve(&new.device) {
@@ -292,7 +483,7 @@ impl JobService {
         let mut jobs = Vec::with_capacity(news.len());
         let mut pairs = queues.into_iter().zip(news);
         while let Some((queue, new)) = pairs.next() {
-            match self.insert_reserved(queue, new).await {
+            match self.insert_reserved(queue, new, &caller).await {
                 Ok(job) => jobs.push(job),
                 Err(e) => {
                     pairs.for_each(|(q, _)| q.unreserve());
@@ -324,6 +515,7 @@ impl JobService {
         &self,
         queue: Arc<DeviceQueue>,
         new: NewJob,
+        caller: &Caller,
     ) -> Result<Job, SubmitError> {
         let inner = &self.inner;
         let job = match blocking(&inner.store, move |s| s.insert(new)).await {
@@ -337,14 +529,19 @@ impl JobService {
                 return Err(e.into());
             }
         };
-        queue.push_reserved(Work::Job(QueuedJob {
+        let work = Work::Job(QueuedJob {
             id: job.id,
             kernel: job.kernel.clone(),
             params: job.params.clone(),
             repetitions: job.repetitions,
             timeout_s: job.timeout_s,
             owner: job.owner.clone(),
-        }));
+        });
+        if caller.is_admin() {
+            queue.push_reserved_exempt(work);
+        } else {
+            queue.push_reserved(work);
+        }
         let _ = inner.events.send(job.clone());
         Ok(job)
     }
@@ -429,6 +626,12 @@ impl JobService {
         }
         anyhow::bail!("job {id} neither ended nor could be cancelled")
     }
+}
+
+/// The user whose submissions the per-user limits and quotas hold: a lab user who is not
+/// an admin.
+fn limited(caller: &Caller) -> Option<&str> {
+    caller.user.as_deref().filter(|_| !caller.is_admin())
 }
 
 /// Applies the retention now and then every [`PRUNE_EVERY`], for as long as the server runs.

@@ -9,6 +9,8 @@
 pub mod auth;
 pub mod command;
 pub mod keys;
+pub mod quota;
+pub mod testing;
 
 pub use auth::{Credential, Lab};
 

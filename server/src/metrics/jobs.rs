@@ -72,4 +72,16 @@ pub fn write(out: &mut Exposition, inventory: &DeviceInventory, stats: &JobStats
             d.sum_seconds,
         );
     }
+
+    let mut family = out.family(
+        "gpulab_user_device_seconds_total",
+        MetricType::Counter,
+        "Device time used, in seconds (worker busy time: GPU seconds on a GPU, CPU seconds on \
+         the CPU), by user and device, jobs and diagnostic parts together. The anonymous \
+         user of single mode is user=\"\".",
+    );
+    for u in &stats.user_device_seconds {
+        let user = u.owner.as_deref().unwrap_or("");
+        family.sample(&[("user", user), ("device", u.device.as_str())], u.seconds);
+    }
 }

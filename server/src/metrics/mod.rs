@@ -52,6 +52,7 @@ mod tests {
 
     use super::*;
     use crate::store::stats::{FinishedJobs, JobDurations, UnfinishedJobs};
+    use crate::store::usage::UserDeviceSeconds;
 
     fn inventory() -> DeviceInventory {
         let gpu = |ordinal: u32, uuid: Option<&str>| Device {
@@ -167,6 +168,18 @@ mod tests {
                 sum_seconds: 3.5,
             }],
             pruned: 3,
+            user_device_seconds: vec![
+                UserDeviceSeconds {
+                    owner: None,
+                    device: "cpu".into(),
+                    seconds: 1.5,
+                },
+                UserDeviceSeconds {
+                    owner: Some("alice".into()),
+                    device: "cuda:0".into(),
+                    seconds: 2.25,
+                },
+            ],
         }
     }
 
@@ -200,6 +213,24 @@ mod tests {
             .collect();
         out.sort();
         out
+    }
+
+    #[test]
+    fn device_seconds_are_by_user_and_device_and_the_anonymous_user_is_empty() {
+        let text = render(&inventory(), &[], &stats(), &[]);
+        assert!(text.contains("# TYPE gpulab_user_device_seconds_total counter"));
+        assert!(
+            text.contains("gpulab_user_device_seconds_total{user=\"\",device=\"cpu\"} 1.5"),
+            "{text}"
+        );
+        let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+        assert_eq!(
+            values(&scrape, "gpulab_user_device_seconds_total")
+                .into_iter()
+                .map(|(_, v)| v)
+                .sum::<f64>(),
+            3.75
+        );
     }
 
     #[test]

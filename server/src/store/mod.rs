@@ -9,6 +9,7 @@ pub mod diagnostics;
 mod retention;
 mod schema;
 pub mod stats;
+pub mod usage;
 pub mod users;
 
 use std::collections::BTreeMap;
@@ -151,7 +152,10 @@ impl JobStore {
     /// `interrupted`. Returns how many there were.
     pub fn interrupt_unfinished(&self) -> anyhow::Result<usize> {
         self.store_unstored();
-        let n = self.conn().execute(
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let now = timestamp(Utc::now());
+        let n = tx.execute(
             &format!(
                 "UPDATE jobs SET status = 'interrupted', finished_at = ?1,
                      duration_ms = {},
@@ -159,8 +163,10 @@ impl JobStore {
                  WHERE status IN ('queued', 'running')",
                 schema::DURATION_MS
             ),
-            params![timestamp(Utc::now())],
+            params![now],
         )?;
+        tx.execute(usage::RECORD_INTERRUPTED, params![now])?;
+        tx.commit()?;
         Ok(n)
     }
 
@@ -336,6 +342,7 @@ impl JobStore {
             if n == 0 {
                 return Ok(None);
             }
+            tx.execute(usage::RECORD_JOB, params![id])?;
             if let Some(artifact) = ending.artifact {
                 tx.execute(
                     "INSERT OR REPLACE INTO artifacts (job_id, content_type, bytes)
@@ -473,7 +480,7 @@ fn row_to_job(row: &Row<'_>) -> rusqlite::Result<(i64, anyhow::Result<Job>)> {
     Ok((id, job))
 }
 
-fn timestamp(t: DateTime<Utc>) -> String {
+pub(crate) fn timestamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 

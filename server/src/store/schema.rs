@@ -124,6 +124,28 @@ const MIGRATIONS: &[&str] = &[
          target TEXT NOT NULL,
          detail TEXT
      );",
+    // 6: metering. One row per job or diagnostic part that ran, written when it ends: its
+    // owner, device, kernel (`diagnostic` for a part), the UTC day it ended and the device
+    // time it took. Rows outlive the retention of the jobs they meter. The jobs already
+    // ended are metered from their recorded durations.
+    "CREATE TABLE usage (
+         id            INTEGER PRIMARY KEY AUTOINCREMENT,
+         job_id        INTEGER UNIQUE,
+         diagnostic_id INTEGER,
+         owner         TEXT,
+         device        TEXT NOT NULL,
+         kernel        TEXT NOT NULL,
+         day           TEXT NOT NULL,
+         ended_at      TEXT NOT NULL,
+         busy_ms       INTEGER NOT NULL,
+         UNIQUE (diagnostic_id, device)
+     );
+     CREATE INDEX usage_day ON usage (day, owner);
+     CREATE INDEX usage_owner ON usage (owner, ended_at);
+     INSERT INTO usage (job_id, owner, device, kernel, day, ended_at, busy_ms)
+         SELECT id, owner, device, kernel, substr(finished_at, 1, 10), finished_at, duration_ms
+         FROM jobs WHERE started_at IS NOT NULL AND duration_ms IS NOT NULL
+                   AND finished_at IS NOT NULL",
 ];
 
 /// A job's duration in whole milliseconds, from `started_at` to the `finished_at` given as

@@ -22,6 +22,8 @@ pub struct JobStats {
     pub durations: Vec<JobDurations>,
     /// Finished jobs the retention has deleted, ever.
     pub pruned: u64,
+    /// Metered device seconds by owner and device, ever (the retention deletes none).
+    pub user_device_seconds: Vec<super::usage::UserDeviceSeconds>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +77,8 @@ impl JobStore {
                 )
                 .context("cannot count the deleted jobs")?
                 .try_into()?,
+            user_device_seconds: super::usage::user_device_seconds(&tx)
+                .context("cannot read the metered device time")?,
         };
         tx.finish()?;
         Ok(stats)

@@ -453,15 +453,10 @@ impl JobStore {
         Ok(stmt.query_row([job_id], |row| row.get(0))?)
     }
 
-    /// Seconds of worker time of the jobs `owner` submitted that ended since `since`.
+    /// Device seconds `owner` used (jobs and diagnostic parts, as metered) in work that
+    /// ended since `since`.
     pub fn used_seconds(&self, owner: &str, since: DateTime<Utc>) -> anyhow::Result<f64> {
-        let conn = self.reader();
-        let mut stmt = conn.prepare_cached(
-            "SELECT COALESCE(SUM(duration_ms), 0) FROM jobs
-             WHERE owner = ?1 AND finished_at >= ?2",
-        )?;
-        let ms: i64 = stmt.query_row(params![owner, timestamp(since)], |row| row.get(0))?;
-        Ok(ms as f64 / 1000.0)
+        self.used_seconds_since(Some(owner), since)
     }
 }
 
