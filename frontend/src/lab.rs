@@ -84,6 +84,31 @@ pub fn totals_per_day(rows: &[UsageRow]) -> Vec<DayTotal> {
     days.into_values().collect()
 }
 
+/// Every day from `from` to `to` (`YYYY-MM-DD`), with its total from `totals` or none, for
+/// a chart whose bars stand at their dates; empty when the range cannot be read.
+pub fn every_day(from: &str, to: &str, totals: &[DayTotal]) -> Vec<DayTotal> {
+    let Ok((first, last)) = parse_range(from, to) else {
+        return Vec::new();
+    };
+    first
+        .iter_days()
+        .take_while(|day| *day <= last)
+        .map(|day| {
+            let day = day.to_string();
+            totals
+                .iter()
+                .find(|total| total.day == day)
+                .cloned()
+                .unwrap_or(DayTotal {
+                    day,
+                    jobs: 0,
+                    gpu_seconds: 0.0,
+                    cpu_seconds: 0.0,
+                })
+        })
+        .collect()
+}
+
 /// When the quota period that holds `now` ends: the next 00:00 UTC for a daily quota, the
 /// next Monday 00:00 UTC for a weekly one.
 pub fn renews_at(period: QuotaPeriod, now: DateTime<Utc>) -> DateTime<Utc> {
@@ -229,6 +254,25 @@ mod tests {
         assert_eq!(totals[1].jobs, 5);
         assert_eq!((totals[1].gpu_seconds, totals[1].cpu_seconds), (2.0, 2.0));
         assert!(totals_per_day(&[]).is_empty());
+    }
+
+    #[test]
+    fn the_chart_has_a_place_for_every_day_of_the_range() {
+        let busy = DayTotal {
+            day: "2026-12-02".to_owned(),
+            jobs: 3,
+            gpu_seconds: 1.0,
+            cpu_seconds: 2.0,
+        };
+        let days = every_day("2026-11-30", "2026-12-03", std::slice::from_ref(&busy));
+        let names: Vec<&str> = days.iter().map(|d| d.day.as_str()).collect();
+        assert_eq!(
+            names,
+            ["2026-11-30", "2026-12-01", "2026-12-02", "2026-12-03"]
+        );
+        assert_eq!(days[2], busy);
+        assert_eq!((days[0].jobs, days[0].device_seconds()), (0, 0.0));
+        assert!(every_day("2026-12-03", "2026-12-01", &[busy]).is_empty());
     }
 
     #[test]

@@ -186,10 +186,11 @@ fn UsageTables(report: UsageReport, everyone: bool) -> impl IntoView {
         .into_any();
     }
     let days = lab::totals_per_day(&report.rows);
+    let chart = lab::every_day(&report.from, &report.to, &days);
     let UsageReport { rows, totals, .. } = report;
     let seconds = |s: f64| format!("{s:.2}");
     view! {
-        <UsageChart days=days.clone() />
+        <UsageChart days=chart />
         <h2>"By day, device and kernel"</h2>
         <div class="table-scroll">
             <table class="jobs usage" data-testid="usage-table">
@@ -300,10 +301,13 @@ fn UsageChart(days: Vec<DayTotal>) -> impl IntoView {
     let busiest = days
         .iter()
         .max_by(|a, b| a.device_seconds().total_cmp(&b.device_seconds()));
+    let span = match days.len() {
+        1 => "one day".to_owned(),
+        n => format!("{n} days"),
+    };
     let description = match busiest {
         Some(day) => format!(
-            "Device time per day over {} days; the busiest, {}, used {}.",
-            days.len(),
+            "Device time per day over {span}; the busiest, {}, used {}.",
             day.day,
             lab::device_time(day.device_seconds())
         ),
