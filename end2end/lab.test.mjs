@@ -318,6 +318,26 @@ test('the Usage page shows the device time of a job the user just ran, with the 
     },
     { expectedErrors: REFUSALS },
   );
+
+  // An admin sees everyone's usage with totals per day, and can pick one user.
+  await withPage(
+    'lab-usage-admin',
+    async (page) => {
+      await page.goto(`${url}/usage`);
+      await signIn(page, 'admin', adminKey);
+      await page.getByTestId('usage-row').filter({ hasText: 'erin' }).waitFor();
+      await page.getByTestId('usage-days').waitFor();
+      const everyone = (await call('GET', `/api/usage?from=${await page.locator('#usage-from').inputValue()}&to=${await page.locator('#usage-to').inputValue()}`, adminKey)).body;
+      assert.equal(await page.getByTestId('usage-row').count(), everyone.rows.length);
+      await page.getByLabel('User', { exact: true }).selectOption('erin');
+      await page.waitForFunction(() => /user=erin/.test(document.querySelector('[data-testid="usage-csv"]')?.getAttribute('href') ?? ''));
+      await page.waitForFunction(() =>
+        [...document.querySelectorAll('[data-testid="usage-row"] td:nth-child(2)')].every((td) => td.textContent === 'erin'),
+      );
+      await page.screenshot({ path: `${ARTIFACTS}/lab-usage-admin.png`, fullPage: true });
+    },
+    { expectedErrors: REFUSALS },
+  );
 });
 
 test('a launch over the quota is refused on the launch page with what is left and when it renews', { skip }, async (t) => {
