@@ -46,16 +46,19 @@ fn QuotaNotice(problem: Problem) -> impl IntoView {
         .renews_at
         .map(|at| format!("The quota renews {}.", format::local_time(&at)));
     view! {
-        <div class="notice error" role="alert" data-testid="quota-refused">
-            <strong>{problem.title}</strong>
-            " "
-            <span>{problem.detail}</span>
-            " "
-            <span data-testid="quota-remaining">{left}</span>
-            " "
-            <span data-testid="quota-renews">{renews}</span>
-            " "
-            <a href="/usage">"See your usage"</a>
+        <div class="notice error quota-refused" role="alert" data-testid="quota-refused">
+            <p>
+                <strong>{problem.title}</strong>
+                " "
+                <span>{problem.detail}</span>
+            </p>
+            <p>
+                <strong data-testid="quota-remaining">{left}</strong>
+                " "
+                <span data-testid="quota-renews">{renews}</span>
+                " "
+                <a href="/usage">"See your usage"</a>
+            </p>
         </div>
     }
 }
