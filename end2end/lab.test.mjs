@@ -66,7 +66,8 @@ async function addUser(name) {
 // Signs in on the sign-in page the browser is on, and waits until the header shows the user.
 async function signIn(page, name, key) {
   const form = page.getByTestId('sign-in-form');
-  await form.waitFor();
+  // The first page of a context also loads the app, slow on a loaded machine.
+  await form.waitFor({ timeout: 30_000 });
   await form.getByLabel('Name').fill(name);
   await form.getByLabel('API key').fill(key);
   await page.getByTestId('sign-in-submit').click();
