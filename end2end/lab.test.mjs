@@ -202,6 +202,18 @@ test('an admin adds a user on the Users page, sees the key once, and that key si
       assert.equal(status, 200);
       assert.equal(body.user?.name, 'ada');
       assert.deepEqual(body.user.quota, { period: 'daily', seconds: 7200 });
+
+      // The quota removed; the user disabled (refused at once) and enabled again.
+      const adaRow = () => page.locator('[data-testid="user-row"][data-user="ada"]');
+      await adaRow().getByTestId('remove-quota').click();
+      await adaRow().getByTestId('user-quota').filter({ hasText: 'none' }).waitFor();
+      assert.equal((await call('GET', '/api/session', key)).body.user.quota, null);
+      await adaRow().getByTestId('toggle-disabled').click();
+      await page.locator('[data-testid="user-row"][data-user="ada"][data-disabled="true"]').waitFor();
+      assert.equal((await call('GET', '/api/jobs', key)).status, 401, 'a disabled user is refused');
+      await adaRow().getByTestId('toggle-disabled').click();
+      await page.locator('[data-testid="user-row"][data-user="ada"][data-disabled="false"]').waitFor();
+      assert.equal((await call('GET', '/api/jobs', key)).status, 200, 'and enabled again');
     },
     { expectedErrors: REFUSALS },
   );
