@@ -150,6 +150,35 @@ test('the launcher refuses an out-of-range parameter without sending anything', 
   });
 });
 
+test("the launcher offers matmul's variants from the catalog and runs register_tiled on the CPU", async () => {
+  const catalog = await api('/api/kernels');
+  const variant = catalog.find((k) => k.name === 'matmul').params.find((p) => p.name === 'variant');
+  assert.ok(variant.choices.includes('register_tiled'), JSON.stringify(variant));
+  await withPage('launch-matmul-variants', async (page) => {
+    await page.goto(`${BASE_URL}/launch`);
+    const form = page.getByTestId('launch-form');
+    await form.waitFor();
+    await form.locator('select[name="kernel"]').selectOption('matmul');
+    const select = form.locator('select[name="param-variant"]');
+    const offered = await select.locator('option').evaluateAll((options) => options.map((o) => o.value));
+    assert.deepEqual(offered, variant.choices);
+    await form.locator('select[name="device"]').selectOption('cpu');
+    for (const [name, value] of Object.entries({ m: 65, n: 33, k: 17 })) {
+      await form.locator(`[name="param-${name}"]`).fill(String(value));
+    }
+    await select.selectOption('register_tiled');
+    await form.locator('input[name="repetitions"]').fill('2');
+    await page.getByTestId('launch-submit').click();
+    await page.waitForURL(/\/jobs\/\d+$/);
+    assert.equal(await finalStatus(page), 'succeeded');
+    const id = new URL(page.url()).pathname.split('/').pop();
+    const job = await api(`/api/jobs/${id}`);
+    assert.equal(job.params.variant, 'register_tiled');
+    // The CPU has one SGEMM for every variant, and its result says so.
+    assert.match(job.result.output.ran, /matrixmultiply.*register_tiled/);
+  });
+});
+
 test('a small mandelbrot job shows the image it computed', async () => {
   await withPage('job-mandelbrot', async (page) => {
     const id = await launch(page, 'mandelbrot', 'cpu', { width: 64, height: 48, max_iter: 64 }, 1);

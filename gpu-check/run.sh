@@ -16,9 +16,9 @@ mkdir -p "$report"
 export GPULAB_BIN="$here/gpulab"
 status=0
 
-# The CUDA tests (ignored where there is no GPU), then the API, metrics, telemetry and worker tests,
+# The CUDA tests (ignored where there is no GPU), then the API, metrics, telemetry, worker and peaks tests,
 # which take their GPU branches here.
-for suite in cuda api metrics telemetry workers; do
+for suite in cuda api metrics telemetry workers peaks; do
   echo "== $suite tests"
   flags=()
   [ "$suite" = cuda ] && flags=(--include-ignored --test-threads=1)

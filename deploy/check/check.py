@@ -49,14 +49,6 @@ CONTAINER_FIGURES = Path("docs/docker/full-figures.txt")
 
 # Series Prometheus makes itself.
 PROMETHEUS_METRICS = {"up", "ALERTS", "ALERTS_FOR_STATE"}
-# Metrics the rules and the dashboard use before the server exports them: the diagnostics
-# metrics, whose names the diagnostics work has fixed and is adding now. Each one is
-# reported as soon as the server's source exports it, to be taken out of this list.
-PENDING_METRICS = {
-    "gpulab_diagnostic_result",
-    "gpulab_diagnostic_verdict",
-    "gpulab_diagnostic_last_run_timestamp_seconds",
-}
 
 PROMQL_KEYWORDS = {
     "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right",
@@ -520,9 +512,7 @@ def check_metric_names(rules, dashboard):
     if not server:
         raise Failed("no metric family found in server/src")
     recorded = {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
-    for name in sorted(PENDING_METRICS & server):
-        print(f"note: the server now exports {name}: take it out of PENDING_METRICS in {__file__}")
-    known = server | recorded | PROMETHEUS_METRICS | PENDING_METRICS
+    known = server | recorded | PROMETHEUS_METRICS
     queries = [(f"rule `{r.get('alert') or r.get('record')}`", r["expr"]) for g in rules["groups"] for r in g["rules"]]
     queries += dashboard
     problems = []
@@ -533,9 +523,8 @@ def check_metric_names(rules, dashboard):
         for name in sorted(names - known):
             problems.append(f"{where} uses `{name}`, which neither the server nor a recording rule makes")
     fail_if(problems, "metric names")
-    pending = sorted({n for _, e in queries for n in metric_names(e)} & (PENDING_METRICS - server))
     print(f"ok: the {len(queries)} expressions use only metrics that exist ({len(server)} of the server's, "
-          f"{len(recorded)} recorded, Prometheus's own)" + (f"; not yet exported by this server: {', '.join(pending)}" if pending else ""))
+          f"{len(recorded)} recorded, Prometheus's own)")
 
 
 def main():

@@ -418,6 +418,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let inventory = Arc::new(tokio::task::spawn_blocking(DeviceInventory::detect).await?);
+    crate::peaks::stream::start();
     match &inventory.cuda.reason {
         None => tracing::info!("{}", inventory.pycuda_line()),
         Some(reason) => tracing::warn!("no CUDA devices: {reason}"),
@@ -568,6 +569,10 @@ fn run(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
         |_, _| {},
     )
     .map_err(|e| e.message);
+    let outcome = outcome.map(|mut o| {
+        crate::peaks::judge_cli_result(&mut o.result, &name, &echoed, &args.device);
+        o
+    });
     let (ok, body) = match outcome {
         Ok(o) => (
             o.result.verification.passed,

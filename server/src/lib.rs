@@ -6,8 +6,9 @@
 
 //!
 //! The library exposes only what `main` needs ([`cli`]) and what the NVRTC tests call
-//! ([`cuda`]'s compiler and library checks); everything else is private, so that code no
-//! path uses shows up as dead.
+//! ([`cuda`]'s compiler and library checks, and the built-in CUDA sources they compile:
+//! [`builtin_cuda_sources`]); everything else is private, so that code no path uses shows up
+//! as dead.
 
 mod api;
 pub mod cli;
@@ -19,7 +20,10 @@ mod jobs;
 mod kernels;
 mod lab;
 mod metrics;
+mod peaks;
 mod probe;
 mod store;
 mod telemetry;
 mod worker;
+
+pub use kernels::{builtin_cuda_sources, CudaSource};

@@ -100,19 +100,26 @@ async fn devices_list_the_cpu_and_answer_the_original_line() {
 async fn the_catalog_describes_every_kernel_with_defaults() {
     let app = spawn_app().await;
     let catalog: Vec<KernelSpec> = app.get_json("/api/kernels").await;
-    let names: Vec<&str> = catalog.iter().map(|k| k.name.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "vector_add",
-            "saxpy",
-            "reduce_sum",
-            "matmul",
-            "bandwidth",
-            "mandelbrot",
-            "monte_carlo_pi"
-        ]
+    let names: std::collections::BTreeSet<&str> = catalog.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(names.len(), catalog.len(), "names are unique: {names:?}");
+    assert!(
+        names.contains("matmul") && !names.contains("custom"),
+        "{names:?}"
     );
+    // The matmul ladder, from the teaching kernels to cuBLAS.
+    let matmul = catalog.iter().find(|k| k.name == "matmul").unwrap();
+    let variant = matmul.params.iter().find(|p| p.name == "variant").unwrap();
+    for choice in ["tiled", "register_tiled", "cublas"] {
+        assert!(
+            variant
+                .choices
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|c| c == choice),
+            "{variant:?}"
+        );
+    }
     for k in &catalog {
         assert!(k.devices.contains(&DeviceKind::Cpu), "{}", k.name);
         assert!(k.devices.contains(&DeviceKind::Cuda), "{}", k.name);
@@ -171,18 +178,26 @@ async fn a_job_goes_through_its_whole_life() {
     assert!(p.detail.contains("already finished"), "{}", p.detail);
 }
 
+/// Small values of the catalog's size parameters, by name, so that every kernel runs in a
+/// moment on the CPU.
+const SMALL: &[(&str, u64)] = &[
+    ("n", 4099),
+    ("m", 64),
+    ("k", 80),
+    ("size_mib", 4),
+    ("width", 96),
+    ("height", 64),
+    ("max_iter", 64),
+    ("samples", 200_000),
+];
+
 #[tokio::test]
 async fn every_cpu_kernel_runs_and_verifies() {
     let app = spawn_app().await;
-    let jobs = [
-        json!({"kernel": "vector_add", "device": "cpu", "params": {"n": 4096}}),
-        json!({"kernel": "saxpy", "device": "cpu", "params": {"n": 4096, "a": 1.5}}),
-        json!({"kernel": "reduce_sum", "device": "cpu", "params": {"n": 100000}}),
-        json!({"kernel": "matmul", "device": "cpu", "params": {"m": 64, "n": 48, "k": 80}}),
-        json!({"kernel": "bandwidth", "device": "cpu", "params": {"size_mib": 4}}),
-        json!({"kernel": "mandelbrot", "device": "cpu", "params": {"width": 96, "height": 64, "max_iter": 64}}),
-        json!({"kernel": "monte_carlo_pi", "device": "cpu", "params": {"samples": 200000}}),
-    ];
+    let catalog: Vec<KernelSpec> = app.get_json("/api/kernels").await;
+    let jobs = support::jobs_of_catalog(&catalog, "cpu", SMALL);
+    // Every kernel, and matmul once per variant.
+    assert!(jobs.len() >= catalog.len() + 2, "{jobs:?}");
     for body in jobs {
         let job: Job = app
             .post_json("/api/jobs", &body)
@@ -213,6 +228,16 @@ async fn every_cpu_kernel_runs_and_verifies() {
         if job.kernel == "monte_carlo_pi" {
             let pi = result.output["estimate"].as_f64().unwrap();
             assert!((pi - std::f64::consts::PI).abs() < 0.05, "{pi}");
+        }
+        if job.kernel == "matmul" {
+            // The CPU runs one SGEMM for every variant, and says so.
+            let ran = result.output["ran"].as_str().unwrap_or_default();
+            let variant = body["params"]["variant"].as_str().unwrap_or("cublas");
+            assert!(
+                ran.contains("matrixmultiply") && ran.contains(variant),
+                "{}",
+                result.output
+            );
         }
     }
 }
@@ -618,6 +643,7 @@ async fn the_openapi_document_lists_every_route() {
         ("/api/health", "get"),
         ("/api/devices", "get"),
         ("/api/devices/{id}", "get"),
+        ("/api/devices/{id}/roofline", "get"),
         ("/api/devices/{id}/telemetry", "get"),
         ("/api/events", "get"),
         ("/metrics", "get"),
@@ -683,6 +709,12 @@ async fn the_openapi_document_lists_every_route() {
         "UsageReport",
         "UsageRow",
         "UsageTotal",
+        "Peak",
+        "PeakBasis",
+        "FractionOfPeak",
+        "RooflinePoint",
+        "Roofline",
+        "RooflineJob",
     ] {
         assert!(
             doc["components"]["schemas"][schema].is_object(),

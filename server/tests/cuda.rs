@@ -8,7 +8,9 @@
 
 mod support;
 
-use gpulab_shared::{Device, DeviceKind, Health, Job, JobComparison, JobGroup, JobStatus, Problem};
+use gpulab_shared::{
+    Device, DeviceKind, Health, Job, JobComparison, JobGroup, JobStatus, KernelSpec, Problem,
+};
 use serde_json::{json, Value};
 use support::{spawn_app, TestApp};
 
@@ -56,16 +58,28 @@ fn succeeded(job: &Job) {
 #[ignore = "needs a CUDA GPU: the GPU check runs it"]
 async fn every_builtin_kernel_verifies_on_every_gpu() {
     let (app, gpus) = app_with_gpus().await;
-    let cases = [
+    let catalog: Vec<KernelSpec> = app.get_json("/api/kernels").await;
+    // Every kernel of the catalog and every matmul variant, at sizes that are no multiple of
+    // a block or a tile (n odd: matmul's register-tiled kernel loads B element by element)...
+    let sizes = [
+        ("n", 1003),
+        ("m", 1000),
+        ("k", 513),
+        ("size_mib", 64),
+        ("width", 640),
+        ("height", 480),
+        ("max_iter", 500),
+        ("samples", 100_000_000),
+    ];
+    let mut cases = support::jobs_of_catalog(&catalog, "", &sizes);
+    // ... then long vectors, and products whose k and n are multiples of 4 (float4 loads).
+    cases.extend([
         json!({"kernel": "vector_add", "params": {"n": 10_000_003}}),
         json!({"kernel": "saxpy", "params": {"n": 10_000_001, "a": -1.25}}),
         json!({"kernel": "reduce_sum", "params": {"n": 10_000_002}}),
-        json!({"kernel": "matmul", "params": {"m": 1000, "n": 777, "k": 513, "variant": "cublas"}}),
-        json!({"kernel": "matmul", "params": {"m": 1000, "n": 777, "k": 513, "variant": "tiled"}}),
-        json!({"kernel": "bandwidth", "params": {"size_mib": 64}}),
-        json!({"kernel": "mandelbrot", "params": {"width": 640, "height": 480, "max_iter": 500}}),
-        json!({"kernel": "monte_carlo_pi", "params": {"samples": 100_000_000u64}}),
-    ];
+        json!({"kernel": "matmul", "params": {"m": 1000, "n": 776, "k": 516, "variant": "register_tiled"}}),
+        json!({"kernel": "matmul", "params": {"m": 1024, "n": 1024, "k": 1024, "variant": "register_tiled"}}),
+    ]);
     for gpu in &gpus {
         for case in &cases {
             let mut body = case.clone();
@@ -90,7 +104,9 @@ async fn every_builtin_kernel_verifies_on_every_gpu() {
                 let bytes = png.bytes().await.unwrap();
                 assert!(bytes.starts_with(b"\x89PNG"));
             }
-            if job.kernel != "matmul" || case["params"]["variant"] == "tiled" {
+            // Every kernel but cuBLAS (matmul's default variant) compiles a module.
+            let variant = case["params"]["variant"].as_str().unwrap_or("cublas");
+            if job.kernel != "matmul" || variant != "cublas" {
                 let module = &output["modules"][0];
                 assert!(
                     module["target"].as_str().unwrap().starts_with("sm_"),

@@ -14,6 +14,10 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use support::{gpulab_exe, spawn_app, spawn_app_with, AppOptions, TestApp};
 
+/// The tests that read the order and the times of jobs run one at a time: each runs a
+/// server and a worker of its own, which would otherwise take the CPU from each other.
+static TIMED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A tiny job: most of its time is the round trip to the worker.
 fn tiny() -> serde_json::Value {
     json!({"kernel": "vector_add", "device": "cpu", "params": {"n": 1000}, "repetitions": 1})
@@ -171,6 +175,7 @@ fn run_seconds(job: &Job) -> f64 {
 
 #[tokio::test]
 async fn a_heavy_users_backlog_delays_each_newcomer_by_at_most_one_job_per_other_user() {
+    let _one_at_a_time = TIMED.lock().await;
     let app = spawn_app().await;
     let lab = Lab::new(&app, &["heavy", "ann", "bob", "cy", "dee"]).await;
     // The heavy user's first job holds the device while their backlog and the newcomers
@@ -224,16 +229,20 @@ fn jain(shares: &[f64]) -> f64 {
 /// with the jobs' own run times, in `/api/usage` and in `/metrics`.
 #[tokio::test]
 async fn equally_demanding_users_share_the_device_time_and_metering_agrees_with_the_jobs() {
+    let _one_at_a_time = TIMED.lock().await;
     let app = spawn_app().await;
     let users = ["u1", "u2", "u3", "u4"];
     let lab = Lab::new(&app, &users).await;
-    let blocker = submit_as(&app, &lab, "u1", &hang(2.0)).await;
+    // The blocker holds the device while everyone queues, so that the users' lines start
+    // together: round k runs every user's k-th job.
+    let blocker = submit_as(&app, &lab, "u1", &hang(3.0)).await;
     wait_running(&app, &lab, blocker.id).await;
     let mut ids = vec![blocker.id];
     for user in users {
-        // The same mix for everyone: tiny jobs and ones 100 times their size.
-        for i in 0..20 {
-            let n = if i % 4 == 3 { 100_000 } else { 1000 };
+        // The same mix for everyone: jobs of two sizes, ten times apart, big enough that a
+        // hiccup of this shared machine is small beside a user's share.
+        for i in 0..16 {
+            let n = if i % 2 == 1 { 1_000_000 } else { 100_000 };
             let body = json!({"kernel": "vector_add", "device": "cpu",
                               "params": {"n": n}, "repetitions": 1});
             ids.push(submit_as(&app, &lab, user, &body).await.id);
@@ -246,17 +255,41 @@ async fn equally_demanding_users_share_the_device_time_and_metering_agrees_with_
             .cloned()
             .collect(),
     );
-    // The window in which every user had work waiting: until the first user's last job
-    // started.
+    // The window in which every user had work waiting: from the last user's first
+    // submission (the blocker holds the device while they submit, but a slow machine may
+    // outlast it) until the first user's last job started.
+    let window_start = order.iter().map(|j| j.created_at).max().unwrap();
+    let window_start = users
+        .iter()
+        .map(|u| {
+            order
+                .iter()
+                .filter(|j| j.owner.as_deref() == Some(u))
+                .map(|j| j.created_at)
+                .min()
+                .unwrap()
+        })
+        .max()
+        .unwrap()
+        .min(window_start);
     let mut last_start: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
     for j in &order {
         last_start.insert(j.owner.as_deref().unwrap(), j.started_at.unwrap());
     }
     let window_end = *last_start.values().min().unwrap();
     let mut shares: BTreeMap<&str, f64> = users.iter().map(|u| (*u, 0.0)).collect();
-    for j in order.iter().filter(|j| j.started_at.unwrap() < window_end) {
+    let mut counted = 0;
+    for j in order
+        .iter()
+        .filter(|j| (window_start..window_end).contains(&j.started_at.unwrap()))
+    {
         *shares.get_mut(j.owner.as_deref().unwrap()).unwrap() += run_seconds(j);
+        counted += 1;
     }
+    assert!(
+        counted >= 40,
+        "only {counted} jobs ran while all four were waiting"
+    );
     let values: Vec<f64> = shares.values().copied().collect();
     let index = jain(&values);
     println!("device seconds while all four were waiting: {shares:?}; Jain's index {index:.4}");
@@ -342,7 +375,7 @@ async fn equally_demanding_users_share_the_device_time_and_metering_agrees_with_
         lines.next(),
         Some("day,user,device,kernel,jobs,gpu_seconds,cpu_seconds")
     );
-    assert!(csv.contains(&format!("{today},u3,cpu,vector_add,20,0.000,")));
+    assert!(csv.contains(&format!("{today},u3,cpu,vector_add,16,0.000,")));
     let bad = call(
         &app,
         Method::GET,
@@ -369,9 +402,29 @@ async fn a_users_limits_refuse_saying_which_and_spare_admins() {
     let lab = Lab::new(&app, &["amy", "ben"]).await;
     let blocker = submit_as(&app, &lab, "amy", &hang(3.0)).await;
     wait_running(&app, &lab, blocker.id).await;
-    for _ in 0..3 {
-        submit_as(&app, &lab, "amy", &tiny()).await;
+    // Eight at once: the limit admits exactly three, however they interleave.
+    let sends: Vec<_> = (0..8)
+        .map(|_| {
+            let req = app
+                .client
+                .post(app.url("/api/jobs"))
+                .bearer_auth(lab.key("amy"))
+                .json(&tiny());
+            tokio::spawn(async move { req.send().await.unwrap().status() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for send in sends {
+        statuses.push(send.await.unwrap());
     }
+    let accepted = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::ACCEPTED)
+        .count();
+    assert_eq!(accepted, 3, "{statuses:?}");
+    assert!(statuses
+        .iter()
+        .all(|s| *s == StatusCode::ACCEPTED || *s == StatusCode::TOO_MANY_REQUESTS));
     let refused = post_as(&app, lab.key("amy"), &tiny()).await;
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(refused.headers().contains_key("retry-after"));

@@ -130,6 +130,20 @@ impl Events {
         }
     }
 
+    /// Reads until the stream ends, which must be within `limit` (events may still come
+    /// meanwhile: telemetry comes every second).
+    async fn ends_within(&mut self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.next(limit)).await {
+                Ok(None) => return,
+                Ok(Some(_)) => {}
+                Err(_) => panic!("the stream is still open {limit:?} later"),
+            }
+        }
+    }
+
     /// The next event, `None` when the stream has ended; panics after `limit`.
     async fn next(&mut self, limit: Duration) -> Option<(String, String)> {
         loop {
@@ -339,20 +353,75 @@ async fn a_user_sees_only_their_own_jobs_and_events_and_admins_see_all() {
         json!({"kernel": "_test_fault", "device": "cpu", "params": {"mode": "hang"}}),
     )
     .await;
+    // Her diagnostic waits behind the hanging job; Bob cannot cancel it, the admin can.
+    let resp = call(
+        &app,
+        Method::POST,
+        "/api/diagnostics",
+        Some(&alice),
+        Some(json!({"level": 1, "device": "cpu", "duration_s": 1})),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let waiting: serde_json::Value = resp.json().await.unwrap();
+    let waiting_path = format!("/api/diagnostics/{}", waiting["id"]);
+    problem(
+        call(&app, Method::DELETE, &waiting_path, Some(&bob), None).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    for path in [waiting_path.clone(), format!("/api/jobs/{}", hang.id)] {
+        let resp = call(&app, Method::DELETE, &path, Some(&root), None).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+    }
+    let audit: AuditPage = get_as(&app, "/api/audit", &root).await;
+    let cancelled: Vec<(&str, Option<&str>, &str, Option<&str>)> = audit.entries[..2]
+        .iter()
+        .map(|e| {
+            let detail = e.detail.as_deref();
+            (
+                e.action.as_str(),
+                e.actor.as_deref(),
+                e.target.as_str(),
+                detail,
+            )
+        })
+        .collect();
+    assert_eq!(
+        cancelled,
+        [
+            (
+                "job_cancelled",
+                Some("root"),
+                format!("job {}", hang.id).as_str(),
+                Some("owner alice")
+            ),
+            (
+                "diagnostic_cancelled",
+                Some("root"),
+                format!("diagnostic {}", waiting["id"]).as_str(),
+                Some("owner alice")
+            ),
+        ]
+    );
+    // Her own cancellations are not admin actions: not audited.
+    let own = submit_as(
+        &app,
+        &alice,
+        json!({"kernel": "_test_fault", "device": "cpu", "params": {"mode": "hang"}}),
+    )
+    .await;
     let resp = call(
         &app,
         Method::DELETE,
-        &format!("/api/jobs/{}", hang.id),
-        Some(&root),
+        &format!("/api/jobs/{}", own.id),
+        Some(&alice),
         None,
     )
     .await;
     assert_eq!(resp.status(), StatusCode::OK);
-    let audit: AuditPage = get_as(&app, "/api/audit", &root).await;
-    let cancelled = &audit.entries[0];
-    assert_eq!(cancelled.action, "job_cancelled");
-    assert_eq!(cancelled.actor.as_deref(), Some("root"));
-    assert_eq!(cancelled.target, format!("job {}", hang.id));
+    let after: AuditPage = get_as(&app, "/api/audit", &root).await;
+    assert_eq!(after.entries.len(), audit.entries.len());
 
     // Metrics and the admin's pages are the admins'.
     for path in ["/metrics", "/api/users", "/api/audit"] {
@@ -623,8 +692,8 @@ async fn a_disabled_user_is_refused_at_once_even_on_an_open_event_stream() {
     )
     .await;
     assert!(p.detail.contains("disabled"), "{}", p.detail);
-    // The stream ends (telemetry events may come first, for a moment).
-    while bobs.next(Duration::from_secs(5)).await.is_some() {}
+    // The stream ends within a second (a few more for a loaded test machine).
+    bobs.ends_within(Duration::from_secs(3)).await;
 
     // Disabled by an admin through the API: her session's stream ends too.
     let resp = call(
@@ -638,7 +707,7 @@ async fn a_disabled_user_is_refused_at_once_even_on_an_open_event_stream() {
     assert_eq!(resp.status(), StatusCode::OK);
     let changed: User = resp.json().await.unwrap();
     assert!(changed.disabled);
-    while alices.next(Duration::from_secs(5)).await.is_some() {}
+    alices.ends_within(Duration::from_secs(3)).await;
     let resp = app
         .client
         .get(app.url("/api/jobs"))
@@ -825,6 +894,19 @@ async fn a_rotated_key_is_refused_at_once() {
     )
     .await;
     assert_eq!(p.field.as_deref(), Some("name"));
+    // serde reads a struct from an array of its fields too; the API takes objects only.
+    for (method, path, body) in [
+        (Method::PATCH, "/api/users/alice", json!([null, null])),
+        (Method::POST, "/api/users", json!(["eve", true])),
+        (Method::POST, "/api/session", json!(["alice", alice])),
+    ] {
+        let p = problem(
+            call(&app, method, path, Some(&root), Some(body)).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert!(p.detail.contains("JSON object"), "{path}: {}", p.detail);
+    }
 }
 
 #[tokio::test]
@@ -934,4 +1016,62 @@ async fn a_server_restart_keeps_accounts_and_sessions() {
         .await
         .unwrap();
     assert_eq!(me.user.unwrap().name, "alice");
+}
+
+/// A custom kernel's source is in its job, which only its owner (and admins) read, unless
+/// the owner shares it. A custom job needs a GPU to run, so this one is written into the
+/// server's history as a finished job would be, beside the running server, which reads it
+/// from there like any other.
+#[tokio::test]
+async fn a_custom_kernels_source_is_its_owners_alone_until_shared() {
+    let app = spawn_app().await;
+    let (root, alice, bob) = lab(&app).await;
+    let source = "extern \"C\" __global__ void alices_secret(float *x) { x[0] = 42.0f; }";
+    let params = json!({"source": source, "entry": "alices_secret", "n": 1});
+    let db = rusqlite::Connection::open(app.data_dir().join("gpulab.sqlite3")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    db.execute(
+        "INSERT INTO jobs (kernel, device, params, repetitions, timeout_s, status, created_at,
+                           started_at, finished_at, duration_ms, error, owner)
+         VALUES ('custom', 'cuda:0', ?1, 1, 60, 'failed', '2026-01-05T10:00:00.000Z',
+                 '2026-01-05T10:00:00.000Z', '2026-01-05T10:00:01.000Z', 1000, 'no GPU',
+                 'alice')",
+        [params.to_string()],
+    )
+    .unwrap();
+    let id = db.last_insert_rowid();
+    drop(db);
+    let path = format!("/api/jobs/{id}");
+
+    let hers: Job = get_as(&app, &path, &alice).await;
+    assert_eq!(hers.params["source"], source);
+    let admins: Job = get_as(&app, &path, &root).await;
+    assert_eq!(admins.owner.as_deref(), Some("alice"));
+    problem(
+        call(&app, Method::GET, &path, Some(&bob), None).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    for list in ["/api/jobs", "/api/jobs?kernel=custom"] {
+        let resp = call(&app, Method::GET, list, Some(&bob), None).await;
+        let text = resp.text().await.unwrap();
+        assert!(!text.contains("alices_secret"), "{list}: {text}");
+    }
+
+    let resp = call(
+        &app,
+        Method::POST,
+        &format!("{path}/share"),
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let shared: Job = get_as(&app, &path, &bob).await;
+    assert_eq!(shared.params["source"], source);
+    let bobs: JobPage = get_as(&app, "/api/jobs", &bob).await;
+    assert!(
+        bobs.jobs.is_empty(),
+        "a shared job is read by its link, not listed"
+    );
 }

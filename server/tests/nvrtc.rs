@@ -1,5 +1,7 @@
-//! NVRTC and cuBLAS without a GPU: every built-in kernel and every template of the CUDA
-//! editor compiles for sm_80, sm_90 and the newest architecture NVRTC knows; a compile error
+//! NVRTC and cuBLAS without a GPU: every CUDA source the catalog's kernels and the
+//! diagnostics declare compiles for sm_80, sm_90 and the newest architecture NVRTC knows, with
+//! a symbol for each entry point they name, and so does every template of the CUDA editor; a
+//! compile error
 //! names its line and column; no `#include` reads a file of the server; `/api/health`
 //! reports both libraries with their versions.
 //!
@@ -91,9 +93,19 @@ fn builtin_kernels_and_templates_compile_for_every_architecture() {
     let newest = *archs.iter().max().unwrap();
     let mut targets = vec![80, 90, newest];
     targets.dedup();
-    let sources: Vec<(String, String)> = sources_in("kernels")
-        .into_iter()
-        .chain(sources_in("../frontend/src/custom_kernel/templates"))
+    // The built-in sources as the kernels declare them (a unit test checks that every .cu
+    // file of server/kernels/ is declared), then the editor's templates, which name no entry
+    // points here.
+    let builtin = gpulab::builtin_cuda_sources();
+    assert!(builtin.iter().any(|s| s.file == "matmul_register_tiled.cu"));
+    let sources: Vec<(String, String, &[&str])> = builtin
+        .iter()
+        .map(|s| (s.file.to_string(), s.source.to_string(), s.entry_points))
+        .chain(
+            sources_in("../frontend/src/custom_kernel/templates")
+                .into_iter()
+                .map(|(name, source)| (name, source, &[][..])),
+        )
         .collect();
     for arch in targets {
         assert!(
@@ -101,13 +113,24 @@ fn builtin_kernels_and_templates_compile_for_every_architecture() {
             "NVRTC {major}.{minor} lacks sm_{arch}: {archs:?}"
         );
         let cc = (arch as u32 / 10, arch as u32 % 10);
-        for (name, source) in &sources {
+        for (name, source, entry_points) in &sources {
             let image = compile_for(source, name, cc)
                 .unwrap_or_else(|e| panic!("{name} for sm_{arch} with NVRTC {major}.{minor}: {e}"));
             assert_eq!(image.kind, ImageKind::Cubin, "{name}");
             assert_eq!(image.target, format!("sm_{arch}"), "{name}");
             // An ELF file: what cuModuleLoadData takes.
             assert_eq!(&image.bytes[..4], b"\x7fELF", "{name} for sm_{arch}");
+            // The symbol the driver looks the function up by, in the ELF string table.
+            for entry in *entry_points {
+                let symbol = format!("\0{entry}\0");
+                assert!(
+                    image
+                        .bytes
+                        .windows(symbol.len())
+                        .any(|w| w == symbol.as_bytes()),
+                    "{name} for sm_{arch} has no symbol {entry}"
+                );
+            }
         }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! The machine needs no Rust and no network: the bundle holds the release server, the
 //! server's integration tests (test binaries that start that server: the CUDA tests, and the
-//! API, metrics, telemetry and worker tests, which take their GPU branches there) and the check
+//! API, metrics, telemetry, worker and peaks tests, which take their GPU branches there) and the check
 //! scripts of gpu-check/ (check.py, and diag.py for `gpulab diag`). There,
 //! `gpu-bundle/run.sh REPORT_DIR` runs everything in a few minutes.
 
@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use crate::process::{cargo, command, run, workspace_root};
 
 /// The server's integration tests that the bundle carries.
-const TESTS: [&str; 5] = ["cuda", "api", "metrics", "telemetry", "workers"];
+const TESTS: [&str; 6] = ["cuda", "api", "metrics", "telemetry", "workers", "peaks"];
 
 /// The bundle's folder (ignored by git).
 pub fn bundle_dir() -> PathBuf {

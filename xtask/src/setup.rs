@@ -344,22 +344,31 @@ pub fn schemathesis() -> Result<std::path::PathBuf> {
             &["python3", "python3-venv"],
         )?;
     }
-    if !venv.join("bin/pip").is_file() {
+    pip_install(
+        SCHEMATHESIS_VENV,
+        "Schemathesis",
+        &format!("schemathesis=={SCHEMATHESIS_VERSION}"),
+    )?;
+    Ok(st)
+}
+
+/// Installs `requirement` with the pip of the virtual environment `venv` (relative to the
+/// workspace), making the environment first when it is missing or its pip does not run: a
+/// copied or moved environment keeps scripts whose first line names the old path.
+fn pip_install(venv: &str, what: &str, requirement: &str) -> Result<()> {
+    let pip = workspace_root().join(venv).join("bin/pip");
+    let pip = pip.to_string_lossy();
+    if query(&pip, &["--version"]).is_none() {
         // Debian's python3 makes no virtual environment without its python3-venv package.
         if query("python3", &["-c", "import ensurepip"]).is_none() {
             apt_install(
-                "Python's venv module, which holds Schemathesis,",
+                &format!("Python's venv module, which holds {what},"),
                 &["python3-venv"],
             )?;
         }
-        run(command("python3").args(["-m", "venv", SCHEMATHESIS_VENV]))?;
+        run(command("python3").args(["-m", "venv", "--clear", venv]))?;
     }
-    run(command(&venv.join("bin/pip").to_string_lossy()).args([
-        "install",
-        "--disable-pip-version-check",
-        &format!("schemathesis=={SCHEMATHESIS_VERSION}"),
-    ]))?;
-    Ok(st)
+    run(command(&pip).args(["install", "--disable-pip-version-check", requirement]))
 }
 
 /// Installs kubernetes-validate (from PyPI, into a virtual environment under .tools, as
@@ -379,20 +388,11 @@ pub fn kubernetes_validate() -> Result<std::path::PathBuf> {
         }
         println!("found kubernetes-validate {version}, but the project needs {KUBERNETES_VALIDATE_VERSION}");
     }
-    if !venv.join("bin/pip").is_file() {
-        if query("python3", &["-c", "import ensurepip"]).is_none() {
-            apt_install(
-                "Python's venv module, which holds kubernetes-validate,",
-                &["python3-venv"],
-            )?;
-        }
-        run(command("python3").args(["-m", "venv", KUBERNETES_VALIDATE_VENV]))?;
-    }
-    run(command(&venv.join("bin/pip").to_string_lossy()).args([
-        "install",
-        "--disable-pip-version-check",
+    pip_install(
+        KUBERNETES_VALIDATE_VENV,
+        "kubernetes-validate",
         &format!("kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"),
-    ]))?;
+    )?;
     Ok(python)
 }
 

@@ -150,8 +150,8 @@ fn browser_tests() -> Result<()> {
 /// readable), `ensure_resource_availability` (it follows the link Schemathesis infers from
 /// POST /api/jobs to the job's artifact, which only a Mandelbrot job has),
 /// `positive_data_acceptance` (the schema cannot list the kernels and devices a server has,
-/// so schema-valid requests meet 404 and 422) and the token checks (this server has no
-/// token).
+/// so schema-valid requests meet 404 and 422) and the token checks (every request carries
+/// the token).
 const SCHEMATHESIS_CHECKS: &str = "not_a_server_error,status_code_conformance,\
     content_type_conformance,response_headers_conformance,response_schema_conformance,\
     negative_data_rejection,unsupported_method,allow_header_conformance";
@@ -160,6 +160,10 @@ const SCHEMATHESIS_CHECKS: &str = "not_a_server_error,status_code_conformance,\
 const SCHEMATHESIS_EXAMPLES: &str = "50";
 /// A fixed seed, so that a failure is the same on every run; change it to explore further.
 const SCHEMATHESIS_SEED: &str = "20261203";
+/// The server's token, sent with every request: `POST /api/users` turns lab mode on in the
+/// middle of the run, after which the token (an admin credential there) still reaches
+/// every operation, where requests without it would all meet 401.
+const SCHEMATHESIS_TOKEN: &str = "schemathesis-token";
 
 /// Starts the debug server on a free port with a fresh data folder and runs Schemathesis
 /// against its `/api/openapi.json`: every operation in every phase (the document's examples,
@@ -180,12 +184,17 @@ pub fn api_schema() -> Result<()> {
                 ("GPULAB_QUEUE_CAPACITY", "2"),
                 ("GPULAB_MAX_TIMEOUT_S", "10"),
                 ("GPULAB_DEFAULT_TIMEOUT_S", "10"),
+                ("GPULAB_TOKEN", SCHEMATHESIS_TOKEN),
             ],
         )?;
         let checked = run(command(&st.to_string_lossy())
             .arg("run")
             .arg(format!("{}/api/openapi.json", server.url))
             .args(["--checks", SCHEMATHESIS_CHECKS])
+            .args([
+                "--header",
+                &format!("Authorization: Bearer {SCHEMATHESIS_TOKEN}"),
+            ])
             // An event stream never ends: each request would run into the timeout.
             .args(["--exclude-path", "/api/events"])
             .args(["--max-examples", SCHEMATHESIS_EXAMPLES])

@@ -4,6 +4,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use gpulab_shared::peaks::Roofline;
 use gpulab_shared::{Device, Problem};
 use serde::Deserialize;
 
@@ -50,7 +51,7 @@ pub async fn list(
                 .inventory
                 .devices
                 .iter()
-                .map(|d| with_last_diagnostic(d.clone(), &last))
+                .map(|d| with_last_diagnostic(crate::peaks::with_current_peaks(d.clone()), &last))
                 .collect();
             Ok(Json(devices).into_response())
         }
@@ -82,7 +83,37 @@ pub async fn get(
         .cloned()
         .ok_or_else(|| crate::jobs::RequestError::unknown_device(&id, &state.inventory))?;
     let last = state.jobs.last_diagnostics().await?;
-    Ok(Json(with_last_diagnostic(device, &last)))
+    Ok(Json(with_last_diagnostic(
+        crate::peaks::with_current_peaks(device),
+        &last,
+    )))
+}
+
+/// The most jobs a roofline shows.
+const ROOFLINE_JOBS: u32 = 500;
+
+/// The device's roofline: the bandwidth slope and one compute ceiling per data type from its
+/// peaks, and its newest succeeded jobs that have a roofline point.
+#[utoipa::path(get, path = "/api/devices/{id}/roofline", tag = "devices",
+    operation_id = "getDeviceRoofline",
+    params(("id" = String, Path, description = "`cpu` or `cuda:N`", example = "cpu")),
+    responses(
+        (status = 200, description = "The roofline and up to 500 of the device's newest \
+            succeeded jobs on it, newest first", body = Roofline),
+        (status = 404, description = "No such device", body = Problem,
+            content_type = "application/problem+json")))]
+pub async fn roofline(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Roofline>, ApiError> {
+    let device = state
+        .inventory
+        .find(&id)
+        .cloned()
+        .ok_or_else(|| crate::jobs::RequestError::unknown_device(&id, &state.inventory))?;
+    let peaks = crate::peaks::DevicePeaks::of(&device).now();
+    let jobs = state.jobs.roofline_jobs(id.clone(), ROOFLINE_JOBS).await?;
+    Ok(Json(crate::peaks::roofline(&id, &peaks, &jobs)))
 }
 
 /// The device with its last finished diagnostic, from the history.

@@ -77,6 +77,7 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(health::health))
         .routes(routes!(devices::list))
         .routes(routes!(devices::get))
+        .routes(routes!(devices::roofline))
         .routes(routes!(telemetry::get))
         .routes(routes!(events::stream))
         .routes(routes!(kernels::list))

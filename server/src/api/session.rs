@@ -100,7 +100,7 @@ fn session_cookie(value: &str, max_age_s: i64, secure: bool) -> Result<HeaderVal
 pub async fn sign_in(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ApiJson(given): ApiJson<SignIn>,
+    ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<Response, ApiError> {
     if state.lab.mode().await? == LabMode::Single {
         return Err(ApiError::Conflict(
@@ -109,6 +109,7 @@ pub async fn sign_in(
                 .into(),
         ));
     }
+    let given: SignIn = super::users::from_object(body)?;
     let row = state.lab.sign_in(&given.name, &given.key).await?;
     let id = keys::random_hex();
     let csrf_token = keys::random_hex();

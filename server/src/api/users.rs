@@ -49,6 +49,23 @@ pub(super) async fn with_usage(lab: &Lab, row: UserRow) -> Result<User, ApiError
     })
 }
 
+/// The body as `T`, which must come as a JSON object: serde would also read a struct from
+/// an array of its fields in order (`["ada", true]`), which the API's schema does not allow.
+pub(super) fn from_object<T: serde::de::DeserializeOwned>(
+    body: serde_json::Value,
+) -> Result<T, ApiError> {
+    if !body.is_object() {
+        return Err(ApiError::Unprocessable {
+            field: None,
+            detail: "the body must be a JSON object".into(),
+        });
+    }
+    serde_json::from_value(body).map_err(|e| ApiError::Unprocessable {
+        field: None,
+        detail: format!("the body does not read: {e}"),
+    })
+}
+
 fn no_user(name: &str) -> ApiError {
     ApiError::NotFound(format!("there is no user `{name}`"))
 }
@@ -98,9 +115,10 @@ pub async fn list(
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    ApiJson(new): ApiJson<NewUser>,
+    ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<Response, ApiError> {
     admins_only(&caller, "add users")?;
+    let new: NewUser = from_object(body)?;
     if !keys::valid_name(&new.name) {
         return Err(ApiError::invalid(
             "name",
@@ -159,9 +177,10 @@ pub async fn change(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-    ApiJson(change): ApiJson<UserChange>,
+    ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<Json<User>, ApiError> {
     admins_only(&caller, "change users")?;
+    let change: UserChange = from_object(body)?;
     if let Some(Some(quota)) = &change.quota {
         if !(quota.seconds > 0.0 && quota.seconds <= MAX_QUOTA_S) {
             return Err(ApiError::invalid(

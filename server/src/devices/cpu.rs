@@ -26,13 +26,15 @@ pub(super) fn detect() -> Device {
             .ok()
             .and_then(|n| u32::try_from(n.get()).ok())
     });
-    cpu_device(CpuDeviceInfo {
+    let mut device = cpu_device(CpuDeviceInfo {
         model: cpuinfo.model,
         physical_cores,
         logical_threads,
         total_memory_bytes: meminfo.total_bytes,
         available_memory_bytes: meminfo.available_bytes,
-    })
+    });
+    device.peaks = crate::peaks::cpu::detect(physical_cores.or(logical_threads));
+    device
 }
 
 /// The `cpu` device for what is known about the CPU.

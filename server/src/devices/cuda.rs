@@ -166,7 +166,12 @@ fn query_device(ordinal: c_int, driver_version: Option<&str>) -> Result<Device, 
         id: format!("cuda:{ordinal}"),
         kind: DeviceKind::Cuda,
         last_diagnostic: None,
-        peaks: Vec::new(),
+        peaks: crate::peaks::gpu::peaks(
+            &info,
+            info.pci_bus_id
+                .as_deref()
+                .and_then(crate::peaks::gpu::sysfs_link),
+        ),
         name,
         total_memory_bytes,
         free_memory_bytes: free_memory(dev),

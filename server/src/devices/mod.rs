@@ -33,6 +33,15 @@ impl DeviceInventory {
         DeviceInventory { devices, cuda }
     }
 
+    /// One device by id, taken now (for `gpulab run`, which has no inventory): `None` for
+    /// an id this host has no device for.
+    pub fn detect_one(id: &str) -> Option<Device> {
+        if id == cpu::CPU_DEVICE_ID {
+            return Some(cpu::detect());
+        }
+        cuda::detect().0.into_iter().find(|device| device.id == id)
+    }
+
     /// An inventory of the given devices, for tests.
     #[cfg(test)]
     pub fn from_parts(devices: Vec<Device>, cuda: CudaStatus) -> Self {

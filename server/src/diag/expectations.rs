@@ -190,7 +190,8 @@ impl<'a> GpuExpectations<'a> {
 pub fn attribute_bandwidth(info: &CudaDeviceInfo) -> Option<(f64, String)> {
     let clock = info.max_memory_clock_mhz?;
     let width = info.memory_bus_width_bits?;
-    let peak = clock as f64 * 1e6 * (width as f64 / 8.0) * 2.0 / 1e9;
+    // The devices' theoretical peak, whose source says how CUDA reports the clock.
+    let peak = crate::peaks::gpu::memory_bandwidth(info)?.value;
     Some((
         peak,
         format!(
@@ -214,30 +215,19 @@ pub struct ArchRates {
     pub bf16: bool,
 }
 
-/// The rates of compute capability `major.minor`, from NVIDIA's architecture whitepapers
-/// (SM diagrams: FP32 lanes and tensor-core FMA per clock); `None` for one not known here.
+/// The rates of compute capability `major.minor`, from the architecture table
+/// `server/data/architectures.toml` (NVIDIA's whitepapers, with the source of every number),
+/// which the devices' theoretical peaks use too; `None` for one not known there.
 ///
 /// GeForce parts of 8.6, 8.9 and 12.0 accumulate FP16 products in FP32 at half the rate
 /// given here (the datacenter parts' rate).
 pub fn arch_rates(major: u32, minor: u32) -> Option<ArchRates> {
-    let rates = |name, lanes: u32, tensor: Option<u32>, bf16| ArchRates {
-        name,
-        fp32: 2 * lanes,
-        fp16_tensor: tensor,
-        bf16,
-    };
-    Some(match (major, minor) {
-        (6, 0) => rates("Pascal (GP100)", 64, None, false),
-        (6, _) => rates("Pascal", 128, None, false),
-        (7, 0) | (7, 2) => rates("Volta", 64, Some(1024), false),
-        (7, 5) => rates("Turing", 64, Some(1024), false),
-        (8, 0) => rates("Ampere (GA100)", 64, Some(2048), true),
-        (8, 6) | (8, 7) => rates("Ampere (GA10x)", 128, Some(1024), true),
-        (8, 9) => rates("Ada Lovelace", 128, Some(1024), true),
-        (9, 0) => rates("Hopper", 128, Some(4096), true),
-        (10, _) => rates("Blackwell (datacenter)", 128, Some(8192), true),
-        (12, _) => rates("Blackwell (RTX)", 128, Some(1024), true),
-        _ => return None,
+    let arch = crate::peaks::arch::lookup(major, minor)?;
+    Some(ArchRates {
+        name: arch.name.as_str(),
+        fp32: arch.fp32,
+        fp16_tensor: arch.fp16,
+        bf16: arch.bf16.is_some(),
     })
 }
 

@@ -24,8 +24,26 @@ use super::sensors::{self, Reading, Sensors};
 use super::{spec, CheckRun, CheckSpec, Plan};
 use crate::cuda::{library_present, DriverContext, Gpu, GpuError, Library, Options};
 use crate::devices::host_memory::gib;
-use crate::kernels::gpu::{self as kgpu, source};
+use crate::kernels::gpu as kgpu;
 use crate::kernels::rng;
+use crate::kernels::{cuda_source, CudaSource};
+
+/// The diagnostics' memory test, bandwidth and GEMM comparison: not a catalog kernel, so
+/// declared here and added to the compile tests by [`crate::kernels::builtin_cuda_sources`].
+pub(crate) const CUDA: CudaSource = cuda_source!(
+    "diag.cu",
+    [
+        "diag_fill",
+        "diag_check",
+        "diag_invert",
+        "diag_checksum",
+        "diag_checksum_expected",
+        "diag_copy",
+        "diag_triad",
+        "diag_compare",
+        "diag_flip",
+    ]
+);
 
 pub(super) const STRESS_FP32: &str = "stress_fp32";
 /// The evidence of a stress run that [`super::compare_devices`] compares.
@@ -494,7 +512,7 @@ impl<'a> Context<'a> {
     fn module(&mut self) -> Result<Kernels, GpuError> {
         let (module, _) = self
             .gpu
-            .module("diag.cu", source::DIAG, &Options::default())?;
+            .module(CUDA.file, CUDA.source, &Options::default())?;
         let f = |name| Gpu::function(&module, name);
         Ok(Kernels {
             fill: f("diag_fill")?,

@@ -26,6 +26,7 @@ use gpulab_shared::diag::{
 use gpulab_shared::{Device, DeviceKind};
 
 use crate::cuda::Gpu;
+pub(crate) use gpu::CUDA;
 
 /// What a run of one device is asked to do. Serde, so that the server can send it to a
 /// worker.

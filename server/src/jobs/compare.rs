@@ -45,7 +45,11 @@ pub fn compare(jobs: &[Job]) -> JobComparison {
                 throughput,
                 slower_than_best,
                 flagged: slower_than_best.is_some_and(|s| s > SLOW_THRESHOLD),
-                fraction_of_peak: None,
+                fraction_of_peak: job
+                    .result
+                    .as_ref()
+                    .filter(|_| job.status == JobStatus::Succeeded)
+                    .and_then(|r| r.fraction_of_peak.clone()),
             }
         })
         .collect();
@@ -114,6 +118,23 @@ mod tests {
         assert_eq!(c.entries[0].slower_than_best, Some(0.0));
         assert_eq!(c.entries[3].slower_than_best, None);
         assert!(c.complete);
+    }
+
+    #[test]
+    fn each_entry_carries_its_own_fraction_of_peak() {
+        let mut fast = job(0, JobStatus::Succeeded, Some(1000.0));
+        let peak = gpulab_shared::peaks::FractionOfPeak {
+            fraction: 0.5,
+            peak: "memory_bandwidth".into(),
+            peak_value: 2000.0,
+            unit: "GB/s".into(),
+            basis: gpulab_shared::peaks::PeakBasis::Computed,
+            convention: "read + write".into(),
+        };
+        fast.result.as_mut().unwrap().fraction_of_peak = Some(peak.clone());
+        let c = compare(&[fast, job(1, JobStatus::Succeeded, Some(900.0))]);
+        assert_eq!(c.entries[0].fraction_of_peak, Some(peak));
+        assert_eq!(c.entries[1].fraction_of_peak, None);
     }
 
     #[test]

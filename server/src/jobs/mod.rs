@@ -223,6 +223,7 @@ impl JobService {
                 diagnostics.clone(),
                 settings.worker.clone(),
                 device.kind == gpulab_shared::DeviceKind::Cpu,
+                crate::peaks::DevicePeaks::of(device),
             ));
         }
         Ok(JobService {
@@ -563,6 +564,11 @@ impl JobService {
 
     pub async fn list(&self, filter: JobFilter) -> anyhow::Result<JobPage> {
         blocking(&self.inner.store, move |s| s.list(&filter)).await
+    }
+
+    /// The newest `limit` succeeded jobs of `device` that have a roofline point.
+    pub async fn roofline_jobs(&self, device: String, limit: u32) -> anyhow::Result<Vec<Job>> {
+        blocking(&self.inner.store, move |s| s.roofline_jobs(&device, limit)).await
     }
 
     pub async fn artifact(&self, id: i64) -> anyhow::Result<Option<Artifact>> {

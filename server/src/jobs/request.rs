@@ -167,7 +167,11 @@ pub fn check(
         }
     })?;
     if let Some(k) = kernel {
-        let needed = k.memory_bytes(&params);
+        let job = k.configure(&params).map_err(|e| RequestError::Invalid {
+            field: e.field,
+            detail: e.detail,
+        })?;
+        let needed = job.memory_bytes();
         check_memory(&spec.name, needed, device, free_now)?;
         if device.kind == DeviceKind::Cuda {
             // The GPU path fills its inputs and checks its outputs on the host.

@@ -321,7 +321,9 @@ impl Ended {
 }
 
 /// Runs one device's jobs forever: the task the server starts for each device. Should the
-/// runner panic, its job fails and a new runner takes over the queue.
+/// runner panic, its job fails and a new runner takes over the queue. Each result is
+/// judged against `peaks` before it is stored (`result.fraction_of_peak`, `roofline`).
+#[allow(clippy::too_many_arguments)]
 pub async fn run_device(
     device: String,
     queue: Arc<DeviceQueue>,
@@ -330,6 +332,7 @@ pub async fn run_device(
     diagnostics: DiagnosticLedger,
     cmd: WorkerCommand,
     start_eagerly: bool,
+    peaks: crate::peaks::DevicePeaks,
 ) {
     loop {
         let runner = tokio::spawn(run_jobs(
@@ -340,6 +343,7 @@ pub async fn run_device(
             diagnostics.clone(),
             cmd.clone(),
             start_eagerly,
+            peaks.clone(),
         ));
         let panic = match runner.await {
             Err(e) if e.is_panic() => panic_message(e.into_panic().as_ref()),
@@ -395,6 +399,7 @@ enum Idle {
     WorkerExited(Option<ExitStatus>),
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_jobs(
     device: String,
     queue: Arc<DeviceQueue>,
@@ -403,6 +408,7 @@ async fn run_jobs(
     diagnostics: DiagnosticLedger,
     cmd: WorkerCommand,
     start_eagerly: bool,
+    peaks: crate::peaks::DevicePeaks,
 ) {
     let mut worker = None;
     if start_eagerly {
@@ -546,6 +552,10 @@ async fn run_jobs(
             worker_lost: _,
             undelivered: _,
         } = ended;
+        let mut result = result;
+        if let Some(result) = result.as_mut() {
+            crate::peaks::annotate(result, &job.kernel, &job.params, &peaks.now());
+        }
         let stored = blocking(&store, move |s| {
             s.finish(
                 id,

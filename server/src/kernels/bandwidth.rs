@@ -8,9 +8,12 @@ use gpulab_shared::{DeviceKind, KernelSpec, Verification};
 use rayon::prelude::*;
 use serde_json::json;
 
-use super::gpu::{self, source, BLOCK};
-use super::params::spec;
-use super::{rng, CpuRun, GpuRun, Kernel, PreparedGpu, ResolvedParams, RunReport, Work};
+use super::gpu::{self, BLOCK};
+use super::params::{spec, FromParams, ParamError};
+use super::{
+    cuda_source, rng, CpuRun, CudaSource, GpuRun, Kernel, PreparedGpu, ResolvedParams, RunReport,
+    Work,
+};
 use crate::cuda::{DriverContext, Gpu, GpuError, Options};
 use cudarc::driver::{CudaFunction, CudaSlice, PinnedHostSlice, PushKernelArg};
 
@@ -23,10 +26,30 @@ const WORD: usize = std::mem::size_of::<u64>();
 /// The random stream the source is filled from.
 const STREAM_SRC: u64 = 0;
 
+/// The CUDA source of the GPU path, with the entry points it launches.
+const CUDA: &[CudaSource] = &[cuda_source!("bandwidth.cu", ["copy_kernel"])];
+
 /// Buffer-to-buffer copy.
 pub struct Bandwidth;
 
+/// The parameters of a `bandwidth` job.
+pub struct BandwidthParams {
+    size_mib: u64,
+    seed: u64,
+}
+
+impl FromParams for BandwidthParams {
+    fn from_params(params: &ResolvedParams) -> Result<Self, ParamError> {
+        Ok(BandwidthParams {
+            size_mib: params.integer("size_mib")?,
+            seed: params.integer("seed")?,
+        })
+    }
+}
+
 impl Kernel for Bandwidth {
+    type Params = BandwidthParams;
+
     fn spec(&self) -> KernelSpec {
         KernelSpec {
             name: "bandwidth".into(),
@@ -49,14 +72,18 @@ impl Kernel for Bandwidth {
         }
     }
 
-    fn memory_bytes(&self, params: &ResolvedParams) -> u64 {
-        2 * (params.u64("size_mib") << 20)
+    fn cuda_sources(&self) -> &'static [CudaSource] {
+        CUDA
     }
 
-    fn prepare_cpu(&self, params: &ResolvedParams) -> Result<Box<dyn CpuRun>, String> {
-        let words = params.u64("size_mib") as usize * (1 << 20) / WORD;
+    fn memory_bytes(&self, params: &BandwidthParams) -> u64 {
+        2 * (params.size_mib << 20)
+    }
+
+    fn prepare_cpu(&self, params: &BandwidthParams) -> Result<Box<dyn CpuRun>, String> {
+        let words = params.size_mib as usize * (1 << 20) / WORD;
         let mut src = vec![0u64; words];
-        rng::fill_u64(params.u64("seed"), STREAM_SRC, &mut src);
+        rng::fill_u64(params.seed, STREAM_SRC, &mut src);
         Ok(Box::new(BandwidthRun {
             src,
             dst: vec![0; words],
@@ -65,16 +92,15 @@ impl Kernel for Bandwidth {
 
     fn prepare_cuda(
         &self,
-        params: &ResolvedParams,
+        params: &BandwidthParams,
         gpu: &mut Gpu,
     ) -> Result<PreparedGpu, GpuError> {
         gpu.ensure_fits(self.memory_bytes(params), "bandwidth")?;
-        let (module, report) =
-            gpu.module("bandwidth.cu", source::BANDWIDTH, &Options::default())?;
-        let bytes = params.u64("size_mib") as usize * (1 << 20);
+        let (module, report) = gpu.module(CUDA[0].file, CUDA[0].source, &Options::default())?;
+        let bytes = params.size_mib as usize * (1 << 20);
         let words = bytes / WORD;
         let mut src = vec![0u64; words];
-        rng::fill_u64(params.u64("seed"), STREAM_SRC, &mut src);
+        rng::fill_u64(params.seed, STREAM_SRC, &mut src);
         let run = BandwidthGpu {
             copy_kernel: Gpu::function(&module, "copy_kernel")?,
             src_device: gpu::upload(gpu, &src)?,
@@ -82,6 +108,10 @@ impl Kernel for Bandwidth {
             src,
         };
         Ok(PreparedGpu::new(run, vec![report]))
+    }
+
+    fn roofline_note(&self) -> &'static str {
+        "none: a copy does no arithmetic (its figure is judged against the memory bandwidth)"
     }
 }
 
@@ -340,6 +370,7 @@ mod tests {
     fn a_copy_passes_and_counts_both_directions() {
         let params = serde_json::from_value(json!({ "size_mib": 2, "seed": 3 })).unwrap();
         let params = ResolvedParams::resolve(&Bandwidth.spec().params, Some(&params)).unwrap();
+        let params = BandwidthParams::from_params(&params).unwrap();
         assert_eq!(Bandwidth.memory_bytes(&params), 4 << 20);
         let outcome = harness::time_cpu_run(Bandwidth.prepare_cpu(&params).unwrap(), 2, |_, _| {});
         let v = &outcome.result.verification;

@@ -7,9 +7,12 @@ use gpulab_shared::{DeviceKind, KernelSpec, Verification};
 use rayon::prelude::*;
 use serde_json::json;
 
-use super::gpu::{self, source};
-use super::params::spec;
-use super::{rng, Artifact, CpuRun, GpuRun, Kernel, PreparedGpu, ResolvedParams, RunReport, Work};
+use super::gpu;
+use super::params::{spec, FromParams, ParamError};
+use super::{
+    cuda_source, rng, Artifact, CpuRun, CudaSource, GpuRun, Kernel, PreparedGpu, ResolvedParams,
+    RunReport, Work,
+};
 use crate::cuda::{DriverContext, Gpu, GpuError, Options};
 use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
 
@@ -27,10 +30,15 @@ const SAMPLE_SEED: u64 = 0x6D61_6E64_656C;
 /// differently, which changes the count of a few pixels on chaotic orbits near the boundary.
 const MISMATCH_TOLERANCE: f64 = 0.001;
 
+/// The CUDA source of the GPU path, with the entry points it launches.
+const CUDA: &[CudaSource] = &[cuda_source!("mandelbrot.cu", ["mandelbrot"])];
+
 /// Escape-time rendering of the Mandelbrot set.
 pub struct Mandelbrot;
 
 impl Kernel for Mandelbrot {
+    type Params = View;
+
     fn spec(&self) -> KernelSpec {
         KernelSpec {
             name: "mandelbrot".into(),
@@ -93,36 +101,40 @@ impl Kernel for Mandelbrot {
         }
     }
 
-    fn memory_bytes(&self, params: &ResolvedParams) -> u64 {
-        // Iteration counts (4 bytes), the RGB image (3) and, at most, its PNG (3 more).
-        params.u64("width") * params.u64("height") * 10
+    fn cuda_sources(&self) -> &'static [CudaSource] {
+        CUDA
     }
 
-    fn prepare_cpu(&self, params: &ResolvedParams) -> Result<Box<dyn CpuRun>, String> {
-        let view = View::from_params(params);
+    fn memory_bytes(&self, params: &View) -> u64 {
+        // Iteration counts (4 bytes), the RGB image (3) and, at most, its PNG (3 more).
+        params.width as u64 * params.height as u64 * 10
+    }
+
+    fn prepare_cpu(&self, params: &View) -> Result<Box<dyn CpuRun>, String> {
+        let view = *params;
         Ok(Box::new(MandelbrotRun {
             view,
             iterations: vec![0; view.width * view.height],
         }))
     }
 
-    fn prepare_cuda(
-        &self,
-        params: &ResolvedParams,
-        gpu: &mut Gpu,
-    ) -> Result<PreparedGpu, GpuError> {
+    fn prepare_cuda(&self, params: &View, gpu: &mut Gpu) -> Result<PreparedGpu, GpuError> {
         gpu.ensure_fits(self.memory_bytes(params), "mandelbrot")?;
         // Each product rounded on its own, as on the host, so the counts match the
         // reference's exactly.
         let options = Options { no_fmad: true };
-        let (module, report) = gpu.module("mandelbrot.cu", source::MANDELBROT, &options)?;
-        let view = View::from_params(params);
+        let (module, report) = gpu.module(CUDA[0].file, CUDA[0].source, &options)?;
+        let view = *params;
         let run = MandelbrotGpu {
             function: Gpu::function(&module, "mandelbrot")?,
             view,
             iterations: gpu::zeros(gpu, view.width * view.height)?,
         };
         Ok(PreparedGpu::new(run, vec![report]))
+    }
+
+    fn roofline_note(&self) -> &'static str {
+        "none: the FLOPs per pixel depend on how many iterations each point takes to escape"
     }
 }
 
@@ -170,7 +182,7 @@ impl GpuRun for MandelbrotGpu {
 /// What part of the plane is drawn, and how finely: `span` wide across the image, with
 /// square pixels and the imaginary axis pointing up.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct View {
+pub struct View {
     width: usize,
     height: usize,
     max_iter: u32,
@@ -179,18 +191,24 @@ struct View {
     span: f64,
 }
 
-impl View {
-    fn from_params(params: &ResolvedParams) -> Self {
-        View {
-            width: params.u64("width") as usize,
-            height: params.u64("height") as usize,
-            max_iter: params.u64("max_iter") as u32,
-            center_x: params.f64("center_x"),
-            center_y: params.f64("center_y"),
-            span: params.f64("span"),
-        }
+impl FromParams for View {
+    fn from_params(params: &ResolvedParams) -> Result<Self, ParamError> {
+        let max_iter = params.integer("max_iter")?;
+        Ok(View {
+            width: params.count("width")?,
+            height: params.count("height")?,
+            max_iter: u32::try_from(max_iter).map_err(|_| ParamError {
+                field: "params.max_iter".into(),
+                detail: format!("`max_iter` must fit 32 bits, got {max_iter}"),
+            })?,
+            center_x: params.number("center_x")?,
+            center_y: params.number("center_y")?,
+            span: params.number("span")?,
+        })
     }
+}
 
+impl View {
     /// The point at the centre of pixel `(px, py)`.
     fn point(&self, px: usize, py: usize) -> (f64, f64) {
         let step = self.span / self.width as f64;
@@ -401,6 +419,7 @@ mod tests {
         let params =
             serde_json::from_value(json!({ "width": 100, "height": 64, "max_iter": 100 })).unwrap();
         let params = ResolvedParams::resolve(&Mandelbrot.spec().params, Some(&params)).unwrap();
+        let params = View::from_params(&params).unwrap();
         let outcome = harness::time_cpu_run(Mandelbrot.prepare_cpu(&params).unwrap(), 2, |_, _| {});
         let v = &outcome.result.verification;
         assert!(v.passed && v.max_rel_error == 0.0, "{v:?}");

@@ -1,13 +1,17 @@
 //! `matmul`: the single-precision matrix product `C = A·B`: on the CPU through
-//! `matrixmultiply`'s SGEMM, on a GPU through cuBLAS SGEMM (TF32 off) or the tiled
-//! shared-memory teaching kernel of `matmul_tiled.cu`, chosen by `variant`.
+//! `matrixmultiply`'s SGEMM, on a GPU through cuBLAS SGEMM (TF32 off) or one of the two
+//! teaching kernels, chosen by `variant`: the shared-memory tiling of `matmul_tiled.cu`, and
+//! `matmul_register_tiled.cu`, where each thread computes an 8×8 block of C in registers.
 
 use gpulab_shared::{DeviceKind, KernelSpec, Verification};
 use serde_json::json;
 
-use super::gpu::{self, source};
-use super::params::spec;
-use super::{rng, CpuRun, GpuRun, Kernel, PreparedGpu, ResolvedParams, RunReport, Work};
+use super::gpu;
+use super::params::{choice_enum, spec, Choice, FromParams, ParamError};
+use super::{
+    cuda_source, rng, CpuRun, CudaSource, GpuRun, Kernel, PreparedGpu, ResolvedParams, RunReport,
+    Work,
+};
 use crate::cuda::{DriverContext, Gpu, GpuError, Options};
 use cudarc::cublas::{sys::cublasOperation_t, Gemm, GemmConfig};
 use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
@@ -23,10 +27,49 @@ const SAMPLE_SEED: u64 = 0x6D61_746D_756C;
 /// Entries of `C` checked against a double-precision dot product.
 const SAMPLE: usize = 256;
 
+/// The teaching kernels' sources; cuBLAS needs none.
+const CUDA: &[CudaSource] = &[TILED, REGISTER_TILED];
+const TILED: CudaSource = cuda_source!("matmul_tiled.cu", ["matmul_tiled"]);
+const REGISTER_TILED: CudaSource =
+    cuda_source!("matmul_register_tiled.cu", ["matmul_register_tiled"]);
+
+choice_enum! {
+    /// How a CUDA device computes the product: the ladder from the teaching kernels to cuBLAS.
+    pub enum Variant {
+        Cublas = "cublas",
+        Tiled = "tiled",
+        RegisterTiled = "register_tiled",
+    }
+}
+
 /// Dense matrix product.
 pub struct Matmul;
 
+/// The parameters of a `matmul` job.
+#[derive(Debug, Clone, Copy)]
+pub struct MatmulParams {
+    shape: Shape,
+    seed: u64,
+    variant: Variant,
+}
+
+impl FromParams for MatmulParams {
+    fn from_params(params: &ResolvedParams) -> Result<Self, ParamError> {
+        Ok(MatmulParams {
+            shape: Shape {
+                m: params.count("m")?,
+                n: params.count("n")?,
+                k: params.count("k")?,
+            },
+            seed: params.integer("seed")?,
+            variant: params.choice("variant")?,
+        })
+    }
+}
+
 impl Kernel for Matmul {
+    type Params = MatmulParams;
+
     fn spec(&self) -> KernelSpec {
         let dim =
             |name: &str, help: &str| spec::integer(name, 1024, 1, 16384, Some("elements"), help);
@@ -45,12 +88,12 @@ impl Kernel for Matmul {
                     "Columns of A, rows of B: the length of each dot product.",
                 ),
                 spec::seed(),
-                spec::choice(
+                spec::choice_of(
                     "variant",
-                    "cublas",
-                    &["cublas", "tiled"],
-                    "On a CUDA device: cuBLAS SGEMM (TF32 off), or the tiled shared-memory \
-                     kernel of the CUDA programming guide. The CPU always runs \
+                    Variant::Cublas,
+                    "On a CUDA device: cuBLAS SGEMM (TF32 off), the tiled shared-memory \
+                     kernel of the CUDA programming guide, or the register-tiled teaching \
+                     kernel (an 8×8 block of C per thread, float4 loads). The CPU always runs \
                      matrixmultiply's SGEMM.",
                 ),
             ],
@@ -58,61 +101,65 @@ impl Kernel for Matmul {
         }
     }
 
-    fn memory_bytes(&self, params: &ResolvedParams) -> u64 {
-        let (m, n, k) = (params.u64("m"), params.u64("n"), params.u64("k"));
-        (m * k + k * n + m * n) * 4
+    fn cuda_sources(&self) -> &'static [CudaSource] {
+        CUDA
     }
 
-    fn prepare_cpu(&self, params: &ResolvedParams) -> Result<Box<dyn CpuRun>, String> {
-        let shape = Shape {
-            m: params.u64("m") as usize,
-            n: params.u64("n") as usize,
-            k: params.u64("k") as usize,
-        };
-        let seed = params.u64("seed");
+    fn memory_bytes(&self, params: &MatmulParams) -> u64 {
+        let Shape { m, n, k } = params.shape;
+        (m * k + k * n + m * n) as u64 * 4
+    }
+
+    fn prepare_cpu(&self, params: &MatmulParams) -> Result<Box<dyn CpuRun>, String> {
+        let MatmulParams {
+            shape,
+            seed,
+            variant,
+        } = *params;
         let mut a = vec![0.0; shape.m * shape.k];
         let mut b = vec![0.0; shape.k * shape.n];
         rng::fill_uniform_f32(seed, STREAM_A, &mut a, -1.0, 1.0);
         rng::fill_uniform_f32(seed, STREAM_B, &mut b, -1.0, 1.0);
         Ok(Box::new(MatmulRun {
             shape,
+            variant,
             a,
             b,
             c: vec![0.0; shape.m * shape.n],
         }))
     }
 
-    fn prepare_cuda(
-        &self,
-        params: &ResolvedParams,
-        gpu: &mut Gpu,
-    ) -> Result<PreparedGpu, GpuError> {
+    fn prepare_cuda(&self, params: &MatmulParams, gpu: &mut Gpu) -> Result<PreparedGpu, GpuError> {
         gpu.ensure_fits(self.memory_bytes(params), "matmul")?;
-        let shape = Shape {
-            m: params.u64("m") as usize,
-            n: params.u64("n") as usize,
-            k: params.u64("k") as usize,
+        let MatmulParams {
+            shape,
+            seed,
+            variant,
+        } = *params;
+        let kernel = |gpu: &mut Gpu, source: CudaSource| {
+            let (module, report) = gpu.module(source.file, source.source, &Options::default())?;
+            Ok::<_, GpuError>((Gpu::function(&module, source.entry_points[0])?, report))
         };
-        let (variant, modules) = match params.str("variant") {
-            "tiled" => {
-                let (module, report) =
-                    gpu.module("matmul_tiled.cu", source::MATMUL_TILED, &Options::default())?;
-                (
-                    Variant::Tiled(Gpu::function(&module, "matmul_tiled")?),
-                    vec![report],
-                )
+        let (path, modules) = match variant {
+            Variant::Tiled => {
+                let (function, report) = kernel(gpu, TILED)?;
+                (GpuPath::Tiled(function), vec![report])
             }
-            _ => {
+            Variant::RegisterTiled => {
+                let (function, report) = kernel(gpu, REGISTER_TILED)?;
+                (GpuPath::RegisterTiled(function), vec![report])
+            }
+            Variant::Cublas => {
                 gpu.blas()?;
-                (Variant::Cublas, Vec::new())
+                (GpuPath::Cublas, Vec::new())
             }
         };
-        let seed = params.u64("seed");
         let mut a = vec![0.0; shape.m * shape.k];
         let mut b = vec![0.0; shape.k * shape.n];
         rng::fill_uniform_f32(seed, STREAM_A, &mut a, -1.0, 1.0);
         rng::fill_uniform_f32(seed, STREAM_B, &mut b, -1.0, 1.0);
         let run = MatmulGpu {
+            path,
             variant,
             shape,
             a_device: gpu::upload(gpu, &a)?,
@@ -123,17 +170,53 @@ impl Kernel for Matmul {
         };
         Ok(PreparedGpu::new(run, modules))
     }
+
+    /// Provisional (branch `peaks`), until `gemm` gives matmul its data types: 2·m·n·k FLOP
+    /// over the compulsory traffic, A and B read once and C written once, in fp32.
+    fn op_counts(&self, params: &Self::Params) -> Option<super::OpCounts> {
+        let Shape { m, n, k } = params.shape;
+        let (m, n, k) = (m as f64, n as f64, k as f64);
+        Some(super::OpCounts {
+            flops: 2.0 * m * n * k,
+            bytes: (m * k + k * n + m * n) * 4.0,
+            ceiling: "fp32",
+        })
+    }
+
+    fn roofline_note(&self) -> &'static str {
+        "2 × m × n × k FLOP over (m × k + k × n + m × n) × 4 bytes, each matrix moved once"
+    }
 }
 
 /// The tile of `matmul_tiled.cu`: its blocks are `TILE × TILE` threads.
 const TILE: u32 = 32;
 
-enum Variant {
+/// The tile of C a block of `matmul_register_tiled.cu` computes (`BM × BN`), and its threads:
+/// the kernel's `#define`s, which a test compares with these.
+const RT_BM: u32 = 128;
+const RT_BN: u32 = 128;
+const RT_THREADS: u32 = 256;
+
+/// The launch of `matmul_register_tiled` for an m×n C: one block per `RT_BM × RT_BN` tile,
+/// the last row and column of tiles partly outside C (the kernel guards every index).
+fn register_tiled_launch(m: usize, n: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: ((n as u32).div_ceil(RT_BN), (m as u32).div_ceil(RT_BM), 1),
+        block_dim: (RT_THREADS, 1, 1),
+        // Its tiles are static shared memory.
+        shared_mem_bytes: 0,
+    }
+}
+
+/// What a CUDA device runs: cuBLAS, or a teaching kernel's function.
+enum GpuPath {
     Cublas,
     Tiled(CudaFunction),
+    RegisterTiled(CudaFunction),
 }
 
 struct MatmulGpu {
+    path: GpuPath,
     variant: Variant,
     shape: Shape,
     /// The inputs, kept on the host for the reference dot products.
@@ -147,8 +230,8 @@ struct MatmulGpu {
 impl GpuRun for MatmulGpu {
     fn step(&mut self, gpu: &Gpu) -> Result<(), GpuError> {
         let Shape { m, n, k } = self.shape;
-        match &self.variant {
-            Variant::Cublas => {
+        match &self.path {
+            GpuPath::Cublas => {
                 // cuBLAS is column-major: a row-major C = A·B is the column-major
                 // Cᵀ = Bᵀ·Aᵀ, with B (n×k column-major view) first.
                 let cfg = GemmConfig {
@@ -171,7 +254,7 @@ impl GpuRun for MatmulGpu {
                 unsafe { blas.gemm(cfg, &self.b_device, &self.a_device, &mut self.c) }
                     .map_err(|e| GpuError::Other(format!("cuBLAS SGEMM failed: {e:?}")))?;
             }
-            Variant::Tiled(function) => {
+            GpuPath::Tiled(function) => {
                 let (mi, ni, ki) = (m as i32, n as i32, k as i32);
                 let mut launch = gpu.stream.launch_builder(function);
                 launch
@@ -190,6 +273,24 @@ impl GpuRun for MatmulGpu {
                 // gets A (m×k), B (k×n) and C (m×n) and guards every index by m, n and k.
                 unsafe { launch.launch(cfg) }.during("launching matmul_tiled")?;
             }
+            GpuPath::RegisterTiled(function) => {
+                let (mi, ni, ki) = (m as i32, n as i32, k as i32);
+                let mut launch = gpu.stream.launch_builder(function);
+                launch
+                    .arg(&self.a_device)
+                    .arg(&self.b_device)
+                    .arg(&mut self.c)
+                    .arg(&mi)
+                    .arg(&ni)
+                    .arg(&ki);
+                // SAFETY: matmul_register_tiled(const float*, const float*, float*, int, int,
+                // int) gets A (m×k), B (k×n) and C (m×n), guards every index by m, n and k,
+                // and reads or writes float4s only where k (A) or n (B, C) is a multiple of 4,
+                // which makes their addresses 16-byte aligned in these cuMemAlloc buffers. Its
+                // blocks are the RT_THREADS threads its __launch_bounds__ names.
+                unsafe { launch.launch(register_tiled_launch(m, n)) }
+                    .during("launching matmul_register_tiled")?;
+            }
         }
         Ok(())
     }
@@ -198,10 +299,7 @@ impl GpuRun for MatmulGpu {
         let Shape { m, n, k } = self.shape;
         let c = gpu::download(gpu, &self.c)?;
         let (verification, checked) = verify(self.shape, &self.a, &self.b, &c[..m * n]);
-        let variant = match self.variant {
-            Variant::Cublas => "cublas",
-            Variant::Tiled(_) => "tiled",
-        };
+        let variant = self.variant.name();
         Ok(RunReport {
             work: Work::Flops(2.0 * m as f64 * n as f64 * k as f64),
             verification,
@@ -225,6 +323,8 @@ struct Shape {
 
 struct MatmulRun {
     shape: Shape,
+    /// The variant asked for, which only a CUDA device distinguishes.
+    variant: Variant,
     a: Vec<f32>,
     b: Vec<f32>,
     c: Vec<f32>,
@@ -262,7 +362,14 @@ impl CpuRun for MatmulRun {
         RunReport {
             work: Work::Flops(2.0 * m as f64 * n as f64 * k as f64),
             verification,
-            output: json!({ "m": m, "n": n, "k": k, "checked_entries": checked }),
+            output: json!({
+                "m": m, "n": n, "k": k,
+                "checked_entries": checked,
+                "ran": format!(
+                    "matrixmultiply's SGEMM: variant `{}` applies to CUDA devices only",
+                    self.variant.name()
+                ),
+            }),
             artifact: None,
         }
     }
@@ -318,6 +425,7 @@ mod tests {
     fn run(params: serde_json::Value) -> harness::Outcome {
         let params = serde_json::from_value(params).unwrap();
         let params = ResolvedParams::resolve(&Matmul.spec().params, Some(&params)).unwrap();
+        let params = MatmulParams::from_params(&params).unwrap();
         harness::time_cpu_run(Matmul.prepare_cpu(&params).unwrap(), 2, |_, _| {})
     }
 
@@ -341,6 +449,94 @@ mod tests {
         let outcome = run(json!({ "m": 1, "n": 3, "k": 1 }));
         assert!(outcome.result.verification.passed);
         assert_eq!(outcome.result.output["checked_entries"], 3);
+    }
+
+    #[test]
+    fn the_cpu_says_what_ran_whatever_the_variant() {
+        for variant in ["cublas", "tiled", "register_tiled"] {
+            let outcome = run(json!({ "m": 9, "n": 7, "k": 5, "variant": variant }));
+            assert!(outcome.result.verification.passed, "{variant}");
+            let ran = outcome.result.output["ran"].as_str().unwrap();
+            assert!(
+                ran.starts_with("matrixmultiply's SGEMM") && ran.contains(variant),
+                "{ran}"
+            );
+        }
+    }
+
+    /// The `#define NAME value` integers of a CUDA source.
+    fn defines(source: &str) -> std::collections::HashMap<&str, u32> {
+        source
+            .lines()
+            .filter_map(|line| {
+                let mut words = line.strip_prefix("#define ")?.split_whitespace();
+                Some((words.next()?, words.next()?.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// The launch in Rust and the kernel's tile agree, and the kernel's index arithmetic,
+    /// written out again here, gives every entry of C to exactly one thread and loads every
+    /// entry of each tile exactly once, for sizes at and around the tile's edges. (The CUDA
+    /// code cannot run here; the GPU check runs it against the reference.)
+    #[test]
+    fn register_tiled_launch_covers_c_once_and_matches_the_kernel() {
+        let d = defines(REGISTER_TILED.source);
+        let (bm, bn, bk, tm, tn, threads) =
+            (d["BM"], d["BN"], d["BK"], d["TM"], d["TN"], d["THREADS"]);
+        assert_eq!((bm, bn, threads), (RT_BM, RT_BN, RT_THREADS));
+        assert_eq!((bm / tm) * (bn / tn), threads, "one TM×TN block per thread");
+        assert_eq!(bm * bk, 4 * threads, "one float4 of A's tile per thread");
+        assert_eq!(bk * bn, 4 * threads, "one float4 of B's tile per thread");
+        assert!(bk % 4 == 0 && tm % 4 == 0 && tn % 4 == 0, "float4 steps");
+        let shared = 4 * bk * (bm + bn);
+        assert!(shared <= 48 << 10, "{shared} bytes of static shared memory");
+
+        // Each thread's float4 of the A tile (row, first column) and of the B tile.
+        let mut a_tile = vec![0u32; (bm * bk) as usize];
+        let mut b_tile = vec![0u32; (bk * bn) as usize];
+        for tid in 0..threads {
+            let (a_row, a_col) = (tid / (bk / 4), (tid % (bk / 4)) * 4);
+            let (b_row, b_col) = (tid / (bn / 4), (tid % (bn / 4)) * 4);
+            for q in 0..4 {
+                a_tile[(a_row * bk + a_col + q) as usize] += 1;
+                b_tile[(b_row * bn + b_col + q) as usize] += 1;
+            }
+        }
+        assert!(a_tile.iter().chain(&b_tile).all(|&count| count == 1));
+
+        for (m, n) in [
+            (1, 1),
+            (127, 129),
+            (128, 128),
+            (129, 257),
+            (300, 4),
+            (5, 1000),
+        ] {
+            let cfg = register_tiled_launch(m, n);
+            assert_eq!(cfg.block_dim, (threads, 1, 1));
+            let (gx, gy, gz) = cfg.grid_dim;
+            assert_eq!(gz, 1);
+            // No block lies wholly outside C.
+            assert!(((gx - 1) * bn) < n as u32 && ((gy - 1) * bm) < m as u32);
+            let mut owners = vec![0u32; m * n];
+            for (bx, by, tid) in (0..gx)
+                .flat_map(|bx| (0..gy).map(move |by| (bx, by)))
+                .flat_map(|(bx, by)| (0..threads).map(move |tid| (bx, by, tid)))
+            {
+                let (tx, ty) = (tid % (bn / tn), tid / (bn / tn));
+                for i in 0..tm {
+                    for j in 0..tn {
+                        let row = (by * bm + ty * tm + i) as usize;
+                        let col = (bx * bn + tx * tn + j) as usize;
+                        if row < m && col < n {
+                            owners[row * n + col] += 1;
+                        }
+                    }
+                }
+            }
+            assert!(owners.iter().all(|&o| o == 1), "{m}×{n}");
+        }
     }
 
     #[test]

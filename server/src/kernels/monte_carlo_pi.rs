@@ -13,9 +13,12 @@ use gpulab_shared::{DeviceKind, KernelSpec, Verification};
 use rayon::prelude::*;
 use serde_json::json;
 
-use super::gpu::{self, source, BLOCK};
-use super::params::spec;
-use super::{rng, CpuRun, GpuRun, Kernel, PreparedGpu, ResolvedParams, RunReport, Work};
+use super::gpu::{self, BLOCK};
+use super::params::{spec, FromParams, ParamError};
+use super::{
+    cuda_source, rng, CpuRun, CudaSource, GpuRun, Kernel, PreparedGpu, ResolvedParams, RunReport,
+    Work,
+};
 use crate::cuda::{DriverContext, Gpu, GpuError, Options};
 use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
 
@@ -28,10 +31,30 @@ const CHUNK: u64 = 1 << 16;
 /// How many standard deviations of the estimator the estimate may be off.
 const SIGMAS: f64 = 5.0;
 
+/// The CUDA source of the GPU path, with the entry points it launches.
+const CUDA: &[CudaSource] = &[cuda_source!("monte_carlo_pi.cu", ["monte_carlo_pi"])];
+
 /// Monte Carlo estimate of π.
 pub struct MonteCarloPi;
 
+/// The parameters of a `monte_carlo_pi` job.
+pub struct MonteCarloPiParams {
+    samples: u64,
+    seed: u64,
+}
+
+impl FromParams for MonteCarloPiParams {
+    fn from_params(params: &ResolvedParams) -> Result<Self, ParamError> {
+        Ok(MonteCarloPiParams {
+            samples: params.integer("samples")?,
+            seed: params.integer("seed")?,
+        })
+    }
+}
+
 impl Kernel for MonteCarloPi {
+    type Params = MonteCarloPiParams;
+
     fn spec(&self) -> KernelSpec {
         KernelSpec {
             name: "monte_carlo_pi".into(),
@@ -55,42 +78,46 @@ impl Kernel for MonteCarloPi {
         }
     }
 
-    fn memory_bytes(&self, _params: &ResolvedParams) -> u64 {
+    fn cuda_sources(&self) -> &'static [CudaSource] {
+        CUDA
+    }
+
+    fn memory_bytes(&self, _params: &MonteCarloPiParams) -> u64 {
         // Nothing but a counter per task.
         0
     }
 
-    fn prepare_cpu(&self, params: &ResolvedParams) -> Result<Box<dyn CpuRun>, String> {
+    fn prepare_cpu(&self, params: &MonteCarloPiParams) -> Result<Box<dyn CpuRun>, String> {
         Ok(Box::new(MonteCarloPiRun {
-            seed: params.u64("seed"),
-            samples: params.u64("samples"),
+            seed: params.seed,
+            samples: params.samples,
             hits: 0,
         }))
     }
 
     fn prepare_cuda(
         &self,
-        params: &ResolvedParams,
+        params: &MonteCarloPiParams,
         gpu: &mut Gpu,
     ) -> Result<PreparedGpu, GpuError> {
-        let (module, report) = gpu.module(
-            "monte_carlo_pi.cu",
-            source::MONTE_CARLO_PI,
-            &Options::default(),
-        )?;
-        let samples = params.u64("samples");
+        let (module, report) = gpu.module(CUDA[0].file, CUDA[0].source, &Options::default())?;
+        let samples = params.samples;
         // Many samples per thread amortise the block's reduction and its one atomic.
         let blocks = samples
             .div_ceil(BLOCK as u64)
             .clamp(1, 4 * gpu::resident_blocks(gpu) as u64) as u32;
         let run = MonteCarloPiGpu {
             function: Gpu::function(&module, "monte_carlo_pi")?,
-            seed: params.u64("seed"),
+            seed: params.seed,
             samples,
             blocks,
             hits: gpu::zeros(gpu, 1)?,
         };
         Ok(PreparedGpu::new(run, vec![report]))
+    }
+
+    fn roofline_note(&self) -> &'static str {
+        "none: the work is random-number generation in registers, with no memory traffic"
     }
 }
 
@@ -250,6 +277,7 @@ mod tests {
     fn run(params: serde_json::Value) -> harness::Outcome {
         let params = serde_json::from_value(params).unwrap();
         let params = ResolvedParams::resolve(&MonteCarloPi.spec().params, Some(&params)).unwrap();
+        let params = MonteCarloPiParams::from_params(&params).unwrap();
         harness::time_cpu_run(MonteCarloPi.prepare_cpu(&params).unwrap(), 2, |_, _| {})
     }
 

@@ -52,30 +52,110 @@ impl ResolvedParams {
         self.0
     }
 
-    /// An integer parameter. Panics when the schema did not declare `name` an integer.
-    pub fn u64(&self, name: &str) -> u64 {
-        self.0
-            .get(name)
-            .and_then(Value::as_u64)
-            .unwrap_or_else(|| panic!("parameter `{name}` is not a resolved integer"))
+    /// The value of `name`, or an error naming it when the schema had no such parameter.
+    fn value(&self, name: &str) -> Result<&Value, ParamError> {
+        self.0.get(name).ok_or_else(|| ParamError {
+            field: format!("params.{name}"),
+            detail: format!("missing parameter `{name}`"),
+        })
     }
 
-    /// A number parameter. Panics when the schema did not declare `name` a number.
-    pub fn f64(&self, name: &str) -> f64 {
-        self.0
-            .get(name)
-            .and_then(Value::as_f64)
-            .unwrap_or_else(|| panic!("parameter `{name}` is not a resolved number"))
+    fn wrong_type(name: &str, expected: &str, value: &Value) -> ParamError {
+        ParamError {
+            field: format!("params.{name}"),
+            detail: format!("`{name}` must be {expected}, got {value}"),
+        }
     }
 
-    /// A string or enum parameter. Panics when the schema did not declare `name` one.
-    pub fn str(&self, name: &str) -> &str {
-        self.0
-            .get(name)
-            .and_then(Value::as_str)
-            .unwrap_or_else(|| panic!("parameter `{name}` is not a resolved string"))
+    /// A non-negative integer parameter.
+    pub fn integer(&self, name: &str) -> Result<u64, ParamError> {
+        let value = self.value(name)?;
+        value
+            .as_u64()
+            .ok_or_else(|| Self::wrong_type(name, "a non-negative integer", value))
+    }
+
+    /// A non-negative integer parameter that counts things held in memory.
+    pub fn count(&self, name: &str) -> Result<usize, ParamError> {
+        let value = self.value(name)?;
+        value
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| Self::wrong_type(name, "a count that fits this host", value))
+    }
+
+    /// A number parameter (an integer is a number too).
+    pub fn number(&self, name: &str) -> Result<f64, ParamError> {
+        let value = self.value(name)?;
+        value
+            .as_f64()
+            .ok_or_else(|| Self::wrong_type(name, "a number", value))
+    }
+
+    /// An enum parameter, read into the Rust enum `C` whose names the schema offered.
+    pub fn choice<C: Choice>(&self, name: &str) -> Result<C, ParamError> {
+        let value = self.value(name)?;
+        value.as_str().and_then(C::from_name).ok_or_else(|| {
+            let names: Vec<&str> = C::CHOICES.iter().map(|(n, _)| *n).collect();
+            Self::wrong_type(name, &format!("one of {}", names.join(", ")), value)
+        })
     }
 }
+
+/// A kernel's typed parameters, read once from [`ResolvedParams`].
+pub trait FromParams: Sized {
+    /// Reads every parameter; a missing one or one of the wrong type is an error.
+    fn from_params(params: &ResolvedParams) -> Result<Self, ParamError>;
+}
+
+/// A Rust enum behind an enum parameter: its values and their names in the API, in the order
+/// the catalog lists them. Declare one with [`choice_enum!`], and its schema with
+/// [`spec::choice_of`], so that the schema and the parsing share one list.
+pub trait Choice: Copy + 'static {
+    const CHOICES: &'static [(&'static str, Self)];
+
+    /// The name of this value in the API.
+    fn name(self) -> &'static str;
+
+    /// The value called `name`, if there is one.
+    fn from_name(name: &str) -> Option<Self> {
+        Self::CHOICES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, c)| *c)
+    }
+}
+
+/// Declares an enum parameter's Rust enum and its API names:
+///
+/// ```ignore
+/// choice_enum! {
+///     /// How the product is computed.
+///     pub enum Variant { Cublas = "cublas", Tiled = "tiled" }
+/// }
+/// ```
+macro_rules! choice_enum {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident {
+        $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)?
+    }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        $vis enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $crate::kernels::params::Choice for $name {
+            const CHOICES: &'static [(&'static str, Self)] = &[$(($text, $name::$variant)),+];
+
+            fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+    };
+}
+pub(crate) use choice_enum;
 
 fn check(spec: &ParamSpec, value: &Value) -> Result<Value, ParamError> {
     let field = format!("params.{}", spec.name);
@@ -223,6 +303,12 @@ pub mod spec {
         }
     }
 
+    /// The enum parameter of the Rust enum `C`, its choices in `C`'s order.
+    pub fn choice_of<C: super::Choice>(name: &str, default: C, help: &str) -> ParamSpec {
+        let names: Vec<&str> = C::CHOICES.iter().map(|(n, _)| *n).collect();
+        choice(name, default.name(), &names, help)
+    }
+
     /// The `seed` every kernel draws its inputs from.
     pub fn seed() -> ParamSpec {
         integer(
@@ -241,20 +327,65 @@ mod tests {
     use super::spec::*;
     use super::*;
 
+    choice_enum! {
+        enum Which { Tiled = "tiled", Cublas = "cublas" }
+    }
+
     fn specs() -> Vec<ParamSpec> {
         vec![
             integer("n", 1024, 1, 1 << 20, Some("elements"), "Elements."),
             number("alpha", 2.0, -10.0, 10.0, None, "Scale."),
-            choice("variant", "tiled", &["tiled", "cublas"], "Which."),
+            choice_of("variant", Which::Tiled, "Which."),
         ]
+    }
+
+    #[test]
+    fn an_enum_schema_lists_the_rust_enums_names_in_order() {
+        let variant = &specs()[2];
+        assert_eq!(variant.ty, ParamType::Enum);
+        assert_eq!(variant.default, Value::from("tiled"));
+        assert_eq!(
+            variant.choices.as_deref(),
+            Some(&["tiled".to_string(), "cublas".to_string()][..])
+        );
+        let given: Params = [("variant".to_string(), Value::from("cublas"))].into();
+        let p = ResolvedParams::resolve(&specs(), Some(&given)).unwrap();
+        assert_eq!(p.choice::<Which>("variant"), Ok(Which::Cublas));
+        assert_eq!(Which::Cublas.name(), "cublas");
+    }
+
+    /// The typed getters answer a name the schema lacks, or a value of another type, with an
+    /// error naming the parameter: the old string getters panicked.
+    #[test]
+    fn a_wrong_name_or_type_is_an_error_not_a_panic() {
+        let p = ResolvedParams::resolve(&specs(), None).unwrap();
+        let e = p.integer("m").unwrap_err();
+        assert_eq!(e.field, "params.m");
+        assert!(e.detail.contains("missing"), "{}", e.detail);
+        assert_eq!(p.integer("alpha").unwrap_err().field, "params.alpha");
+        assert_eq!(p.count("variant").unwrap_err().field, "params.variant");
+        assert!(p.number("variant").is_err());
+        let e = p.choice::<Which>("n").unwrap_err();
+        assert!(e.detail.contains("one of tiled, cublas"), "{}", e.detail);
+        // Parameters the worker trusts are still checked where they are read.
+        let trusted = ResolvedParams::trusted(
+            [
+                ("n".to_string(), Value::from(-1)),
+                ("variant".to_string(), Value::from("naive")),
+            ]
+            .into(),
+        );
+        assert!(trusted.integer("n").is_err());
+        assert!(trusted.choice::<Which>("variant").is_err());
     }
 
     #[test]
     fn defaults_fill_missing_parameters() {
         let p = ResolvedParams::resolve(&specs(), None).unwrap();
-        assert_eq!(p.u64("n"), 1024);
-        assert_eq!(p.f64("alpha"), 2.0);
-        assert_eq!(p.str("variant"), "tiled");
+        assert_eq!(p.integer("n"), Ok(1024));
+        assert_eq!(p.count("n"), Ok(1024));
+        assert_eq!(p.number("alpha"), Ok(2.0));
+        assert_eq!(p.choice::<Which>("variant"), Ok(Which::Tiled));
     }
 
     #[test]
@@ -263,8 +394,8 @@ mod tests {
         assert_eq!(
             ResolvedParams::resolve(&specs(), Some(&given))
                 .unwrap()
-                .u64("n"),
-            4096
+                .integer("n"),
+            Ok(4096)
         );
     }
 

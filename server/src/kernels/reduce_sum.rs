@@ -10,9 +10,12 @@ use gpulab_shared::{DeviceKind, KernelSpec, Verification};
 use rayon::prelude::*;
 use serde_json::json;
 
-use super::gpu::{self, source, BLOCK};
-use super::params::spec;
-use super::{rng, CpuRun, GpuRun, Kernel, PreparedGpu, ResolvedParams, RunReport, Work};
+use super::gpu::{self, BLOCK};
+use super::params::{spec, FromParams, ParamError};
+use super::{
+    cuda_source, rng, CpuRun, CudaSource, GpuRun, Kernel, PreparedGpu, ResolvedParams, RunReport,
+    Work,
+};
 use crate::cuda::{DriverContext, Gpu, GpuError, Options};
 use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
 
@@ -26,10 +29,33 @@ const LANES: usize = 32;
 /// The random stream the inputs are drawn from, in `[0, 1)`.
 const STREAM_X: u64 = 0;
 
+/// The CUDA source of the GPU path, with the entry points it launches.
+const CUDA: &[CudaSource] = &[cuda_source!(
+    "reduce_sum.cu",
+    ["reduce_partial", "reduce_final"]
+)];
+
 /// Sum of a vector.
 pub struct ReduceSum;
 
+/// The parameters of a `reduce_sum` job.
+pub struct ReduceSumParams {
+    n: usize,
+    seed: u64,
+}
+
+impl FromParams for ReduceSumParams {
+    fn from_params(params: &ResolvedParams) -> Result<Self, ParamError> {
+        Ok(ReduceSumParams {
+            n: params.count("n")?,
+            seed: params.integer("seed")?,
+        })
+    }
+}
+
 impl Kernel for ReduceSum {
+    type Params = ReduceSumParams;
+
     fn spec(&self) -> KernelSpec {
         KernelSpec {
             name: "reduce_sum".into(),
@@ -52,15 +78,19 @@ impl Kernel for ReduceSum {
         }
     }
 
-    fn memory_bytes(&self, params: &ResolvedParams) -> u64 {
-        let n = params.u64("n");
+    fn cuda_sources(&self) -> &'static [CudaSource] {
+        CUDA
+    }
+
+    fn memory_bytes(&self, params: &ReduceSumParams) -> u64 {
+        let n = params.n as u64;
         (n + n.div_ceil(CHUNK as u64)) * 4
     }
 
-    fn prepare_cpu(&self, params: &ResolvedParams) -> Result<Box<dyn CpuRun>, String> {
-        let n = params.u64("n") as usize;
+    fn prepare_cpu(&self, params: &ReduceSumParams) -> Result<Box<dyn CpuRun>, String> {
+        let n = params.n;
         let mut x = vec![0.0; n];
-        rng::fill_uniform_f32(params.u64("seed"), STREAM_X, &mut x, 0.0, 1.0);
+        rng::fill_uniform_f32(params.seed, STREAM_X, &mut x, 0.0, 1.0);
         Ok(Box::new(ReduceSumRun {
             partials: vec![0.0; n.div_ceil(CHUNK)],
             x,
@@ -70,15 +100,14 @@ impl Kernel for ReduceSum {
 
     fn prepare_cuda(
         &self,
-        params: &ResolvedParams,
+        params: &ReduceSumParams,
         gpu: &mut Gpu,
     ) -> Result<PreparedGpu, GpuError> {
         gpu.ensure_fits(self.memory_bytes(params), "reduce_sum")?;
-        let (module, report) =
-            gpu.module("reduce_sum.cu", source::REDUCE_SUM, &Options::default())?;
-        let n = params.u64("n") as usize;
+        let (module, report) = gpu.module(CUDA[0].file, CUDA[0].source, &Options::default())?;
+        let n = params.n;
         let mut x = vec![0.0; n];
-        rng::fill_uniform_f32(params.u64("seed"), STREAM_X, &mut x, 0.0, 1.0);
+        rng::fill_uniform_f32(params.seed, STREAM_X, &mut x, 0.0, 1.0);
         // Enough blocks to fill the GPU, no more than the float4s need.
         let blocks = (n as u64 / 4)
             .div_ceil(BLOCK as u64)
@@ -94,6 +123,20 @@ impl Kernel for ReduceSum {
             x,
         };
         Ok(PreparedGpu::new(run, vec![report]))
+    }
+
+    /// One add per element read (n − 1 in all, counted n); the partial sums are negligible.
+    fn op_counts(&self, params: &Self::Params) -> Option<super::OpCounts> {
+        let n = params.n as f64;
+        Some(super::OpCounts {
+            flops: n,
+            bytes: n * 4.0,
+            ceiling: "fp32",
+        })
+    }
+
+    fn roofline_note(&self) -> &'static str {
+        "n FLOP over n × 4 bytes (1/4 FLOP/byte)"
     }
 }
 
@@ -379,6 +422,7 @@ mod tests {
     fn run(params: serde_json::Value) -> harness::Outcome {
         let params = serde_json::from_value(params).unwrap();
         let params = ResolvedParams::resolve(&ReduceSum.spec().params, Some(&params)).unwrap();
+        let params = ReduceSumParams::from_params(&params).unwrap();
         harness::time_cpu_run(ReduceSum.prepare_cpu(&params).unwrap(), 2, |_, _| {})
     }
 

@@ -4,9 +4,12 @@ use gpulab_shared::{DeviceKind, KernelSpec, Verification};
 use rayon::prelude::*;
 use serde_json::json;
 
-use super::gpu::{self, source, BLOCK};
-use super::params::spec;
-use super::{rng, CpuRun, GpuRun, Kernel, PreparedGpu, ResolvedParams, RunReport, Work};
+use super::gpu::{self, BLOCK};
+use super::params::{spec, FromParams, ParamError};
+use super::{
+    cuda_source, rng, CpuRun, CudaSource, GpuRun, Kernel, PreparedGpu, ResolvedParams, RunReport,
+    Work,
+};
 use crate::cuda::{DriverContext, Gpu, GpuError, Options};
 use cudarc::driver::{CudaFunction, CudaSlice, PushKernelArg};
 
@@ -17,10 +20,32 @@ const CHUNK: usize = 1 << 16;
 const STREAM_X: u64 = 0;
 const STREAM_Y: u64 = 1;
 
+/// The CUDA source of the GPU path, with the entry points it launches.
+const CUDA: &[CudaSource] = &[cuda_source!("saxpy.cu", ["saxpy"])];
+
 /// Single-precision `a·x + y`.
 pub struct Saxpy;
 
+/// The parameters of a `saxpy` job.
+pub struct SaxpyParams {
+    n: usize,
+    a: f32,
+    seed: u64,
+}
+
+impl FromParams for SaxpyParams {
+    fn from_params(params: &ResolvedParams) -> Result<Self, ParamError> {
+        Ok(SaxpyParams {
+            n: params.count("n")?,
+            a: params.number("a")? as f32,
+            seed: params.integer("seed")?,
+        })
+    }
+}
+
 impl Kernel for Saxpy {
+    type Params = SaxpyParams;
+
     fn spec(&self) -> KernelSpec {
         KernelSpec {
             name: "saxpy".into(),
@@ -44,48 +69,62 @@ impl Kernel for Saxpy {
         }
     }
 
-    fn memory_bytes(&self, params: &ResolvedParams) -> u64 {
-        2 * params.u64("n") * 4
+    fn cuda_sources(&self) -> &'static [CudaSource] {
+        CUDA
     }
 
-    fn prepare_cpu(&self, params: &ResolvedParams) -> Result<Box<dyn CpuRun>, String> {
-        let n = params.u64("n") as usize;
-        let seed = params.u64("seed");
+    fn memory_bytes(&self, params: &SaxpyParams) -> u64 {
+        2 * params.n as u64 * 4
+    }
+
+    fn prepare_cpu(&self, params: &SaxpyParams) -> Result<Box<dyn CpuRun>, String> {
+        let n = params.n;
+        let seed = params.seed;
         let mut x = vec![0.0; n];
         let mut y = vec![0.0; n];
         rng::fill_uniform_f32(seed, STREAM_X, &mut x, -1.0, 1.0);
         rng::fill_uniform_f32(seed, STREAM_Y, &mut y, -1.0, 1.0);
         Ok(Box::new(SaxpyRun {
             seed,
-            a: params.f64("a") as f32,
+            a: params.a,
             x,
             y,
             updates: 0,
         }))
     }
 
-    fn prepare_cuda(
-        &self,
-        params: &ResolvedParams,
-        gpu: &mut Gpu,
-    ) -> Result<PreparedGpu, GpuError> {
+    fn prepare_cuda(&self, params: &SaxpyParams, gpu: &mut Gpu) -> Result<PreparedGpu, GpuError> {
         gpu.ensure_fits(self.memory_bytes(params), "saxpy")?;
-        let (module, report) = gpu.module("saxpy.cu", source::SAXPY, &Options::default())?;
-        let n = params.u64("n") as usize;
-        let seed = params.u64("seed");
+        let (module, report) = gpu.module(CUDA[0].file, CUDA[0].source, &Options::default())?;
+        let n = params.n;
+        let seed = params.seed;
         let (mut x, mut y) = (vec![0.0; n], vec![0.0; n]);
         rng::fill_uniform_f32(seed, STREAM_X, &mut x, -1.0, 1.0);
         rng::fill_uniform_f32(seed, STREAM_Y, &mut y, -1.0, 1.0);
         let run = SaxpyGpu {
             function: Gpu::function(&module, "saxpy")?,
             seed,
-            a: params.f64("a") as f32,
+            a: params.a,
             n,
             x: gpu::upload(gpu, &x)?,
             y: gpu::upload(gpu, &y)?,
             updates: 0,
         };
         Ok(PreparedGpu::new(run, vec![report]))
+    }
+
+    /// One multiply-add (2 FLOP) per element; x and y read, y written.
+    fn op_counts(&self, params: &Self::Params) -> Option<super::OpCounts> {
+        let n = params.n as f64;
+        Some(super::OpCounts {
+            flops: 2.0 * n,
+            bytes: 3.0 * n * 4.0,
+            ceiling: "fp32",
+        })
+    }
+
+    fn roofline_note(&self) -> &'static str {
+        "2 × n FLOP over 3 × n × 4 bytes (1/6 FLOP/byte)"
     }
 }
 
@@ -201,6 +240,7 @@ mod tests {
     fn run(params: serde_json::Value, repetitions: u32) -> harness::Outcome {
         let params = serde_json::from_value(params).unwrap();
         let params = ResolvedParams::resolve(&Saxpy.spec().params, Some(&params)).unwrap();
+        let params = SaxpyParams::from_params(&params).unwrap();
         harness::time_cpu_run(Saxpy.prepare_cpu(&params).unwrap(), repetitions, |_, _| {})
     }
 

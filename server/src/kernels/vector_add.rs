@@ -4,9 +4,12 @@ use gpulab_shared::{DeviceKind, KernelSpec, Verification};
 use rayon::prelude::*;
 use serde_json::json;
 
-use super::gpu::{self, source, BLOCK};
-use super::params::spec;
-use super::{rng, CpuRun, GpuRun, Kernel, PreparedGpu, ResolvedParams, RunReport, Work};
+use super::gpu::{self, BLOCK};
+use super::params::{spec, FromParams, ParamError};
+use super::{
+    cuda_source, rng, CpuRun, CudaSource, GpuRun, Kernel, PreparedGpu, ResolvedParams, RunReport,
+    Work,
+};
 use crate::cuda::{DriverContext, Gpu, GpuError, Options};
 use cudarc::driver::{CudaFunction, CudaSlice, PushKernelArg};
 
@@ -17,10 +20,29 @@ const CHUNK: usize = 1 << 16;
 const STREAM_A: u64 = 0;
 const STREAM_B: u64 = 1;
 
+/// The CUDA source of the GPU path, with the entry points it launches.
+const CUDA: &[CudaSource] = &[cuda_source!("vector_add.cu", ["vector_add"])];
+
 /// Element-wise sum of two vectors.
 pub struct VectorAdd;
 
+pub struct VectorAddParams {
+    n: usize,
+    seed: u64,
+}
+
+impl FromParams for VectorAddParams {
+    fn from_params(params: &ResolvedParams) -> Result<Self, ParamError> {
+        Ok(VectorAddParams {
+            n: params.count("n")?,
+            seed: params.integer("seed")?,
+        })
+    }
+}
+
 impl Kernel for VectorAdd {
+    type Params = VectorAddParams;
+
     fn spec(&self) -> KernelSpec {
         KernelSpec {
             name: "vector_add".into(),
@@ -44,13 +66,16 @@ impl Kernel for VectorAdd {
         }
     }
 
-    fn memory_bytes(&self, params: &ResolvedParams) -> u64 {
-        3 * params.u64("n") * 4
+    fn cuda_sources(&self) -> &'static [CudaSource] {
+        CUDA
     }
 
-    fn prepare_cpu(&self, params: &ResolvedParams) -> Result<Box<dyn CpuRun>, String> {
-        let n = params.u64("n") as usize;
-        let seed = params.u64("seed");
+    fn memory_bytes(&self, params: &VectorAddParams) -> u64 {
+        3 * params.n as u64 * 4
+    }
+
+    fn prepare_cpu(&self, params: &VectorAddParams) -> Result<Box<dyn CpuRun>, String> {
+        let VectorAddParams { n, seed } = *params;
         let mut a = vec![0.0; n];
         let mut b = vec![0.0; n];
         rng::fill_uniform_f32(seed, STREAM_A, &mut a, -1.0, 1.0);
@@ -65,14 +90,12 @@ impl Kernel for VectorAdd {
 
     fn prepare_cuda(
         &self,
-        params: &ResolvedParams,
+        params: &VectorAddParams,
         gpu: &mut Gpu,
     ) -> Result<PreparedGpu, GpuError> {
         gpu.ensure_fits(self.memory_bytes(params), "vector_add")?;
-        let (module, report) =
-            gpu.module("vector_add.cu", source::VECTOR_ADD, &Options::default())?;
-        let n = params.u64("n") as usize;
-        let seed = params.u64("seed");
+        let (module, report) = gpu.module(CUDA[0].file, CUDA[0].source, &Options::default())?;
+        let VectorAddParams { n, seed } = *params;
         let (mut a, mut b) = (vec![0.0; n], vec![0.0; n]);
         rng::fill_uniform_f32(seed, STREAM_A, &mut a, -1.0, 1.0);
         rng::fill_uniform_f32(seed, STREAM_B, &mut b, -1.0, 1.0);
@@ -85,6 +108,20 @@ impl Kernel for VectorAdd {
             c: gpu::zeros(gpu, n)?,
         };
         Ok(PreparedGpu::new(run, vec![report]))
+    }
+
+    /// One add per element; two floats read and one written.
+    fn op_counts(&self, params: &Self::Params) -> Option<super::OpCounts> {
+        let n = params.n as f64;
+        Some(super::OpCounts {
+            flops: n,
+            bytes: 3.0 * n * 4.0,
+            ceiling: "fp32",
+        })
+    }
+
+    fn roofline_note(&self) -> &'static str {
+        "n FLOP over 3 × n × 4 bytes (1/12 FLOP/byte)"
     }
 }
 
@@ -187,6 +224,7 @@ mod tests {
     fn run(params: serde_json::Value) -> harness::Outcome {
         let params = serde_json::from_value(params).unwrap();
         let params = ResolvedParams::resolve(&VectorAdd.spec().params, Some(&params)).unwrap();
+        let params = VectorAddParams::from_params(&params).unwrap();
         harness::time_cpu_run(VectorAdd.prepare_cpu(&params).unwrap(), 2, |_, _| {})
     }
 
@@ -229,6 +267,7 @@ mod tests {
     #[test]
     fn memory_counts_three_vectors() {
         let params = ResolvedParams::resolve(&VectorAdd.spec().params, None).unwrap();
+        let params = VectorAddParams::from_params(&params).unwrap();
         assert_eq!(VectorAdd.memory_bytes(&params), 3 * 4 * (1 << 22));
     }
 }

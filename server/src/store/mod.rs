@@ -283,6 +283,29 @@ impl JobStore {
         Ok(JobPage { jobs, next_cursor })
     }
 
+    /// The newest `limit` succeeded jobs of `device` whose result has a roofline point,
+    /// newest first; a row that does not parse is logged and left out.
+    pub fn roofline_jobs(&self, device: &str, limit: u32) -> anyhow::Result<Vec<Job>> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM jobs WHERE device = ?1 AND status = 'succeeded' \
+             AND json_type(result, '$.roofline') = 'object' ORDER BY id DESC LIMIT ?2"
+        ))?;
+        let rows = stmt
+            .query_map(rusqlite::params![device, limit], row_to_job)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, job)| match job {
+                Ok(job) => Some(job),
+                Err(e) => {
+                    tracing::warn!(job = id, "left out of the roofline: cannot read it: {e:#}");
+                    None
+                }
+            })
+            .collect())
+    }
+
     /// Moves a queued job to `running`. False when it was no longer queued.
     pub fn mark_running(&self, id: i64, total_repetitions: u32) -> anyhow::Result<bool> {
         let n = self.conn().execute(

@@ -305,18 +305,20 @@ pub fn execute(
     }
     let k =
         kernels::find(kernel).ok_or_else(|| JobError::new(format!("unknown kernel `{kernel}`")))?;
-    let params = ResolvedParams::trusted(params);
+    let job = k
+        .configure(&ResolvedParams::trusted(params))
+        .map_err(|e| JobError::new(format!("{}: {}", e.field, e.detail)))?;
     // The host may have less memory now than when the job was queued: check before any
     // buffer is allocated (a GPU path fills its inputs and checks its outputs on the host).
-    fits_on_host(kernel, k.memory_bytes(&params))?;
+    fits_on_host(kernel, job.memory_bytes())?;
     match device {
         Device::Cpu => {
-            let run = k.prepare_cpu(&params).map_err(JobError::new)?;
+            let run = job.prepare_cpu().map_err(JobError::new)?;
             Ok(kernels::harness::time_cpu_run(run, repetitions, progress))
         }
         Device::Cuda(_) => {
             let gpu = gpu_of(device, kernel)?;
-            let prepared = k.prepare_cuda(&params, gpu)?;
+            let prepared = job.prepare_cuda(gpu)?;
             Ok(kernels::harness::time_gpu_run(
                 prepared,
                 gpu,

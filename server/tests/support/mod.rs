@@ -377,3 +377,40 @@ impl Drop for TestApp {
         let _ = self.child.wait();
     }
 }
+
+/// One job per kernel of `catalog` on `device`, and one more per other choice of each of its
+/// enum parameters (matmul's variants), with the integer parameters other than `seed` taken
+/// from `sizes` by name and the rest at their defaults. The kernels come from the catalog, so
+/// a new one is run without a test naming it; one with an integer parameter missing from
+/// `sizes` fails, asking for a size.
+pub fn jobs_of_catalog(
+    catalog: &[gpulab_shared::KernelSpec],
+    device: &str,
+    sizes: &[(&str, u64)],
+) -> Vec<serde_json::Value> {
+    use serde_json::json;
+    let mut jobs = Vec::new();
+    for k in catalog {
+        let mut params = serde_json::Map::new();
+        for p in &k.params {
+            if p.ty == gpulab_shared::ParamType::Integer && p.name != "seed" {
+                let (_, size) = sizes
+                    .iter()
+                    .find(|(name, _)| *name == p.name)
+                    .unwrap_or_else(|| panic!("give {}.{} a size in the test", k.name, p.name));
+                params.insert(p.name.clone(), json!(size));
+            }
+        }
+        jobs.push(json!({"kernel": k.name, "device": device, "params": params}));
+        for p in k.params.iter().filter(|p| p.choices.is_some()) {
+            for choice in p.choices.as_deref().unwrap_or_default() {
+                if p.default != json!(choice) {
+                    let mut params = params.clone();
+                    params.insert(p.name.clone(), json!(choice));
+                    jobs.push(json!({"kernel": k.name, "device": device, "params": params}));
+                }
+            }
+        }
+    }
+    jobs
+}
