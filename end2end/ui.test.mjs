@@ -179,6 +179,41 @@ test("the launcher offers matmul's variants from the catalog and runs register_t
   });
 });
 
+test("the launcher offers matmul's dtypes that the chosen device runs, and runs fp64 on the CPU", async () => {
+  const catalog = await api('/api/kernels');
+  const dtype = catalog.find((k) => k.name === 'matmul').params.find((p) => p.name === 'dtype');
+  const onCpu = dtype.choices_by_device.cpu;
+  assert.deepEqual(onCpu, ['fp64', 'fp32'], JSON.stringify(dtype));
+  await withPage('launch-matmul-dtypes', async (page) => {
+    await page.goto(`${BASE_URL}/launch`);
+    const form = page.getByTestId('launch-form');
+    await form.waitFor();
+    await form.locator('select[name="kernel"]').selectOption('matmul');
+    await form.locator('select[name="device"]').selectOption('cpu');
+    const select = form.locator('select[name="param-dtype"]');
+    const options = () =>
+      select.locator('option').evaluateAll((os) => os.map((o) => ({ value: o.value, disabled: o.disabled })));
+    // Every type is listed; those the CPU does not run are disabled.
+    const listed = await options();
+    assert.deepEqual(listed.map((o) => o.value), dtype.choices);
+    assert.deepEqual(listed.filter((o) => !o.disabled).map((o) => o.value), onCpu);
+    assert.match(await form.locator('#help-dtype').innerText(), /This device runs: fp64, fp32\./);
+    for (const [name, value] of Object.entries({ m: 40, n: 24, k: 56 })) {
+      await form.locator(`[name="param-${name}"]`).fill(String(value));
+    }
+    await select.selectOption('fp64');
+    await form.locator('input[name="repetitions"]').fill('2');
+    await page.getByTestId('launch-submit').click();
+    await page.waitForURL(/\/jobs\/\d+$/);
+    assert.equal(await finalStatus(page), 'succeeded');
+    const id = new URL(page.url()).pathname.split('/').pop();
+    const job = await api(`/api/jobs/${id}`);
+    assert.equal(job.params.dtype, 'fp64');
+    assert.equal(job.result.output.accumulate, 'fp64');
+    assert.ok(job.result.verification.passed, JSON.stringify(job.result.verification));
+  });
+});
+
 test('a small mandelbrot job shows the image it computed', async () => {
   await withPage('job-mandelbrot', async (page) => {
     const id = await launch(page, 'mandelbrot', 'cpu', { width: 64, height: 48, max_iter: 64 }, 1);

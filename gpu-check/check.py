@@ -7,6 +7,8 @@ Starts the release server, then:
     parameters (matmul's variants), on every GPU with verification;
   * runs a broken, a faulting and an endless custom kernel and checks the next job after each;
   * measures against PyTorch on the same GPU: a device copy and SGEMM at 8192 (fp32, TF32 off);
+  * runs matmul in every dtype the catalog offers each GPU (verified), checks the refusals,
+    and times each dtype at 8192 against torch.mm / torch._scaled_mm / torch._int_mm;
   * measures the smallest CUDA job's latency and a cached module's load time.
 Writes gpu-check.json and gpu-check.md into --report. Uses only the standard library and
 PyTorch. Exit status 1 when any check or target fails.
@@ -192,7 +194,8 @@ SIZES = {
 def catalog_cases(catalog):
     """(kernel, params) for every kernel of `GET /api/kernels` that runs on CUDA, once with its
     default choices and once more for each other choice of each enum parameter (matmul's
-    variants)."""
+    variants). The choices that depend on the device (matmul's dtype: `choices_by_device`)
+    are left at their default here: check_dtypes runs each device's own."""
     cases = []
     for k in catalog:
         if "cuda" not in k["devices"]:
@@ -201,6 +204,8 @@ def catalog_cases(catalog):
         base = {**SIZES.get(k["name"], {}), **{p["name"]: p["default"] for p in enums}}
         cases.append((k["name"], base))
         for p in enums:
+            if p.get("choices_by_device"):
+                continue
             for choice in p["choices"]:
                 if choice != p["default"]:
                     cases.append((k["name"], {**base, p["name"]: choice}))
@@ -211,7 +216,7 @@ def check_kernels(api, devices):
     catalog = api.get("/api/kernels")
     cases = catalog_cases(catalog)
     check("the catalog lists matmul's register_tiled variant",
-          ("matmul", {**SIZES["matmul"], "variant": "register_tiled"}) in cases,
+          any(k == "matmul" and p.get("variant") == "register_tiled" for k, p in cases),
           ", ".join(k["name"] for k in catalog))
     results = []
     for d in devices:
@@ -227,11 +232,67 @@ def check_kernels(api, devices):
             results.append({"device": d["id"], "kernel": label, "status": job["status"],
                             "throughput": r.get("throughput"), "median_ms": (r.get("timing") or {}).get("median_ms"),
                             "verified": v.get("passed"), "modules": (r.get("output") or {}).get("modules")})
+            if ok and kernel == "matmul":
+                out = r["output"]
+                check(f"{d['id']}: {label} states its arithmetic",
+                      out.get("dtype") == "fp32" and out.get("accumulate") == "fp32", json.dumps(out)[:300])
             if ok and kernel == "bandwidth":
                 out = r["output"]
                 FIGURES[f"{d['id']} bandwidth sweep"] = out["sweep"]
                 FIGURES[f"{d['id']} copy kernel GB/s"] = out["copy_kernel_gb_per_s"]
     FIGURES["kernels"] = results
+
+
+# What each dtype accumulates in and its output type (result.output), as the server states.
+DTYPE_ARITHMETIC = {
+    "fp64": ("fp64", "fp64"), "fp32": ("fp32", "fp32"), "tf32": ("fp32", "fp32"),
+    "fp16": ("fp32", "fp16"), "bf16": ("fp32", "bf16"), "fp8_e4m3": ("fp32", "bf16"),
+    "int8": ("int32", "int32"),
+}
+
+
+def matmul_dtypes(api):
+    spec = next(k for k in api.get("/api/kernels") if k["name"] == "matmul")
+    param = next(p for p in spec["params"] if p["name"] == "dtype")
+    return param["choices"], param.get("choices_by_device") or {}
+
+
+def check_dtypes(api, devices):
+    """matmul in every dtype each GPU is offered, verified, and the refusals of the others."""
+    choices, by_device = matmul_dtypes(api)
+    for d in devices:
+        offered = by_device.get(d["id"])
+        cc = d["cuda"]["compute_capability"]
+        check(f"{d['id']}: the catalog lists its dtypes (compute capability {cc['major']}.{cc['minor']})",
+              bool(offered) and "fp32" in offered, str(offered))
+        for dtype in offered or []:
+            params = {"m": 2048, "n": 1024, "k": 4096, "dtype": dtype}
+            job = api.run({"kernel": "matmul", "device": d["id"], "params": params, "repetitions": 5})
+            r = job.get("result") or {}
+            v = r.get("verification") or {}
+            out = r.get("output") or {}
+            check(f"{d['id']}: matmul {dtype} succeeds and verifies",
+                  job["status"] == "succeeded" and v.get("passed"),
+                  f"{job['status']}, {r.get('throughput')}, max rel err {v.get('max_rel_error')} "
+                  f"≤ {v.get('tolerance')}; {job.get('error') or ''}"[:600])
+            if job["status"] == "succeeded":
+                accumulate, output_type = DTYPE_ARITHMETIC[dtype]
+                check(f"{d['id']}: matmul {dtype} states its arithmetic",
+                      out.get("dtype") == dtype and out.get("accumulate") == accumulate
+                      and out.get("output_type") == output_type and out.get("compute_type"),
+                      json.dumps(out)[:400])
+                FIGURES[f"{d['id']} matmul {dtype} 2048×1024×4096 max rel err / tolerance"] = (
+                    round(v["max_rel_error"] / v["tolerance"], 4) if v.get("tolerance") else v.get("max_rel_error"))
+        for dtype in [c for c in choices if c not in (offered or [])]:
+            status, body = api.call("POST", "/api/jobs", {"kernel": "matmul", "device": d["id"],
+                                                          "params": {"dtype": dtype}})
+            check(f"{d['id']}: matmul {dtype} is refused (not offered)",
+                  status == 422 and body.get("field") == "params.dtype", f"{status} {body}"[:300])
+        for dtype in [t for t in ("fp8_e4m3", "int8") if t in (offered or [])]:
+            status, body = api.call("POST", "/api/jobs", {"kernel": "matmul", "device": d["id"],
+                                                          "params": {"dtype": dtype, "n": 1000}})
+            check(f"{d['id']}: matmul {dtype} with n = 1000 is refused (multiples of 16)",
+                  status == 422 and "16" in str(body.get("detail")), f"{status} {body}"[:300])
 
 
 def custom(source, entry, n, args, device, timeout_s=30):
@@ -432,6 +493,62 @@ def measure_against_torch(api, device, ordinal):
     r = ratio(register_tiled, cublas)
     FIGURES["register_tiled / cuBLAS"] = r
     target("matmul register_tiled / cuBLAS SGEMM (8192³)", r, "≥ 0.40", r is not None and r >= 0.40)
+    measure_dtypes_against_torch(api, device, dev, bench, ratio)
+
+
+def measure_dtypes_against_torch(api, device, dev, bench, ratio):
+    """Each dtype's 8192³ GEMM against PyTorch's on the same GPU: torch.mm for fp64, tf32
+    (allow_tf32), fp16 and bf16, torch._scaled_mm for fp8 (bf16 out, fast accumulation off),
+    torch._int_mm for int8. Target ≥ 0.95 of PyTorch each, and ≥ 0.70 of the computed dense
+    peak for fp16, bf16 and fp8."""
+    import torch
+    _, by_device = matmul_dtypes(api)
+    n = 8192
+
+    def torch_mm(dtype):
+        torch.backends.cuda.matmul.allow_tf32 = dtype == "tf32"
+        if dtype == "fp8_e4m3":
+            x = torch.randn(n, n, device=dev).to(torch.float8_e4m3fn)
+            y = torch.randn(n, n, device=dev).to(torch.float8_e4m3fn).t().contiguous().t()  # column-major
+            one = torch.tensor(1.0, device=dev)
+            fn = lambda: torch._scaled_mm(x, y, scale_a=one, scale_b=one, out_dtype=torch.bfloat16,
+                                          use_fast_accum=False)
+        elif dtype == "int8":
+            x = torch.randint(-128, 128, (n, n), dtype=torch.int8, device=dev)
+            y = torch.randint(-128, 128, (n, n), dtype=torch.int8, device=dev).t().contiguous().t()
+            fn = lambda: torch._int_mm(x, y)
+        else:
+            ty = {"fp64": torch.float64, "tf32": torch.float32, "fp16": torch.float16,
+                  "bf16": torch.bfloat16}[dtype]
+            x = torch.randn(n, n, device=dev, dtype=ty)
+            y = torch.randn(n, n, device=dev, dtype=ty)
+            fn = lambda: torch.mm(x, y)
+        try:
+            t = bench(fn, 10)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = False
+        del x, y
+        torch.cuda.empty_cache()
+        return 2 * n ** 3 / t / 1e9
+
+    peaks = api.get(f"/api/devices/{device}").get("peaks") or []
+    for dtype in [t for t in by_device.get(device, []) if t != "fp32"]:
+        unit = "GOP/s" if dtype == "int8" else "GFLOP/s"
+        try:
+            theirs = torch_mm(dtype)
+        except Exception as e:  # an older PyTorch without _scaled_mm's signature, say
+            theirs = None
+            check(f"torch {dtype} 8192 runs", False, f"{type(e).__name__}: {e}"[:300])
+        ours = gpulab_figure(api, device, "matmul", {"m": n, "n": n, "k": n, "dtype": dtype}, reps=10)
+        FIGURES[f"torch {dtype} 8192 {unit}"] = round(theirs, 1) if theirs else None
+        FIGURES[f"gpulab matmul {dtype} 8192 {unit}"] = round(ours, 1) if ours else None
+        r = ratio(ours, theirs)
+        target(f"matmul {dtype} / torch ({dtype}, 8192)", r, "≥ 0.95", r is not None and r >= 0.95)
+        if dtype in ("fp16", "bf16", "fp8_e4m3"):
+            # Against the device's computed dense tensor-core peak (GET /api/devices/{id}).
+            peak = next((p["value"] for p in peaks if p["name"] == dtype and p["unit"] == unit), None)
+            r = ratio(ours, peak)
+            target(f"matmul {dtype} / computed {dtype} peak (8192)", r, "≥ 0.70", r is not None and r >= 0.70)
 
 
 def write_report(path):
@@ -483,6 +600,7 @@ def main():
             time.sleep(2.5)  # at least two telemetry samples
             check_telemetry(api, devices)
             check_kernels(api, devices)
+            check_dtypes(api, devices)
             check_custom(api, devices[0]["id"])
             check_ptx_fallback(args.gpulab, devices[0]["id"])
             measure_latency(api, devices[0]["id"])

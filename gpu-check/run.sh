@@ -18,10 +18,10 @@ status=0
 
 # The CUDA tests (ignored where there is no GPU), then the API, metrics, telemetry, worker and peaks tests,
 # which take their GPU branches here.
-for suite in cuda api metrics telemetry workers peaks; do
+for suite in cuda gemm_dtypes api metrics telemetry workers peaks; do
   echo "== $suite tests"
   flags=()
-  [ "$suite" = cuda ] && flags=(--include-ignored --test-threads=1)
+  { [ "$suite" = cuda ] || [ "$suite" = gemm_dtypes ]; } && flags=(--include-ignored --test-threads=1)
   if timeout "${TESTS_TIMEOUT:-180}" "$here/$suite-tests" "${flags[@]}" 2>&1 | tee "$report/$suite-tests.log"; then
     echo "$suite tests: passed"
   else
@@ -31,7 +31,7 @@ for suite in cuda api metrics telemetry workers peaks; do
 done
 
 echo "== check.py"
-PYTHONUNBUFFERED=1 timeout "${CHECK_TIMEOUT:-270}" python3 "$here/check.py" --gpulab "$GPULAB_BIN" --report "$report" || status=1
+PYTHONUNBUFFERED=1 timeout "${CHECK_TIMEOUT:-330}" python3 "$here/check.py" --gpulab "$GPULAB_BIN" --report "$report" || status=1
 
 echo "== diag.py"
 PYTHONUNBUFFERED=1 timeout "${DIAG_TIMEOUT:-330}" python3 "$here/diag.py" --gpulab "$GPULAB_BIN" --report "$report" || status=1

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use gpulab_shared::{Device, KernelSpec, Params};
+use gpulab_shared::{Device, KernelSpec, ParamSpec, Params};
 use leptos::prelude::*;
 
 use crate::components::ParamField;
@@ -173,6 +173,18 @@ pub fn KernelSelect(
     }
 }
 
+/// The choices of an enum parameter that `device` runs, where they depend on the device
+/// (`choices_by_device`, such as matmul's dtype); `None` when they do not.
+pub fn device_choices(spec: &ParamSpec, device: &str) -> Option<Vec<String>> {
+    let by_device = spec.choices_by_device.as_ref()?;
+    Some(
+        by_device
+            .get(device)
+            .cloned()
+            .unwrap_or_else(|| spec.choices.clone().unwrap_or_default()),
+    )
+}
+
 /// A control for each parameter of the chosen kernel, generated from its schema.
 #[component]
 pub fn ParamFields(
@@ -182,6 +194,10 @@ pub fn ParamFields(
     /// Runs after every edit.
     #[prop(into)]
     edited: Callback<()>,
+    /// The device the job is for, where one is chosen: a device-dependent enum offers only
+    /// what it runs.
+    #[prop(optional, into)]
+    device: Option<Signal<String>>,
 ) -> impl IntoView {
     let KernelChoice { spec, values, .. } = choice;
     view! {
@@ -203,7 +219,13 @@ pub fn ParamFields(
                     edited.run(());
                 });
                 let error = field_error.run(param.name.clone());
-                view! { <ParamField spec=param error on_input /> }
+                let allowed = {
+                    let param = param.clone();
+                    Signal::derive(move || {
+                        device.and_then(|device| device.with(|d| device_choices(&param, d)))
+                    })
+                };
+                view! { <ParamField spec=param error on_input allowed /> }
             }
         />
     }
@@ -224,6 +246,23 @@ mod tests {
             "throughput_formula": "3 × n × 4 bytes / time",
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_device_dependent_enum_offers_what_the_device_runs() {
+        let dtype: ParamSpec = serde_json::from_value(serde_json::json!({
+            "name": "dtype", "type": "enum", "default": "fp32", "min": null, "max": null,
+            "unit": null, "help": "type",
+            "choices": ["fp64", "fp32", "bf16"],
+            "choices_by_device": {"cpu": ["fp64", "fp32"], "cuda:0": ["fp64", "fp32", "bf16"]},
+        }))
+        .unwrap();
+        assert_eq!(device_choices(&dtype, "cpu").unwrap(), ["fp64", "fp32"]);
+        assert_eq!(device_choices(&dtype, "cuda:0").unwrap().len(), 3);
+        // A device the map does not list takes every choice.
+        assert_eq!(device_choices(&dtype, "cuda:7").unwrap().len(), 3);
+        let n = &spec().params[0];
+        assert_eq!(device_choices(n, "cpu"), None, "not device-dependent");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The command line: `serve`, `devices`, `run`, and the hidden `worker`. Every flag can
 //! also be set by a `GPULAB_*` environment variable.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,7 +32,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the REST API and the browser UI.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the devices: the original one-line answer, then a table.
     Devices,
     /// Run one job without the server and print its result as JSON.
@@ -70,6 +71,10 @@ pub enum Command {
     /// Print NVRTC's and cuBLAS's status as JSON (the server asks a child process).
     #[command(hide = true)]
     CudaLibraries,
+    /// Measure the CPU's memory bandwidth (STREAM-style) and print the peak as JSON (the
+    /// server asks a child process, so that its arrays never count in the server's memory).
+    #[command(hide = true)]
+    MeasureBandwidth,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -227,7 +232,7 @@ pub fn main() -> anyhow::Result<std::process::ExitCode> {
         Command::Serve(args) => {
             init_logging();
             let runtime = tokio::runtime::Runtime::new()?;
-            let served = runtime.block_on(serve(args));
+            let served = runtime.block_on(serve(*args));
             // Blocking tasks still running (a store write, a telemetry read) get a moment,
             // not a wait without end: the process is about to exit.
             runtime.shutdown_timeout(std::time::Duration::from_secs(1));
@@ -260,6 +265,12 @@ pub fn main() -> anyhow::Result<std::process::ExitCode> {
         Command::Users(args) => return crate::lab::command::run(args),
         Command::CudaLibraries => {
             println!("{}", serde_json::to_string(&crate::cuda::libraries())?);
+        }
+        Command::MeasureBandwidth => {
+            // The server may be gone by the time the measurement ends (a test stops it at
+            // once): nobody is left to read the answer, which is no error of ours.
+            let peak = serde_json::to_string(crate::peaks::stream::measure_now())?;
+            let _ = writeln!(std::io::stdout(), "{peak}");
         }
     }
     Ok(std::process::ExitCode::SUCCESS)

@@ -38,6 +38,7 @@ fn loaded(library: Library, test: &str) -> bool {
     let name = match library {
         Library::Nvrtc => "NVRTC (libnvrtc.so.12 or .13)",
         Library::Cublas => "cuBLAS (libcublas.so.12 or .13)",
+        Library::CublasLt => "cuBLASLt (libcublasLt.so.12 or .13)",
         Library::Driver => "the NVIDIA driver (libcuda.so.1)",
     };
     let why = format!(
@@ -316,5 +317,25 @@ async fn health_reports_nvrtc_and_cublas_with_their_versions() {
             && parts.iter().all(|p| p.parse::<u32>().is_ok())
             && ["12", "13"].contains(&parts[0]),
         "cuBLAS version {cublas:?} in {health}"
+    );
+}
+
+/// matmul's tensor-core data types need cuBLASLt: the same wheel as cuBLAS ships it, and it
+/// loads and answers its version without a GPU.
+#[test]
+fn cublaslt_loads_and_reports_its_version() {
+    let test = "cublaslt_loads_and_reports_its_version";
+    if !loaded(Library::Cublas, test) {
+        return;
+    }
+    assert!(
+        library_present(Library::CublasLt),
+        "cuBLAS loads but cuBLASLt does not: the cuBLAS install is incomplete"
+    );
+    // SAFETY: cublasLtGetVersion takes no arguments and needs no handle or GPU.
+    let version = unsafe { cudarc::cublaslt::sys::cublasLtGetVersion() };
+    assert!(
+        (120_000..140_000).contains(&version),
+        "cuBLASLt version {version} is not a CUDA 12 or 13 one"
     );
 }

@@ -165,11 +165,18 @@ impl GemmDtype {
 
     /// The lowest compute capability whose cuBLAS/cuBLASLt runs this type's GEMM (on the
     /// tensor cores, for the tensor-core types).
+    ///
+    /// From the CUDA C++ Programming Guide's table of warp matrix (tensor-core) element
+    /// types (§ "Element Types and Matrix Sizes": `__half` from 7.0, `signed/unsigned char`
+    /// from 7.2, `__nv_bfloat16` and `precision::tf32` from 8.0) and cuBLASLt's FP8
+    /// requirements (`cublasLtMatmul`: "FP8 ... compute capability 8.9 and above"); FP64 and
+    /// FP32 SIMT GEMMs run on every GPU CUDA 12 supports (5.0 and above).
     pub fn min_compute_capability(self) -> ComputeCapability {
         let (major, minor) = match self {
             GemmDtype::Fp64 | GemmDtype::Fp32 => (5, 0),
             GemmDtype::Fp16 => (7, 0),
-            GemmDtype::Int8 => (7, 5),
+            // Xavier's Volta (7.2) already has INT8 tensor cores; V100 (7.0) does not.
+            GemmDtype::Int8 => (7, 2),
             GemmDtype::Tf32 | GemmDtype::Bf16 => (8, 0),
             GemmDtype::Fp8E4m3 => (8, 9),
         };
@@ -200,5 +207,48 @@ mod tests {
             assert_eq!(GemmDtype::parse(dtype.as_str()), Some(dtype));
         }
         assert_eq!(GemmDtype::parse("fp8"), None);
+    }
+
+    /// The GPUs of NVIDIA's tables, with what each runs.
+    #[test]
+    fn dtypes_per_compute_capability_follow_nvidias_table() {
+        use GemmDtype::*;
+        let cases: &[(&str, u32, u32, &[GemmDtype])] = &[
+            ("Tesla P100", 6, 0, &[Fp64, Fp32]),
+            ("Tesla V100", 7, 0, &[Fp64, Fp32, Fp16]),
+            ("Jetson AGX Xavier", 7, 2, &[Fp64, Fp32, Fp16, Int8]),
+            ("Tesla T4", 7, 5, &[Fp64, Fp32, Fp16, Int8]),
+            ("A100", 8, 0, &[Fp64, Fp32, Tf32, Fp16, Bf16, Int8]),
+            ("RTX 3090", 8, 6, &[Fp64, Fp32, Tf32, Fp16, Bf16, Int8]),
+            ("L4 / L40", 8, 9, &GemmDtype::ALL),
+            ("H100 / H200", 9, 0, &GemmDtype::ALL),
+            ("B200", 10, 0, &GemmDtype::ALL),
+            ("RTX 5090", 12, 0, &GemmDtype::ALL),
+        ];
+        for &(gpu, major, minor, expected) in cases {
+            let cc = ComputeCapability { major, minor };
+            let runs: Vec<GemmDtype> = GemmDtype::ALL
+                .into_iter()
+                .filter(|d| d.supported_by(cc))
+                .collect();
+            assert_eq!(runs, expected, "{gpu} ({major}.{minor})");
+        }
+        // The minor number counts only within a major: 8.9 is below 9.0, 10.0 above both.
+        let fp8 = GemmDtype::Fp8E4m3;
+        assert!(!fp8.supported_by(ComputeCapability { major: 8, minor: 7 }));
+        assert!(fp8.supported_by(ComputeCapability {
+            major: 10,
+            minor: 0
+        }));
+    }
+
+    #[test]
+    fn the_cpu_runs_fp64_and_fp32_only() {
+        let on_cpu: Vec<&str> = GemmDtype::ALL
+            .into_iter()
+            .filter(|d| d.supported_on_cpu())
+            .map(GemmDtype::as_str)
+            .collect();
+        assert_eq!(on_cpu, ["fp64", "fp32"]);
     }
 }

@@ -14,7 +14,15 @@ use anyhow::{bail, Context, Result};
 use crate::process::{cargo, command, run, workspace_root};
 
 /// The server's integration tests that the bundle carries.
-const TESTS: [&str; 6] = ["cuda", "api", "metrics", "telemetry", "workers", "peaks"];
+const TESTS: [&str; 7] = [
+    "cuda",
+    "gemm_dtypes",
+    "api",
+    "metrics",
+    "telemetry",
+    "workers",
+    "peaks",
+];
 
 /// The bundle's folder (ignored by git).
 pub fn bundle_dir() -> PathBuf {

@@ -15,6 +15,10 @@ pub fn ParamField(
     #[prop(into)]
     error: Signal<Option<String>>,
     #[prop(into)] on_input: Callback<String>,
+    /// For an enum whose choices depend on the device: those the chosen device runs (the
+    /// others are shown disabled). `None`: every choice.
+    #[prop(optional, into)]
+    allowed: Option<Signal<Option<Vec<String>>>>,
 ) -> impl IntoView {
     let input_name = format!("param-{}", spec.name);
     let help_id = format!("help-{}", spec.name);
@@ -78,8 +82,14 @@ pub fn ParamField(
                         .into_iter()
                         .map(|choice| {
                             let selected = choice == initial;
+                            let disabled = {
+                                let choice = choice.clone();
+                                move || {
+                                    allowed.and_then(|a| a.get()).is_some_and(|a| !a.contains(&choice))
+                                }
+                            };
                             view! {
-                                <option value=choice.clone() selected=selected>
+                                <option value=choice.clone() selected=selected disabled=disabled>
                                     {choice.clone()}
                                 </option>
                             }
@@ -96,6 +106,11 @@ pub fn ParamField(
         .clone()
         .map(|u| view! { <span class="unit">{u}</span> });
     let hint = validate::range_hint(&spec).map(|range| format!(" Range: {range}."));
+    let on_device = move || {
+        allowed
+            .and_then(|a| a.get())
+            .map(|a| format!(" This device runs: {}.", a.join(", ")))
+    };
     view! {
         <div class="field">
             <label class="param-name" for=input_name>
@@ -105,6 +120,7 @@ pub fn ParamField(
             <small class="help" id=help_id>
                 {spec.help.clone()}
                 {hint}
+                {on_device}
             </small>
             <FieldError name=spec.name.clone() error />
         </div>

@@ -227,7 +227,12 @@ fn LaunchForm(kernels: Vec<KernelSpec>, devices: Vec<Device>) -> impl IntoView {
             </fieldset>
             <fieldset>
                 <legend>"Parameters"</legend>
-                <ParamFields choice field_error=Callback::new(field_error) edited=move |()| edited() />
+                <ParamFields
+                    choice
+                    field_error=Callback::new(field_error)
+                    edited=move |()| edited()
+                    device=device
+                />
             </fieldset>
             <fieldset>
                 <legend>"Measurement"</legend>

@@ -66,6 +66,8 @@ pub enum Library {
     Driver,
     Nvrtc,
     Cublas,
+    /// `libcublasLt.so`, for matmul's tensor-core data types.
+    CublasLt,
 }
 
 /// Whether `library` can be loaded. cudarc panics at the first call into a library it
@@ -79,6 +81,12 @@ pub fn library_present(library: Library) -> bool {
                 Library::Driver => cudarc::driver::sys::is_culib_present(),
                 Library::Nvrtc => cudarc::nvrtc::sys::is_culib_present(),
                 Library::Cublas => cudarc::cublas::sys::is_culib_present(),
+                // cudarc's cuBLASLt bindings have no presence test: loading panics (caught
+                // here) when no candidate name loads.
+                Library::CublasLt => {
+                    cudarc::cublaslt::sys::culib();
+                    true
+                }
             }
         }
     })

@@ -253,7 +253,7 @@ impl JobService {
 
     /// The public catalog.
     pub fn catalog(&self) -> Vec<KernelSpec> {
-        request::catalog_specs(false)
+        request::catalog_specs(&self.inner.inventory.devices, false)
     }
 
     /// The aggregates of the job history, for the metrics.

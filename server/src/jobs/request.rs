@@ -82,9 +82,9 @@ impl RequestError {
     }
 }
 
-/// The public catalog, in order.
-pub fn catalog_specs(with_test_kernel: bool) -> Vec<KernelSpec> {
-    let mut specs: Vec<KernelSpec> = kernels::specs().to_vec();
+/// The public catalog, in order, with the choices each of `devices` offers.
+pub fn catalog_specs(devices: &[Device], with_test_kernel: bool) -> Vec<KernelSpec> {
+    let mut specs: Vec<KernelSpec> = kernels::specs_for(devices);
     if with_test_kernel {
         specs.push(TEST_FAULT_SPEC.clone());
     }
@@ -171,6 +171,8 @@ pub fn check(
             field: e.field,
             detail: e.detail,
         })?;
+        job.check_on_device(device)
+            .map_err(|e| RequestError::invalid(&e.field, e.detail))?;
         let needed = job.memory_bytes();
         check_memory(&spec.name, needed, device, free_now)?;
         if device.kind == DeviceKind::Cuda {

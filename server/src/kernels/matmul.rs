@@ -1,16 +1,21 @@
 //! `matmul`: the single-precision matrix product `C = A·B`: on the CPU through
 //! `matrixmultiply`'s SGEMM, on a GPU through cuBLAS SGEMM (TF32 off) or one of the two
 //! teaching kernels, chosen by `variant`: the shared-memory tiling of `matmul_tiled.cu`, and
-//! `matmul_register_tiled.cu`, where each thread computes an 8×8 block of C in registers.
+//! `matmul_register_tiled.cu`, where each thread computes an 8×8 block of C in registers. In
+//! the other data types of `dtype`, through the libraries ([`dtypes`], [`tensor`]).
 
-use gpulab_shared::{DeviceKind, KernelSpec, Verification};
+mod dtypes;
+mod tensor;
+
+use gpulab_shared::peaks::GemmDtype;
+use gpulab_shared::{Device, DeviceKind, KernelSpec, Verification};
 use serde_json::json;
 
 use super::gpu;
 use super::params::{choice_enum, spec, Choice, FromParams, ParamError};
 use super::{
-    cuda_source, rng, CpuRun, CudaSource, GpuRun, Kernel, PreparedGpu, ResolvedParams, RunReport,
-    Work,
+    cuda_source, rng, CpuRun, CudaSource, GpuRun, Kernel, OpCounts, PreparedGpu, ResolvedParams,
+    RunReport, Work,
 };
 use crate::cuda::{DriverContext, Gpu, GpuError, Options};
 use cudarc::cublas::{sys::cublasOperation_t, Gemm, GemmConfig};
@@ -51,6 +56,7 @@ pub struct MatmulParams {
     shape: Shape,
     seed: u64,
     variant: Variant,
+    dtype: GemmDtype,
 }
 
 impl FromParams for MatmulParams {
@@ -63,7 +69,24 @@ impl FromParams for MatmulParams {
             },
             seed: params.integer("seed")?,
             variant: params.choice("variant")?,
+            dtype: params.choice("dtype")?,
         })
+    }
+}
+
+impl Choice for GemmDtype {
+    const CHOICES: &'static [(&'static str, Self)] = &[
+        ("fp64", GemmDtype::Fp64),
+        ("fp32", GemmDtype::Fp32),
+        ("tf32", GemmDtype::Tf32),
+        ("fp16", GemmDtype::Fp16),
+        ("bf16", GemmDtype::Bf16),
+        ("fp8_e4m3", GemmDtype::Fp8E4m3),
+        ("int8", GemmDtype::Int8),
+    ];
+
+    fn name(self) -> &'static str {
+        self.as_str()
     }
 }
 
@@ -96,6 +119,15 @@ impl Kernel for Matmul {
                      kernel (an 8×8 block of C per thread, float4 loads). The CPU always runs \
                      matrixmultiply's SGEMM.",
                 ),
+                spec::choice_of(
+                    "dtype",
+                    GemmDtype::Fp32,
+                    "The data type of A and B: fp32 (SIMT, TF32 off), fp64, or on the tensor \
+                     cores tf32, fp16, bf16 (fp32 accumulation), fp8_e4m3 (per-tensor scales, \
+                     compute capability 8.9 and above) and int8 (int32 accumulation). Types \
+                     other than fp32 run with variant `cublas` only; fp8_e4m3 and int8 need \
+                     m, n and k multiples of 16. Which a device runs: `choices_by_device`.",
+                ),
             ],
             throughput_formula: "2 × m × n × k FLOP / median time (GFLOP/s)".into(),
         }
@@ -107,7 +139,41 @@ impl Kernel for Matmul {
 
     fn memory_bytes(&self, params: &MatmulParams) -> u64 {
         let Shape { m, n, k } = params.shape;
-        (m * k + k * n + m * n) as u64 * 4
+        let (m, n, k) = (m as u64, n as u64, k as u64);
+        let dtype = params.dtype;
+        let workspace = match dtype {
+            GemmDtype::Fp64 | GemmDtype::Fp32 => 0,
+            _ => tensor::WORKSPACE_BYTES as u64,
+        };
+        (m * k + k * n) * dtype.input_bytes() as u64
+            + m * n * dtypes::output_bytes(dtype)
+            + workspace
+    }
+
+    /// FLOPs (int8: integer operations) `2·m·n·k`; bytes: A and B read once in the input
+    /// type, C written once in the output type (fp16, bf16 for fp8_e4m3, int32 for int8).
+    fn op_counts(&self, params: &MatmulParams) -> Option<OpCounts> {
+        let Shape { m, n, k } = params.shape;
+        let (m, n, k) = (m as f64, n as f64, k as f64);
+        let dtype = params.dtype;
+        Some(OpCounts {
+            flops: 2.0 * m * n * k,
+            bytes: (m * k + k * n) * dtype.input_bytes() as f64
+                + m * n * dtypes::output_bytes(dtype) as f64,
+            ceiling: dtype.as_str(),
+        })
+    }
+
+    fn device_choices(&self, device: &Device) -> Vec<(&'static str, Vec<String>)> {
+        let dtypes = dtypes::dtypes_on(device);
+        vec![(
+            "dtype",
+            dtypes.iter().map(|d| d.as_str().to_owned()).collect(),
+        )]
+    }
+
+    fn check_on_device(&self, params: &MatmulParams, device: &Device) -> Result<(), ParamError> {
+        dtypes::check(params.dtype, params.variant, params.shape, device)
     }
 
     fn prepare_cpu(&self, params: &MatmulParams) -> Result<Box<dyn CpuRun>, String> {
@@ -115,7 +181,18 @@ impl Kernel for Matmul {
             shape,
             seed,
             variant,
+            dtype,
         } = *params;
+        match dtype {
+            GemmDtype::Fp32 => {}
+            GemmDtype::Fp64 => return Ok(Box::new(dtypes::Fp64CpuRun::new(shape, seed))),
+            other => {
+                return Err(format!(
+                    "dtype `{}` does not run on the CPU (fp64 and fp32 do)",
+                    other.as_str()
+                ))
+            }
+        }
         let mut a = vec![0.0; shape.m * shape.k];
         let mut b = vec![0.0; shape.k * shape.n];
         rng::fill_uniform_f32(seed, STREAM_A, &mut a, -1.0, 1.0);
@@ -135,7 +212,11 @@ impl Kernel for Matmul {
             shape,
             seed,
             variant,
+            dtype,
         } = *params;
+        if dtype != GemmDtype::Fp32 {
+            return tensor::prepare(dtype, shape, seed, gpu);
+        }
         let kernel = |gpu: &mut Gpu, source: CudaSource| {
             let (module, report) = gpu.module(source.file, source.source, &Options::default())?;
             Ok::<_, GpuError>((Gpu::function(&module, source.entry_points[0])?, report))
@@ -173,18 +254,11 @@ impl Kernel for Matmul {
 
     /// Provisional (branch `peaks`), until `gemm` gives matmul its data types: 2·m·n·k FLOP
     /// over the compulsory traffic, A and B read once and C written once, in fp32.
-    fn op_counts(&self, params: &Self::Params) -> Option<super::OpCounts> {
-        let Shape { m, n, k } = params.shape;
-        let (m, n, k) = (m as f64, n as f64, k as f64);
-        Some(super::OpCounts {
-            flops: 2.0 * m * n * k,
-            bytes: (m * k + k * n + m * n) * 4.0,
-            ceiling: "fp32",
-        })
-    }
-
     fn roofline_note(&self) -> &'static str {
-        "2 × m × n × k FLOP over (m × k + k × n + m × n) × 4 bytes, each matrix moved once"
+        "2 × m × n × k FLOP (int8: integer operations) over (m × k + k × n) × the input type's \
+         bytes (A and B read once) + m × n × the output type's bytes (C written once: fp64, \
+         fp32 for fp32 and tf32, fp16, bf16 for bf16 and fp8_e4m3, int32 for int8); the \
+         ceiling is the dtype's peak"
     }
 }
 
@@ -299,15 +373,22 @@ impl GpuRun for MatmulGpu {
         let Shape { m, n, k } = self.shape;
         let c = gpu::download(gpu, &self.c)?;
         let (verification, checked) = verify(self.shape, &self.a, &self.b, &c[..m * n]);
-        let variant = self.variant.name();
+        let arithmetic = match self.path {
+            GpuPath::Cublas => dtypes::gpu_arithmetic(GemmDtype::Fp32),
+            GpuPath::Tiled(_) => dtypes::TILED_FP32,
+            GpuPath::RegisterTiled(_) => dtypes::REGISTER_TILED_FP32,
+        };
+        let mut output = json!({
+            "m": m, "n": n, "k": k,
+            "checked_entries": checked,
+            "variant": self.variant.name(),
+            "dtype": "fp32",
+        });
+        dtypes::merge(&mut output, arithmetic.json());
         Ok(RunReport {
             work: Work::Flops(2.0 * m as f64 * n as f64 * k as f64),
             verification,
-            output: json!({
-                "m": m, "n": n, "k": k,
-                "checked_entries": checked,
-                "variant": variant,
-            }),
+            output,
             artifact: None,
         })
     }
@@ -359,62 +440,37 @@ impl CpuRun for MatmulRun {
     fn finish(self: Box<Self>) -> RunReport {
         let Shape { m, n, k } = self.shape;
         let (verification, checked) = verify(self.shape, &self.a, &self.b, &self.c);
+        let mut output = json!({
+            "m": m, "n": n, "k": k,
+            "checked_entries": checked,
+            "dtype": "fp32",
+            "ran": format!(
+                "matrixmultiply's SGEMM: variant `{}` applies to CUDA devices only",
+                self.variant.name()
+            ),
+        });
+        dtypes::merge(&mut output, dtypes::CPU_FP32.json());
         RunReport {
             work: Work::Flops(2.0 * m as f64 * n as f64 * k as f64),
             verification,
-            output: json!({
-                "m": m, "n": n, "k": k,
-                "checked_entries": checked,
-                "ran": format!(
-                    "matrixmultiply's SGEMM: variant `{}` applies to CUDA devices only",
-                    self.variant.name()
-                ),
-            }),
+            output,
             artifact: None,
         }
     }
 }
 
-/// Checks a fixed sample of `C`'s entries (the four corners always among them) against dot
-/// products in double precision, returning the verification and the number checked.
-///
-/// A dot product of length k computed in single precision, in any order and with or without
-/// FMA, errs by at most γ_k·Σ|a_il·b_lj| with γ_k = k·u/(1 − k·u), u = ε/2 (Higham,
-/// *Accuracy and Stability of Numerical Algorithms*, §3.1); `k·ε` is above that whenever
-/// `k·u < 1/2`, and is the tolerance.
+/// Checks a fixed sample of `C`'s entries against double-precision dot products with the
+/// tolerance of single precision ([`dtypes::verify`]), returning the verification and the
+/// number checked.
 fn verify(shape: Shape, a: &[f32], b: &[f32], c: &[f32]) -> (Verification, usize) {
-    let Shape { m, n, k } = shape;
-    let corners = [0, n - 1, (m - 1) * n, m * n - 1];
-    let sample = rng::sample_indices(SAMPLE_SEED, m * n, SAMPLE, &corners);
-    let (mut max_abs, mut max_rel) = (0.0f64, 0.0f64);
-    for &index in &sample {
-        let (i, j) = (index / n, index % n);
-        let (mut dot, mut magnitude) = (0.0f64, 0.0f64);
-        for l in 0..k {
-            let product = a[i * k + l] as f64 * b[l * n + j] as f64;
-            dot += product;
-            magnitude += product.abs();
-        }
-        // NaN and ∞ become f64::MAX: JSON has no number for them, and they must fail the check.
-        let abs = (c[index] as f64 - dot).abs().min(f64::MAX);
-        let rel = (abs / magnitude.max(f64::MIN_POSITIVE)).min(f64::MAX);
-        max_abs = max_abs.max(abs);
-        max_rel = max_rel.max(rel);
-    }
-    let tolerance = k as f64 * f32::EPSILON as f64;
-    let verification = Verification {
-        passed: max_rel <= tolerance,
-        max_abs_error: max_abs,
-        max_rel_error: max_rel,
-        tolerance,
-        method: format!(
-            "{} entries of C, the corners among them, compared with dot products in double \
-             precision, error relative to Σ_l |a_il·b_lj|; the tolerance γ_k = k·ε_f32 \
-             (k = {k}) bounds the rounding of any single-precision dot product of length k.",
-            sample.len()
-        ),
-    };
-    (verification, sample.len())
+    let Shape { n, k, .. } = shape;
+    dtypes::verify(
+        shape,
+        GemmDtype::Fp32,
+        |i, l| a[i * k + l] as f64,
+        |l, j| b[l * n + j] as f64,
+        |i, j| c[i * n + j] as f64,
+    )
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ pub mod harness;
 pub mod params;
 pub mod rng;
 
-use gpulab_shared::{KernelSpec, Verification};
+use gpulab_shared::{Device, KernelSpec, Verification};
 
 use crate::cuda::{Gpu, GpuError, ModuleReport};
 
@@ -84,6 +84,19 @@ pub trait Kernel: Send + Sync + 'static {
         None
     }
 
+    /// The values of this kernel's device-dependent `enum` parameters on `device`, for the
+    /// catalog's `choices_by_device`: `(parameter, values)`. Empty when no choice depends on
+    /// the device.
+    fn device_choices(&self, _device: &Device) -> Vec<(&'static str, Vec<String>)> {
+        Vec::new()
+    }
+
+    /// What the schema cannot check: combinations of parameters, what `device` can run,
+    /// sizes a library cannot do. Runs at submission, after the schema's checks.
+    fn check_on_device(&self, _params: &Self::Params, _device: &Device) -> Result<(), ParamError> {
+        Ok(())
+    }
+
     /// The roofline's formula in words for the catalog (FLOPs and bytes of one repetition),
     /// or why the kernel has none; appended to `throughput_formula` by [`specs`].
     fn roofline_note(&self) -> &'static str {
@@ -117,6 +130,9 @@ pub trait CatalogKernel: Send + Sync {
     /// Reads the kernel's typed parameters from resolved ones: a missing parameter or one of
     /// the wrong type is an error naming it, never a panic.
     fn configure(&'static self, params: &ResolvedParams) -> Result<Box<dyn KernelJob>, ParamError>;
+
+    /// [`Kernel::device_choices`].
+    fn device_choices(&self, device: &Device) -> Vec<(&'static str, Vec<String>)>;
 }
 
 /// A kernel with its typed parameters, read once.
@@ -132,6 +148,9 @@ pub trait KernelJob {
 
     /// [`Kernel::op_counts`] with these parameters.
     fn op_counts(&self) -> Option<OpCounts>;
+
+    /// [`Kernel::check_on_device`] with these parameters.
+    fn check_on_device(&self, device: &Device) -> Result<(), ParamError>;
 }
 
 impl<K: Kernel> CatalogKernel for K {
@@ -153,6 +172,10 @@ impl<K: Kernel> CatalogKernel for K {
             kernel: self,
             params,
         }))
+    }
+
+    fn device_choices(&self, device: &Device) -> Vec<(&'static str, Vec<String>)> {
+        Kernel::device_choices(self, device)
     }
 }
 
@@ -176,6 +199,10 @@ impl<K: Kernel> KernelJob for Configured<K> {
 
     fn op_counts(&self) -> Option<OpCounts> {
         self.kernel.op_counts(&self.params)
+    }
+
+    fn check_on_device(&self, device: &Device) -> Result<(), ParamError> {
+        self.kernel.check_on_device(&self.params, device)
     }
 }
 
@@ -238,6 +265,8 @@ pub enum Work {
     Pixels(f64),
     /// Elements processed (a custom kernel's `n`): throughput in Gelements/s.
     Elements(f64),
+    /// Integer arithmetic operations (an int8 GEMM): throughput in GOP/s.
+    Ops(f64),
 }
 
 impl Work {
@@ -249,6 +278,7 @@ impl Work {
             Work::Samples(s) => (s, 1e9, "Gsamples/s"),
             Work::Pixels(p) => (p, 1e6, "Mpixels/s"),
             Work::Elements(e) => (e, 1e9, "Gelements/s"),
+            Work::Ops(o) => (o, 1e9, "GOP/s"),
         };
         let value = if seconds > 0.0 {
             amount / seconds / scale
@@ -301,6 +331,29 @@ pub fn specs() -> &'static [KernelSpec] {
             .collect()
     });
     &SPECS
+}
+
+/// The catalog entries as this server offers them: [`specs`] with each device-dependent
+/// `enum` parameter's `choices_by_device` filled in for `devices`.
+pub fn specs_for(devices: &[Device]) -> Vec<KernelSpec> {
+    catalog()
+        .iter()
+        .zip(specs())
+        .map(|(kernel, spec)| {
+            let mut spec = spec.clone();
+            for device in devices.iter().filter(|d| spec.devices.contains(&d.kind)) {
+                for (name, values) in kernel.device_choices(device) {
+                    if let Some(param) = spec.params.iter_mut().find(|p| p.name == name) {
+                        param
+                            .choices_by_device
+                            .get_or_insert_with(Default::default)
+                            .insert(device.id.clone(), values);
+                    }
+                }
+            }
+            spec
+        })
+        .collect()
 }
 
 /// The names of the catalog's kernels, for messages that list them.

@@ -24,13 +24,23 @@ static MEASURED: OnceLock<Peak> = OnceLock::new();
 static STARTED: std::sync::Once = std::sync::Once::new();
 
 /// Starts the measurement on a thread of its own, once per process; [`measured`] has the
-/// figure when it is done.
+/// figure when it is done. The arrays (up to 3 × 256 MiB) live in a child process
+/// (`gpulab measure-bandwidth`): the server's own memory never grows by them, and a
+/// container limit they would break ends the child, not the server. Outside the `gpulab`
+/// binary (in tests of the library), in this process.
 pub fn start() {
     STARTED.call_once(|| {
         let spawned = std::thread::Builder::new()
             .name("stream-bandwidth".into())
             .spawn(|| {
-                let peak = measure();
+                let peak = match measured_by_child() {
+                    Some(Ok(peak)) => peak,
+                    Some(Err(why)) => {
+                        tracing::warn!("the CPU memory-bandwidth measurement failed: {why}");
+                        return;
+                    }
+                    None => measure(),
+                };
                 tracing::info!("CPU memory bandwidth (STREAM-style): {}", peak.formula);
                 let _ = MEASURED.set(peak);
             });
@@ -38,6 +48,25 @@ pub fn start() {
             tracing::warn!("cannot start the CPU memory-bandwidth measurement: {e}");
         }
     });
+}
+
+/// The peak as `gpulab measure-bandwidth` measures it; `None` outside the `gpulab` binary.
+fn measured_by_child() -> Option<Result<Peak, String>> {
+    let exe = match std::env::current_exe() {
+        Ok(exe) if exe.file_stem().is_some_and(|stem| stem == "gpulab") => exe,
+        _ => return None,
+    };
+    let output = std::process::Command::new(exe)
+        .arg("measure-bandwidth")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output();
+    Some(match output {
+        Ok(output) if output.status.success() => serde_json::from_slice(&output.stdout)
+            .map_err(|e| format!("the measurement answered no peak: {e}")),
+        Ok(output) => Err(format!("the measurement ended with {}", output.status)),
+        Err(e) => Err(format!("the measurement could not start: {e}")),
+    })
 }
 
 /// The measured ceiling, once measured.

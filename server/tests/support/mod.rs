@@ -382,7 +382,8 @@ impl Drop for TestApp {
 /// enum parameters (matmul's variants), with the integer parameters other than `seed` taken
 /// from `sizes` by name and the rest at their defaults. The kernels come from the catalog, so
 /// a new one is run without a test naming it; one with an integer parameter missing from
-/// `sizes` fails, asking for a size.
+/// `sizes` fails, asking for a size. Choices that depend on the device (`choices_by_device`:
+/// matmul's dtype) stay at their default: tests/gemm_dtypes.rs runs each device's own.
 pub fn jobs_of_catalog(
     catalog: &[gpulab_shared::KernelSpec],
     device: &str,
@@ -402,7 +403,11 @@ pub fn jobs_of_catalog(
             }
         }
         jobs.push(json!({"kernel": k.name, "device": device, "params": params}));
-        for p in k.params.iter().filter(|p| p.choices.is_some()) {
+        for p in k
+            .params
+            .iter()
+            .filter(|p| p.choices.is_some() && p.choices_by_device.is_none())
+        {
             for choice in p.choices.as_deref().unwrap_or_default() {
                 if p.default != json!(choice) {
                     let mut params = params.clone();
