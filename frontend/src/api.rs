@@ -3,7 +3,8 @@
 //! The API is served from the same origin as the UI, so every URL is a path. Error answers
 //! are `application/problem+json` documents, handed to the caller as [`ApiError::Problem`] so
 //! the UI can show `detail` beside the form field that `field` names. Every change (POST,
-//! DELETE) carries the API token the user set, for a server started with `--token`.
+//! DELETE) carries the API token the user set, for a server started with `--token`; in lab
+//! mode, the session's CSRF token instead (the session cookie goes by itself).
 
 use std::fmt;
 
@@ -14,7 +15,11 @@ use gpulab_shared::{
 };
 use serde::de::DeserializeOwned;
 
-use crate::token;
+use crate::{session, token};
+
+// The calls of lab mode (accounts, sessions, usage, audit) live in their own file.
+mod lab;
+pub use lab::*;
 
 /// Why an API call gave no answer the UI can use.
 #[derive(Debug, Clone, PartialEq)]
@@ -225,8 +230,12 @@ fn get(url: &str) -> RequestBuilder {
     authorized(Request::get(url))
 }
 
-/// `request` with the user's API token, when one is set.
+/// `request` with the user's credentials: in lab mode the session's CSRF token (the cookie
+/// goes by itself), else the user's API token, when one is set.
 fn authorized(request: RequestBuilder) -> RequestBuilder {
+    if let Some(csrf) = session::csrf_token() {
+        return request.header(gpulab_shared::lab::CSRF_HEADER, &csrf);
+    }
     match token::current() {
         Some(token) => request.header("Authorization", &bearer(&token)),
         None => request,
@@ -294,6 +303,9 @@ async fn read_json<T: DeserializeOwned>(response: Response) -> ApiResult<T> {
 /// The problem document of an error answer; a proxy or a crash may answer without one.
 async fn read_problem(response: Response) -> ApiError {
     let status = response.status();
+    if status == 401 {
+        session::server_refused();
+    }
     match response.json::<Problem>().await {
         Ok(problem) => ApiError::Problem(problem),
         Err(_) => ApiError::Problem(Problem {

@@ -73,8 +73,21 @@ pub fn provide_live_events() {
         diagnostics: RwSignal::new(BTreeMap::new()),
         telemetry: StoredValue::new(HashMap::new()),
     };
-    EventStream::open(live, Rc::new(RefCell::new(None)), RETRY_FIRST);
-    set_timeout(move || live.give_up_waiting(), FIRST_OPEN_WAIT);
+    // The stream carries what the browser's user may see: it opens once the session is
+    // known, and afresh (forgetting the last user's jobs) for each user who signs in.
+    let session = crate::session::use_session();
+    let identity = Memo::new(move |_| session.get().identity());
+    let slot: StreamSlot = Rc::new(RefCell::new(None));
+    Effect::new(move |_| {
+        let identity = identity.get();
+        // Dropping the stream closes it.
+        slot.borrow_mut().take();
+        live.forget();
+        if identity.is_some() {
+            EventStream::open(live, slot.clone(), RETRY_FIRST);
+            set_timeout(move || live.give_up_waiting(), FIRST_OPEN_WAIT);
+        }
+    });
     provide_context(live);
 }
 
@@ -137,6 +150,15 @@ impl LiveEvents {
                     .clone()
             })
             .unwrap_or_else(|| ArcRwSignal::new(TelemetryTrack::default()))
+    }
+
+    /// Back to the state of a page just loaded, for another user's stream.
+    fn forget(&self) {
+        self.connection.set(Connection::Connecting);
+        self.sync.set(None);
+        self.jobs.set(BTreeMap::new());
+        self.diagnostics.set(BTreeMap::new());
+        self.telemetry.set_value(HashMap::new());
     }
 
     fn opened(&self) {

@@ -63,7 +63,7 @@ pub fn CopyAsCurl(#[prop(into)] command: Signal<String>) -> impl IntoView {
     }
 }
 
-async fn write_to_clipboard(text: &str) -> Result<(), ()> {
+pub(super) async fn write_to_clipboard(text: &str) -> Result<(), ()> {
     let navigator = window().navigator();
     // `navigator.clipboard` is undefined outside secure contexts; calling it would throw.
     let clipboard = js_sys::Reflect::get(&navigator, &"clipboard".into()).map_err(|_| ())?;

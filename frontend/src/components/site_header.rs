@@ -2,10 +2,11 @@ use leptos::prelude::*;
 use leptos_router::components::A;
 
 use super::LiveIndicator;
+use crate::session::use_session;
 use crate::token::{normalize, use_api_token};
 
 /// The header on every page: the name, the main navigation, whether updates are live, and
-/// the API token.
+/// the API token (in lab mode: the signed-in user and "Sign out").
 #[component]
 pub fn SiteHeader() -> impl IntoView {
     view! {
@@ -23,10 +24,69 @@ pub fn SiteHeader() -> impl IntoView {
                 <A href="/editor">"Editor"</A>
                 <A href="/diagnostics">"Diagnostics"</A>
                 <A href="/fleet">"Fleet"</A>
+                <LabLinks />
             </nav>
             <LiveIndicator />
-            <TokenSettings />
+            <Credentials />
         </header>
+    }
+}
+
+/// The pages of lab mode: Usage for everyone signed in, Users for admins only.
+#[component]
+fn LabLinks() -> impl IntoView {
+    let session = use_session();
+    let signed_in = Memo::new(move |_| session.user().is_some());
+    let admin = Memo::new(move |_| session.is_admin());
+    view! {
+        <Show when=move || signed_in.get()>
+            <A href="/usage">"Usage"</A>
+        </Show>
+        <Show when=move || admin.get()>
+            <A href="/admin/users">"Users"</A>
+        </Show>
+    }
+}
+
+/// In single mode the API token's panel, as before; in lab mode who is signed in, with a
+/// link to their account and "Sign out".
+#[component]
+fn Credentials() -> impl IntoView {
+    let session = use_session();
+    let lab = Memo::new(move |_| session.is_lab());
+    let name = Memo::new(move |_| session.user().map(|user| user.name));
+    let sign_out = Action::new_local(|_: &()| crate::api::sign_out());
+    Effect::new(move |_| {
+        // A session that was over anyway answers 401, which signs out by itself (api.rs).
+        if let Some(Ok(())) = sign_out.value().get() {
+            session.signed_out();
+        }
+    });
+    view! {
+        <Show when=move || lab.get() fallback=|| view! { <TokenSettings /> }>
+            {move || {
+                name.get()
+                    .map(|name| {
+                        view! {
+                            <div class="account" data-testid="account-menu">
+                                <a href="/account" data-testid="signed-in-user" title="Your account">
+                                    {name}
+                                </a>
+                                <button
+                                    type="button"
+                                    data-testid="sign-out"
+                                    disabled=move || sign_out.pending().get()
+                                    on:click=move |_| {
+                                        sign_out.dispatch(());
+                                    }
+                                >
+                                    "Sign out"
+                                </button>
+                            </div>
+                        }
+                    })
+            }}
+        </Show>
     }
 }
 

@@ -121,7 +121,8 @@ fn LaunchForm(kernels: Vec<KernelSpec>, devices: Vec<Device>) -> impl IntoView {
                     server_error()
                         .and_then(|err| err.problem().cloned())
                         .filter(|problem| {
-                            problem.field.as_deref().map(form_field) == Some(name.as_str())
+                            !is_quota_refusal(problem)
+                                && problem.field.as_deref().map(form_field) == Some(name.as_str())
                         })
                         .map(|problem| problem.detail)
                 })
@@ -129,6 +130,9 @@ fn LaunchForm(kernels: Vec<KernelSpec>, devices: Vec<Device>) -> impl IntoView {
     };
     let top_error = move || {
         server_error().filter(|err| {
+            if err.problem().is_some_and(is_quota_refusal) {
+                return true;
+            }
             let field = err
                 .problem()
                 .and_then(|p| p.field.as_deref())
@@ -301,6 +305,12 @@ fn initial_kernel(
         .or_else(|| kernels.iter().find(runs_on_wanted_device))
         .or_else(|| kernels.first())
         .cloned()
+}
+
+/// A refusal for the user's quota: shown at the top with what is left and when it renews,
+/// though the server names `timeout_s` (the job's worst case, which is what it counted).
+fn is_quota_refusal(problem: &gpulab_shared::Problem) -> bool {
+    problem.status == 429 && problem.remaining_seconds.is_some()
 }
 
 /// The form field a problem's `field` names: `params.n` is the parameter `n`.

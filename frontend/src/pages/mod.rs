@@ -1,5 +1,7 @@
 //! One component per route.
 
+mod account;
+mod admin;
 mod compare;
 mod devices;
 mod diagnostic;
@@ -11,7 +13,11 @@ mod jobs;
 mod launch;
 mod not_found;
 mod roofline;
+mod sign_in;
+mod usage;
 
+pub use account::AccountPage;
+pub use admin::AdminUsersPage;
 pub use compare::ComparePage;
 pub use devices::DevicesPage;
 pub use diagnostic::DiagnosticPage;
@@ -23,3 +29,5 @@ pub use jobs::JobsPage;
 pub use launch::LaunchPage;
 pub use not_found::NotFoundPage;
 pub use roofline::RooflinePage;
+pub use sign_in::SignInPage;
+pub use usage::UsagePage;
