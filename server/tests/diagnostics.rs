@@ -365,7 +365,7 @@ async fn a_diagnostic_is_cancelled_queued_or_running_and_the_next_job_runs() {
 
 /// The server's live child processes (its workers).
 fn workers(server: u32) -> Vec<u32> {
-    support::children_of(server)
+    support::workers_of(server)
         .into_iter()
         .filter(|pid| support::is_alive(*pid))
         .collect()

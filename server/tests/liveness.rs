@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use gpulab_shared::{Job, JobPage, JobStatus};
 use reqwest::StatusCode;
 use serde_json::json;
-use support::{children_of, is_alive, spawn_app, spawn_app_with, AppOptions, TestApp};
+use support::{is_alive, spawn_app, spawn_app_with, workers_of, AppOptions, TestApp};
 
 /// Sends `body` as a job and resets the connection at once (SO_LINGER 0: the close sends
 /// RST, not FIN), after `pause`, without reading the answer.
@@ -157,7 +157,7 @@ async fn sigterm_with_a_job_running_exits_cleanly_and_the_job_ends_interrupted()
         .submit(json!({"kernel": "vector_add", "device": "cpu"}))
         .await;
     app.wait_status(running.id, JobStatus::Running).await;
-    let workers = children_of(app.server_pid());
+    let workers = workers_of(app.server_pid());
     assert_eq!(workers.len(), 1, "one CPU worker: {workers:?}");
 
     let start = Instant::now();
@@ -196,7 +196,7 @@ async fn kill_9_of_the_server_takes_its_workers_with_it() {
         .submit(json!({"kernel": "_test_fault", "device": "cpu", "params": {"mode": "hang"}}))
         .await;
     app.wait_status(hang.id, JobStatus::Running).await;
-    let workers = children_of(app.server_pid());
+    let workers = workers_of(app.server_pid());
     assert_eq!(workers.len(), 1, "{workers:?}");
     app.kill_9();
     assert_no_survivors(&workers).await;
@@ -270,7 +270,7 @@ async fn as_pid_1_the_server_runs_jobs_stops_on_sigterm_and_takes_its_workers_on
         .submit(json!({"kernel": "_test_fault", "device": "cpu", "params": {"mode": "hang"}}))
         .await;
     app.wait_status(hang.id, JobStatus::Running).await;
-    let workers = children_of(app.server_pid());
+    let workers = workers_of(app.server_pid());
     assert_eq!(workers.len(), 1, "{workers:?}");
     app.kill_9();
     assert_no_survivors(&workers).await;

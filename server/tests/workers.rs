@@ -39,7 +39,7 @@ async fn worker_pid(app: &TestApp) -> u32 {
     for _ in 0..1000 {
         let live: Vec<u32> = children(app.pid())
             .into_iter()
-            .filter(|(_, state)| *state != 'Z')
+            .filter(|(pid, state)| *state != 'Z' && support::is_worker(*pid))
             .map(|(pid, _)| pid)
             .collect();
         if let [pid] = live[..] {

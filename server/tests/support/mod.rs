@@ -202,6 +202,21 @@ pub fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// The worker processes among the children of `pid` (`gpulab worker …`): the server also
+/// starts short-lived helpers (`gpulab cuda-libraries`, `gpulab measure-bandwidth`).
+pub fn workers_of(pid: u32) -> Vec<u32> {
+    children_of(pid)
+        .into_iter()
+        .filter(|child| is_worker(*child))
+        .collect()
+}
+
+/// Whether `pid` is a `gpulab worker` process.
+pub fn is_worker(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|cmdline| cmdline.split(|b| *b == 0).nth(1) == Some(b"worker".as_slice()))
+}
+
 /// Whether `pid` still runs (a zombie waiting to be reaped does not).
 pub fn is_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
