@@ -14,8 +14,9 @@ use serde::Deserialize;
 use super::error::{ApiError, ApiJson};
 use super::jobs::page;
 use super::AppState;
+use crate::lab::quota::period_start;
 use crate::lab::{keys, Caller, Lab};
-use crate::store::users::{period_start, UserChangeOutcome, UserRow};
+use crate::store::users::{UserChangeOutcome, UserRow};
 
 /// The largest quota: a year of device time per period.
 const MAX_QUOTA_S: f64 = 366.0 * 86_400.0;

@@ -4,7 +4,7 @@
 //! server runs; under WAL the server's next read sees each commit, which is why the server
 //! reads a user's row on every request instead of keeping it.
 
-use chrono::{DateTime, Datelike, Duration, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use gpulab_shared::lab::{AuditEntry, AuditPage, Quota, QuotaPeriod, Role, UserChange};
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 
@@ -102,21 +102,6 @@ fn row_to_user(row: &Row<'_>) -> rusqlite::Result<UserRow> {
             _ => None,
         },
     })
-}
-
-/// When the quota period that contains `now` began: today 00:00 UTC, or Monday 00:00 UTC.
-pub fn period_start(period: QuotaPeriod, now: DateTime<Utc>) -> DateTime<Utc> {
-    let midnight = Utc.from_utc_datetime(
-        &now.date_naive()
-            .and_hms_opt(0, 0, 0)
-            .expect("midnight exists"),
-    );
-    match period {
-        QuotaPeriod::Daily => midnight,
-        QuotaPeriod::Weekly => {
-            midnight - Duration::days(now.weekday().num_days_from_monday().into())
-        }
-    }
 }
 
 fn audit_in(
@@ -463,6 +448,7 @@ impl JobStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Duration;
 
     fn store() -> (tempfile::TempDir, JobStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -534,18 +520,5 @@ mod tests {
             .insert_session("old", "bob", "c3", Utc::now() - Duration::seconds(1))
             .unwrap();
         assert!(store.session("old").unwrap().is_none(), "expired");
-    }
-
-    #[test]
-    fn periods_start_at_midnight_and_on_monday() {
-        let thursday = Utc.with_ymd_and_hms(2026, 12, 3, 14, 5, 0).unwrap();
-        assert_eq!(
-            period_start(QuotaPeriod::Daily, thursday),
-            Utc.with_ymd_and_hms(2026, 12, 3, 0, 0, 0).unwrap()
-        );
-        assert_eq!(
-            period_start(QuotaPeriod::Weekly, thursday),
-            Utc.with_ymd_and_hms(2026, 11, 30, 0, 0, 0).unwrap()
-        );
     }
 }
